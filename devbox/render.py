@@ -1,0 +1,383 @@
+"""Renderers: a validated Spec (plus the keys and hashes devbox generated) in, file texts out.
+
+Everything here is pure and deterministic: the same inputs give the same bytes, so `render` can
+skip files that did not change and `up` can tell when nothing changed. The Dockerfile and the
+entrypoint come from Jinja2 templates shipped in the package; docker-compose.yml is built as data
+and dumped with PyYAML, never text-templated, so no spec value can break its structure.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from devbox.spec import Host, Spec
+
+if TYPE_CHECKING:
+    import jinja2
+
+COMPOSE_FILE = "docker-compose.yml"
+KNOWN_HOSTS = "known_hosts"
+SSH_CONFIG = "ssh_config"
+IMAGE_FILES = ("Dockerfile", "entrypoint.sh", "requirements.txt")
+BASE_PACKAGES = ("ca-certificates", "gnupg", "openssh-server", "sudo")
+LABEL_PREFIX = "devbox."
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One output file: its path relative to the output folder, its text and its mode."""
+
+    path: str
+    content: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class HostMaterial:
+    """What devbox generated once for a host and keeps with the project (see devbox.state)."""
+
+    password_hashes: tuple[tuple[str, str], ...]
+    host_public_key: str
+
+
+@functools.lru_cache(maxsize=1)
+def _templates() -> jinja2.Environment:
+    """One Jinja2 environment for the package's templates; imported lazily to keep startup fast."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("devbox", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - renders Dockerfiles and shell, not HTML
+    )
+
+
+def render_template(name: str, **context: Any) -> str:
+    return _templates().get_template(name).render(**context)
+
+
+# --------------------------------------------------------------------------- image
+
+
+def image_packages(spec: Spec) -> list[str]:
+    """Packages for the image: what sshd and sudo need, the login shell, then the spec's own."""
+    wanted = [*BASE_PACKAGES, spec.image.shell, *spec.image.packages]
+    if spec.image.docker_cli:
+        wanted.append("curl")
+    if spec.image.pip_requirements:
+        wanted.append("python3-pip")
+    return list(dict.fromkeys(wanted))
+
+
+def _origin(spec: Spec) -> str:
+    """The spec's file name for headers: the same bytes on every machine and in every folder."""
+    return PurePath(spec.source).name
+
+
+def render_dockerfile(spec: Spec) -> str:
+    return render_template(
+        "Dockerfile.j2", image=spec.image, packages=image_packages(spec), source=_origin(spec)
+    )
+
+
+def render_entrypoint(spec: Spec) -> str:
+    return render_template("entrypoint.sh.j2", user=spec.image.user, source=_origin(spec))
+
+
+def image_files(spec: Spec) -> list[RenderedFile]:
+    """The build context: only these files are sent to the engine (.dockerignore keeps secrets out)."""
+    files = [
+        RenderedFile("Dockerfile", render_dockerfile(spec)),
+        RenderedFile("entrypoint.sh", render_entrypoint(spec), 0o755),
+    ]
+    if spec.image.pip_requirements:
+        files.append(RenderedFile("requirements.txt", spec.image.pip_requirements.read_text("utf-8")))
+    return files
+
+
+def image_tag(spec: Spec, files: list[RenderedFile]) -> str:
+    """A tag that names the build context's content, so an unchanged image is never rebuilt."""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.path}\0{file.mode}\0{file.content}\0".encode())
+    return f"devbox-{spec.project}:{digest.hexdigest()[:12]}"
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def _cpus(value: float) -> str:
+    return f"{value:g}"
+
+
+def _resources(host: Host) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
+    reservations: dict[str, Any] = {}
+    for target, resources in ((limits, host.limits), (reservations, host.reservations)):
+        if resources.cpus is not None:
+            target["cpus"] = _cpus(resources.cpus)
+        if resources.memory is not None:
+            target["memory"] = resources.memory.text
+    if host.gpus.wanted:
+        device: dict[str, Any] = {"driver": "nvidia"}
+        if host.gpus.device_ids:
+            device["device_ids"] = list(host.gpus.device_ids)
+        else:
+            device["count"] = host.gpus.count
+        device["capabilities"] = list(host.gpus.capabilities)
+        reservations["devices"] = [device]
+    resources = {key: value for key, value in (("limits", limits), ("reservations", reservations)) if value}
+    return {"resources": resources} if resources else {}
+
+
+def _port(host: Host) -> str:
+    """Seed 001's short form; a wildcard address binds IPv4 and IPv6 alike."""
+    if host.bind_address == "0.0.0.0":  # noqa: S104 - the user's explicit choice
+        return f"{host.ssh_port}:22"
+    address = f"[{host.bind_address}]" if ":" in host.bind_address else host.bind_address
+    return f"{address}:{host.ssh_port}:22"
+
+
+def _volumes(host: Host) -> list[str]:
+    volumes = [f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in host.volumes]
+    if host.docker_socket:
+        volumes.append("/var/run/docker.sock:/var/run/docker.sock")
+    return volumes
+
+
+def secret_files(spec: Spec, host: Host, material: HostMaterial) -> list[RenderedFile]:
+    """Per-host files handed to the container as compose secrets (hashes, sshd settings, keys)."""
+    folder = f"secrets/{host.name}"
+    passwords = "".join(f"{user}:{hashed}\n" for user, hashed in material.password_hashes)
+    sshd = (
+        f"# devbox: settings of host {host.name}\n"
+        f"PermitRootLogin {'yes' if host.root_login else 'no'}\n"
+        f"PasswordAuthentication {'yes' if host.password_auth else 'no'}\n"
+    )
+    keys = "".join(f"{key}\n" for key in host.authorized_keys)
+    return [
+        RenderedFile(f"{folder}/passwords", passwords, 0o600),
+        RenderedFile(f"{folder}/sshd_config", sshd),
+        RenderedFile(f"{folder}/authorized_keys", keys),
+    ]
+
+
+def host_key_path(host: Host) -> str:
+    """Where the host's private SSH key lives, relative to the output folder (see devbox.state)."""
+    return f"hostkeys/{host.name}/ssh_host_ed25519_key"
+
+
+_SECRET_TARGETS = {
+    "passwords": "devbox_passwords",
+    "sshd_config": "devbox_sshd_config",
+    "authorized_keys": "devbox_authorized_keys",
+}
+
+
+def _secrets(host: Host) -> tuple[list[dict[str, str]], dict[str, dict[str, str]]]:
+    """The service's secret mounts and the project-level secret definitions for one host."""
+    sources = {f"secrets/{host.name}/{name}": target for name, target in _SECRET_TARGETS.items()}
+    sources[host_key_path(host)] = "devbox_host_key"
+    mounts, definitions = [], {}
+    for path, target in sources.items():
+        source = f"{host.name}_{target.removeprefix('devbox_')}"
+        mounts.append({"source": source, "target": target})
+        definitions[source] = {"file": f"./{path}"}
+    return mounts, definitions
+
+
+HEALTHCHECK = {
+    # sshd answers with its banner once it accepts connections; bash and coreutils are in
+    # every Debian/Ubuntu base, nc and pgrep are not.
+    "test": ["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/22 && head -c 4 <&3 | grep -q SSH"],
+    "interval": "10s",
+    "timeout": "3s",
+    "retries": 3,
+    "start_period": "10s",
+}
+
+
+def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[str, str]]) -> dict:
+    service: dict[str, Any] = {}
+    if build:
+        service["build"] = {"context": ".", "dockerfile": "Dockerfile"}
+    service["image"] = tag
+    if not build:
+        # Built once by the first host; the others must never try to pull it from a registry.
+        service["pull_policy"] = "never"
+    service["hostname"] = host.hostname
+    service["restart"] = host.restart
+    if host.volumes or host.docker_socket:
+        service["volumes"] = _volumes(host)
+    if host.environment:
+        service["environment"] = dict(host.environment)
+    service["secrets"] = secrets
+    deploy = _resources(host)
+    if deploy:
+        service["deploy"] = deploy
+    service["ports"] = [_port(host)]
+    network = spec.network.name
+    service["networks"] = (
+        [network] if host.hostname == host.name else {network: {"aliases": [host.hostname]}}
+    )
+    service.update(_hardware(host))
+    service["healthcheck"] = HEALTHCHECK
+    return service
+
+
+def _hardware(host: Host) -> dict[str, Any]:
+    """Shared memory, ulimits, devices, capabilities and the opt-in privileges of one host."""
+    options: dict[str, Any] = {"shm_size": host.shm_size.text}
+    if host.ulimits:
+        options["ulimits"] = {
+            u.name: u.soft if u.soft == u.hard else {"soft": u.soft, "hard": u.hard}
+            for u in host.ulimits
+        }
+    if host.devices:
+        options["devices"] = list(host.devices)
+    if host.cap_add:
+        options["cap_add"] = list(host.cap_add)
+    if host.privileged:
+        options["privileged"] = True
+    if host.ipc:
+        options["ipc"] = host.ipc
+    if host.cpuset:
+        options["cpuset"] = host.cpuset
+    return options
+
+
+def config_hash(service: Mapping[str, Any], files: list[RenderedFile]) -> str:
+    """A digest of what a host's container is made of: its service and its secret files.
+
+    Compose does not notice a changed secret file; this label does, so `up` recreates the host.
+    """
+    digest = hashlib.sha256(json.dumps(service, sort_keys=True).encode())
+    for file in files:
+        digest.update(f"{file.path}\0{file.content}".encode())
+    return digest.hexdigest()[:16]
+
+
+def compose_data(spec: Spec, material: Mapping[str, HostMaterial], tag: str) -> dict[str, Any]:
+    """docker-compose.yml as data: every host shares ONE image, built by the first host."""
+    services: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    volumes: dict[str, Any] = {}
+    for index, host in enumerate(spec.hosts):
+        mounts, definitions = _secrets(host)
+        secrets.update(definitions)
+        service = _service(spec, host, tag, build=index == 0, secrets=mounts)
+        digest = config_hash(service, secret_files(spec, host, material[host.name]))
+        service["labels"] = {
+            f"{LABEL_PREFIX}project": spec.project,
+            f"{LABEL_PREFIX}host": host.name,
+            f"{LABEL_PREFIX}config-hash": digest,
+        }
+        services[host.name] = service
+        for volume in host.volumes:
+            if volume.kind == "volume":
+                volumes.setdefault(volume.source, {})
+    network: dict[str, Any] = {"driver": spec.network.driver}
+    if spec.network.subnet:
+        network["ipam"] = {"config": [{"subnet": spec.network.subnet}]}
+    data: dict[str, Any] = {"name": spec.project, "services": services}
+    data["networks"] = {spec.network.name: network}
+    if volumes:
+        data["volumes"] = volumes
+    data["secrets"] = secrets
+    return escape_interpolation(data)
+
+
+def escape_interpolation(value: Any) -> Any:
+    """Double every ``$`` so compose never interpolates a value from the spec."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, Mapping):
+        return {escape_interpolation(k): escape_interpolation(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape_interpolation(item) for item in value]
+    return value
+
+
+class _ComposeDumper(yaml.SafeDumper):
+    """Block style with indented lists, as people write compose files by hand."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(
+        data, Dumper=_ComposeDumper, sort_keys=False, default_flow_style=False,
+        allow_unicode=True, width=1_000_000,
+    )  # fmt: skip
+
+
+def render_compose(spec: Spec, material: Mapping[str, HostMaterial], tag: str) -> str:
+    header = (
+        f"# Rendered by devbox from {_origin(spec)}: edit the spec and run `devbox render`.\n"
+        "# Passwords are hashed in secrets/, host keys in hostkeys/; neither is in this file.\n"
+    )
+    return header + dump_yaml(compose_data(spec, material, tag))
+
+
+# --------------------------------------------------------------------------- ssh
+
+
+def host_key_alias(spec: Spec, host: Host) -> str:
+    """The name known_hosts records a host's key under, whatever address and port reach it."""
+    return f"devbox-{spec.project}-{host.name}"
+
+
+def render_known_hosts(spec: Spec, material: Mapping[str, HostMaterial]) -> str:
+    return "".join(
+        f"{host_key_alias(spec, host)} {material[host.name].host_public_key}\n" for host in spec.hosts
+    )
+
+
+def connect_address(host: Host) -> str:
+    """Where a client on this machine reaches a host's SSH port."""
+    return "127.0.0.1" if host.bind_address in ("0.0.0.0", "::") else host.bind_address  # noqa: S104
+
+
+def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None) -> str:
+    """``Host`` entries for OpenSSH and VS Code Remote-SSH, with host-key checking left ON."""
+    blocks = [f"# devbox hosts of project {spec.project} (generated; `devbox ssh-config`)\n"]
+    for host in spec.hosts:
+        blocks.append(
+            f"Host {spec.project}-{host.name}\n"
+            f"    HostName {address or connect_address(host)}\n"
+            f"    Port {host.ssh_port}\n"
+            f"    User {spec.image.user}\n"
+            f"    HostKeyAlias {host_key_alias(spec, host)}\n"
+            f"    UserKnownHostsFile {_ssh_quote(known_hosts)}\n"
+            "    StrictHostKeyChecking yes\n"
+        )
+    return "\n".join(blocks)
+
+
+def _ssh_quote(path: str) -> str:
+    return f'"{path}"' if " " in path else path
+
+
+# --------------------------------------------------------------------------- everything
+
+
+def render_project(spec: Spec, material: Mapping[str, HostMaterial]) -> list[RenderedFile]:
+    """Every file `devbox render` writes, in a stable order."""
+    files = image_files(spec)
+    tag = image_tag(spec, files)
+    files.append(RenderedFile(".dockerignore", "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
+    files.append(RenderedFile(COMPOSE_FILE, render_compose(spec, material, tag)))
+    for host in spec.hosts:
+        files.extend(secret_files(spec, host, material[host.name]))
+    files.append(RenderedFile(KNOWN_HOSTS, render_known_hosts(spec, material)))
+    return files

@@ -1,0 +1,245 @@
+"""What devbox generates once and keeps with the project, and how output files are written.
+
+The output folder (``.devbox/`` beside the spec) holds the rendered files and this state:
+``credentials.yaml`` (0600: generated passwords and their SHA-512 crypt hashes) and
+``hostkeys/<host>/`` (each host's SSH host key). State survives re-renders, ``down``/``up`` and
+rebuilds, so passwords and host keys never change behind the user's back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import string
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from devbox.errors import SpecError, UsageError
+from devbox.render import HostMaterial, RenderedFile, host_key_path
+from devbox.spec import Host, Spec
+
+CREDENTIALS_FILE = "credentials.yaml"
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 24
+HASH_ROUNDS = 100_000  # strong enough for 143-bit generated passwords, fast enough for login
+
+
+def output_dir(spec: Spec, out: str | os.PathLike[str] | None = None) -> Path:
+    """The output folder: ``out`` if given (relative to the current directory), else .devbox/."""
+    return Path(out).resolve() if out else spec.directory / ".devbox"
+
+
+@dataclass(frozen=True)
+class Account:
+    """One account's password on one host, and where the plaintext comes from."""
+
+    password: str | None
+    hashed: str
+    source: str  # "generated" or "env:VARIABLE"
+
+
+def hash_password(password: str) -> str:
+    from passlib.hash import sha512_crypt
+
+    return str(sha512_crypt.using(rounds=HASH_ROUNDS).hash(password))
+
+
+def _verifies(password: str, hashed: str) -> bool:
+    from passlib.hash import sha512_crypt
+
+    try:
+        return bool(sha512_crypt.verify(password, hashed))
+    except (ValueError, TypeError):
+        return False
+
+
+def generate_password() -> str:
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+class Credentials:
+    """Passwords per host and account, kept in ``credentials.yaml`` (mode 0600).
+
+    Generated passwords are stored in plaintext there (it is the one place to read them); a
+    password taken from an environment variable is never written, only its hash.
+    """
+
+    def __init__(self, path: Path, data: dict[str, dict[str, dict[str, str]]]) -> None:
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def load(cls, folder: Path) -> Credentials:
+        path = folder / CREDENTIALS_FILE
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            data = {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"{path}: cannot read it ({exc}); remove it to generate new passwords") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"{path}: not a credentials file; remove it to generate new passwords")
+        return cls(path, data)
+
+    def account(self, host: str, user: str, environ: Mapping[str, str] | None = None) -> Account:
+        """The account's current password (None if it comes from an unset variable) and hash."""
+        entry = self.data.get(host, {}).get(user, {})
+        source = entry.get("source", "generated")
+        password = entry.get("password")
+        if source.startswith("env:"):
+            password = (environ if environ is not None else os.environ).get(source[4:])
+        return Account(password, entry.get("hash", ""), source)
+
+    def ensure(self, spec: Spec, environ: Mapping[str, str]) -> list[str]:
+        """Give every account a password and a hash; returns 'host/user' of newly generated ones.
+
+        Raises SpecError when a password_env variable is not set.
+        """
+        problems, created = [], []
+        for host in spec.hosts:
+            from_env = dict(host.password_env)
+            entries = self.data.setdefault(host.name, {})
+            for user in spec.accounts(host):
+                entry = dict(entries.get(user, {}))
+                if user in from_env:
+                    password = environ.get(from_env[user], "")
+                    if not password:
+                        problems.append(f"hosts.{host.name}.password_env.{user}: environment "
+                                        f"variable {from_env[user]} is not set (export it, or "
+                                        "remove the entry to get a generated password)")  # fmt: skip
+                        continue
+                    entry = {"source": f"env:{from_env[user]}", "hash": entry.get("hash", "")}
+                elif entry.get("source") == "generated" and entry.get("password"):
+                    password = entry["password"]
+                else:
+                    password = generate_password()
+                    entry = {"source": "generated", "password": password}
+                    created.append(f"{host.name}/{user}")
+                if not _verifies(password, entry.get("hash", "")):
+                    entry["hash"] = hash_password(password)
+                entries[user] = entry
+            for stale in set(entries) - set(spec.accounts(host)):
+                del entries[stale]
+        for stale in set(self.data) - {host.name for host in spec.hosts}:
+            del self.data[stale]
+        if problems:
+            raise SpecError(spec.source, problems)
+        return created
+
+    def rotate(self, host: str, user: str) -> str:
+        """A new generated password for one account; returns it."""
+        password = generate_password()
+        self.data.setdefault(host, {})[user] = {
+            "source": "generated", "password": password, "hash": hash_password(password),
+        }  # fmt: skip
+        return password
+
+    def hashes(self, spec: Spec, host: Host) -> tuple[tuple[str, str], ...]:
+        return tuple((user, self.data[host.name][user]["hash"]) for user in spec.accounts(host))
+
+    def save(self) -> None:
+        header = ("# devbox credentials: the passwords of your hosts' accounts. Keep it private;\n"
+                  "# `devbox passwd HOST` rotates one. Passwords from environment variables are not "
+                  "stored here.\n")  # fmt: skip
+        text = header + yaml.safe_dump(self.data, sort_keys=True, default_flow_style=False)
+        write_private(self.path, text)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file that only its owner may read, never world-readable even for a moment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def ensure_host_keys(spec: Spec, folder: Path) -> dict[str, str]:
+    """Each host's ed25519 host key, generated once; returns the public keys by host name."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = {}
+    for host in spec.hosts:
+        private_path = folder / host_key_path(host)
+        public_path = private_path.with_name(private_path.name + ".pub")
+        if not (private_path.is_file() and public_path.is_file()):
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            ).decode()  # fmt: skip
+            pub = key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            ).decode()
+            write_private(private_path, pem)
+            write_if_changed(public_path, f"{pub} devbox-{spec.project}-{host.name}\n", 0o644)
+        public[host.name] = " ".join(public_path.read_text(encoding="utf-8").split()[:2])
+    return public
+
+
+def prepare(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[dict[str, HostMaterial], list[str]]:
+    """Make sure credentials and host keys exist; returns each host's material and new accounts."""
+    credentials = Credentials.load(folder)
+    created = credentials.ensure(spec, environ)
+    credentials.save()
+    public_keys = ensure_host_keys(spec, folder)
+    material = {
+        host.name: HostMaterial(credentials.hashes(spec, host), public_keys[host.name])
+        for host in spec.hosts
+    }
+    return material, created
+
+
+def write_if_changed(path: Path, content: str, mode: int) -> bool:
+    """Write only when the text differs, so unchanged files keep their timestamps."""
+    try:
+        if path.read_text(encoding="utf-8") == content and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    if mode & 0o077 == 0:
+        write_private(path, content)
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(content, encoding="utf-8")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
+def write_files(folder: Path, files: list[RenderedFile]) -> list[str]:
+    """Write rendered files below ``folder``; returns the paths that changed."""
+    changed = []
+    root = folder.resolve()
+    for file in files:
+        target = (root / file.path).resolve()
+        if root not in target.parents:
+            raise UsageError(f"refusing to write {file.path!r} outside {root}")
+        if write_if_changed(target, file.content, file.mode):
+            changed.append(file.path)
+    return changed
+
+
+@contextlib.contextmanager
+def project_lock(folder: Path, *, wait: bool = True) -> Iterator[None]:
+    """Serialise `up`/`down` of one project: a second run waits (or refuses) instead of racing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise UsageError(f"another devbox command is working on {folder}; wait for it to "
+                             "finish") from None  # fmt: skip
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Rendered by devbox from devbox.yaml: prepares this host at every start, then runs sshd.
+# Secrets come from /run/secrets (compose secrets), never from the image or the environment.
+set -eu
+
+secrets=/run/secrets
+user=alice
+
+# Password hashes ("account:hash" lines, SHA-512 crypt) are applied as they are: chpasswd -e
+# never sees a plaintext password.
+if [ -s "$secrets/devbox_passwords" ]; then
+    chpasswd -e < "$secrets/devbox_passwords"
+fi
+
+# The host key devbox generated once for this host: logins verify it, and it survives rebuilds.
+install -m 600 "$secrets/devbox_host_key" /etc/ssh/ssh_host_ed25519_key
+
+# This host's sshd settings (root login, password authentication); read before the image's.
+install -m 644 "$secrets/devbox_sshd_config" /etc/ssh/sshd_config.d/10-devbox-host.conf
+
+# Public keys for the user (and for root when root login is allowed).
+accounts=$user
+if grep -qx 'PermitRootLogin yes' /etc/ssh/sshd_config.d/10-devbox-host.conf; then
+    accounts="$user root"
+fi
+if [ -s "$secrets/devbox_authorized_keys" ]; then
+    for account in $accounts; do
+        home=$(getent passwd "$account" | cut -d: -f6)
+        group=$(id -gn "$account")
+        install -d -m 700 -o "$account" -g "$group" "$home/.ssh"
+        install -m 600 -o "$account" -g "$group" "$secrets/devbox_authorized_keys" "$home/.ssh/authorized_keys"
+    done
+fi
+
+# sshd starts every login with a clean environment; pam_env hands this file to SSH sessions,
+# so CUDA's PATH, NVIDIA_*, thread limits and the spec's environment survive the login.
+env | grep -E '^[A-Za-z_][A-Za-z0-9_]*=' \
+    | grep -Ev '^(HOME|HOSTNAME|PWD|OLDPWD|SHLVL|TERM|USER|LOGNAME|SHELL|MAIL|_)=' \
+    > /etc/environment || true
+
+exec /usr/sbin/sshd -D -e

@@ -1,0 +1,109 @@
+"""The click layer: init/validate/render behaviour, exit codes, one line per problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from devbox.cli import cli
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_init_writes_spec_and_gitignore_then_refuses_to_overwrite(run, tmp_path):
+    result = run("init")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "devbox.yaml").read_text().startswith("# devbox.yaml")
+    assert ".devbox/" in (tmp_path / ".gitignore").read_text().splitlines()
+    (tmp_path / "devbox.yaml").write_text("# mine\n")
+    again = run("init")
+    assert again.exit_code == 2 and "already exists (pass --force" in again.output
+    assert (tmp_path / "devbox.yaml").read_text() == "# mine\n"
+    assert run("init", "--force").exit_code == 0
+    assert (tmp_path / "devbox.yaml").read_text() != "# mine\n"
+
+
+def test_init_appends_to_an_existing_gitignore(run, tmp_path):
+    (tmp_path / ".gitignore").write_text("*.pyc")
+    run("init")
+    assert (tmp_path / ".gitignore").read_text().startswith("*.pyc\n")
+    run("init", "--force")
+    assert (tmp_path / ".gitignore").read_text().count(".devbox/") == 1
+
+
+def test_init_into_a_folder_uses_its_name(run, tmp_path):
+    assert run("init", "My Lab").exit_code == 0
+    assert "project: my-lab" in (tmp_path / "My Lab" / "devbox.yaml").read_text()
+
+
+def test_validate_reports_every_problem_with_exit_2(run, tmp_path):
+    (tmp_path / "devbox.yaml").write_text(
+        "project: lab\nhosts:\n  worker:\n    ssh_port: 99999\n    limits: {memory: 16GB}\n"
+    )
+    result = run("validate")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == [
+        "error: devbox.yaml: hosts.worker.limits.memory: '16GB' is not a size (use a whole number "
+        "with a unit b, k, m or g, e.g. 16g, 16000M, 512m)",
+        "error: devbox.yaml: hosts.worker.ssh_port: 99999 is out of range for a TCP port (1-65535)",
+    ]
+    assert "Traceback" not in result.output
+
+
+def test_validate_a_good_spec(run):
+    run("init")
+    result = run("validate")
+    assert result.exit_code == 0 and "valid (2 hosts, 2 with GPUs)" in result.output
+    assert "enforces CPU limits but not CPU reservations" in result.output
+    assert "0 with GPUs" in run("--no-gpu", "validate").output
+
+
+def test_render_and_generate_alias(run, tmp_path):
+    run("init")
+    first = run("render")
+    assert first.exit_code == 0, first.output
+    assert "generated passwords for master/developer, worker/developer" in first.output
+    for name in ("Dockerfile", "entrypoint.sh", "docker-compose.yml", "secrets/master/passwords"):
+        assert (tmp_path / ".devbox" / name).is_file()
+    again = run("generate")
+    assert again.exit_code == 0 and "0 written" in again.output
+
+
+def test_render_to_a_chosen_folder(run, tmp_path):
+    run("init")
+    assert run("--out", "build", "render").exit_code == 0
+    assert (tmp_path / "build" / "docker-compose.yml").is_file()
+
+
+def test_render_warns_about_opt_ins(run, tmp_path):
+    (tmp_path / "devbox.yaml").write_text(
+        "project: lab\nimage: {base: 'debian:bookworm'}\n"
+        "hosts:\n  a: {ssh_port: 2222, docker_socket: true, privileged: true}\n"
+    )
+    result = run("render")
+    assert result.exit_code == 0
+    assert "docker_socket: the host's users get the Docker socket, which is root" in result.output
+    assert "privileged: the container can do anything" in result.output
+
+
+def test_missing_spec_is_a_clean_error(run):
+    result = run("validate")
+    assert result.exit_code == 2 and "devbox init" in result.output
+
+
+def test_help_does_not_import_heavy_modules():
+    code = "import sys; from devbox.cli import cli; print(sorted(m for m in ('docker','jinja2','paramiko','yaml') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

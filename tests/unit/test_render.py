@@ -1,0 +1,174 @@
+"""Renderers: seed-001 parity, one shared image, escaping, determinism, compose validity."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devbox.project import init_project, render_to
+from devbox.render import compose_data, image_files, image_tag, render_dockerfile, render_entrypoint, render_project
+from devbox.spec import load_spec
+
+from .helpers import fake_material, make_spec
+
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
+
+
+@pytest.fixture
+def seed_spec(tmp_path):
+    init_project(tmp_path, "lab", force=False)
+    return load_spec(tmp_path / "devbox.yaml")
+
+
+def compose(spec):
+    return compose_data(spec, fake_material(spec), image_tag(spec, image_files(spec)))
+
+
+def test_compose_says_what_seed_001_says(seed_spec):
+    reference_file = REFERENCE / "seed-001.docker-compose.yml"
+    if not reference_file.exists():
+        pytest.fail(f"reference file missing: {reference_file}")
+    reference = yaml.safe_load(reference_file.read_text())
+    # YAML 1.1 reads the seed's unquoted 4432:22 as a base-60 number; read ports as text.
+    as_text = yaml.load(reference_file.read_text(), Loader=yaml.BaseLoader)  # noqa: S506
+    for name, service in reference["services"].items():
+        service["ports"] = as_text["services"][name]["ports"]
+    ours = compose(seed_spec)
+    assert set(ours["services"]) == set(reference["services"])
+    for name, theirs in reference["services"].items():
+        mine = ours["services"][name]
+        assert mine["deploy"] == theirs["deploy"], name
+        assert mine["ports"] == theirs["ports"]
+        assert mine["restart"] == theirs["restart"]
+        assert mine["networks"] == theirs["networks"]
+        # the named volume, minus docker.sock (opt-in only)
+        assert mine["volumes"] == [v for v in theirs["volumes"] if "docker.sock" not in v]
+        # minus plaintext passwords: the environment holds no password at all
+        assert not any("PASSWORD" in key for key in mine.get("environment", {}))
+    assert ours["networks"] == reference["networks"]
+    assert ours["volumes"] == reference["volumes"]
+
+
+def test_all_hosts_share_one_built_image(seed_spec):
+    services = compose(seed_spec)["services"]
+    assert [name for name, service in services.items() if "build" in service] == ["master"]
+    assert len({service["image"] for service in services.values()}) == 1
+    assert services["worker"]["pull_policy"] == "never"
+
+
+def test_no_plaintext_password_reaches_compose_or_image(tmp_path, seed_spec):
+    files, _, _ = render_to(seed_spec, tmp_path / ".devbox", {})
+    credentials = yaml.safe_load((tmp_path / ".devbox" / "credentials.yaml").read_text())
+    password = credentials["master"]["developer"]["password"]
+    rendered = {file.path: file.content for file in files}
+    assert not any(password in text for text in rendered.values())
+    assert rendered["secrets/master/passwords"].startswith("developer:$6$rounds=")
+    assert (tmp_path / ".devbox" / "secrets/master/passwords").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".devbox" / "credentials.yaml").stat().st_mode & 0o777 == 0o600
+
+
+def test_dockerfile_follows_the_seed_order_without_apt_key(seed_spec):
+    text = render_dockerfile(seed_spec)
+    order = ["FROM nvidia/cuda:", "ARG DEBIAN_FRONTEND=noninteractive", "ENV TZ=UTC",
+             "rm -f /etc/apt/sources.list.d/cuda", "--no-install-recommends", "rm -rf /var/lib/apt/lists/*",
+             "sshd_config.d", "useradd -m -s /bin/zsh developer", "usermod -aG sudo developer",
+             "COPY entrypoint.sh /entrypoint.sh", "EXPOSE 22", 'ENTRYPOINT ["/entrypoint.sh"]']  # fmt: skip
+    positions = [text.index(marker) for marker in order]
+    assert positions == sorted(positions)
+    assert "apt-key" not in text and "chpasswd" not in text
+    assert "rm -f /etc/ssh/ssh_host_*" in text
+
+
+def test_docker_cli_is_opt_in_and_uses_a_keyring():
+    plain = render_dockerfile(make_spec())
+    with_cli = render_dockerfile(make_spec(image={"base": "debian:bookworm", "docker_cli": True}))
+    assert "docker-ce-cli" not in plain
+    assert "signed-by=/etc/apt/keyrings/docker.asc" in with_cli and "apt-key" not in with_cli
+
+
+def test_uid_and_gid_reach_useradd():
+    text = render_dockerfile(make_spec(image={"base": "debian:bookworm", "uid": 1500, "gid": 1600}))
+    assert "groupadd -o -g 1600 developer" in text and "-o -u 1500 -g 1600 developer" in text
+
+
+def test_dollar_signs_are_escaped_for_compose():
+    spec = make_spec(hosts={"a": {"ssh_port": 1, "environment": {"PRICE": "$HOME ${X} $$"}}})
+    assert compose(spec)["services"]["a"]["environment"]["PRICE"] == "$$HOME $${X} $$$$"
+
+
+def test_gpu_requests_use_count_or_ids_never_both():
+    spec = make_spec(hosts={
+        "a": {"ssh_port": 1, "gpus": "all"}, "b": {"ssh_port": 2, "gpus": [0, 2]},
+        "c": {"ssh_port": 3, "gpus": 0}, "d": {"ssh_port": 4, "gpus": 2, "gpu_capabilities": "compute,utility"},
+    })  # fmt: skip
+    services = compose(spec)["services"]
+    device = lambda name: services[name]["deploy"]["resources"]["reservations"]["devices"][0]  # noqa: E731
+    assert device("a") == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+    assert device("b") == {"driver": "nvidia", "device_ids": ["0", "2"], "capabilities": ["gpu"]}
+    assert "deploy" not in services["c"]
+    assert device("d") == {"driver": "nvidia", "count": 2, "capabilities": ["compute", "utility"]}
+
+
+def test_opt_ins_render_only_when_asked():
+    spec = make_spec(hosts={
+        "a": {"ssh_port": 1},
+        "b": {"ssh_port": 2, "docker_socket": True, "privileged": True, "ipc": "host",
+              "cap_add": ["sys_ptrace"], "devices": ["/dev/ttyUSB0"], "ulimits": {"memlock": -1},
+              "bind_address": "::1", "hostname": "bee"},
+    })  # fmt: skip
+    a, b = compose(spec)["services"].values()
+    assert not {"privileged", "ipc", "cap_add", "devices", "ulimits", "volumes"} & set(a)
+    assert "/var/run/docker.sock:/var/run/docker.sock" in b["volumes"]
+    assert b["privileged"] is True and b["ipc"] == "host" and b["cap_add"] == ["SYS_PTRACE"]
+    assert b["ulimits"] == {"memlock": -1} and b["devices"] == ["/dev/ttyUSB0"]
+    assert a["ports"] == ["127.0.0.1:1:22"] and b["ports"] == ["[::1]:2:22"]
+    assert b["networks"] == {"lab_net": {"aliases": ["bee"]}}
+
+
+def test_config_hash_changes_when_a_secret_changes():
+    spec = make_spec()
+    material = fake_material(spec)
+    tag = image_tag(spec, image_files(spec))
+    before = compose_data(spec, material, tag)["services"]["master"]["labels"]["devbox.config-hash"]
+    material["master"] = material["master"].__class__((("developer", "$6$other"),), material["master"].host_public_key)
+    after = compose_data(spec, material, tag)["services"]["master"]["labels"]["devbox.config-hash"]
+    assert before != after
+
+
+def test_rendering_is_deterministic_and_skips_unchanged_files(tmp_path, seed_spec):
+    first, changed, _ = render_to(seed_spec, tmp_path / "out", {})
+    assert len(changed) == len(first)
+    second, changed_again, _ = render_to(seed_spec, tmp_path / "out", {})
+    assert changed_again == [] and first == second
+
+
+def test_entrypoint_applies_hashes_and_runs_sshd(seed_spec):
+    text = render_entrypoint(seed_spec)
+    assert "chpasswd -e" in text and text.rstrip().endswith("exec /usr/sbin/sshd -D -e")
+    assert "/etc/environment" in text
+
+
+def test_build_context_keeps_secrets_out():
+    files = {f.path: f.content for f in render_project(make_spec(), fake_material(make_spec()))}
+    assert files[".dockerignore"].splitlines()[0] == "*"
+    assert "!Dockerfile" in files[".dockerignore"] and "secrets" not in files[".dockerignore"]
+
+
+def compose_binary() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return ["docker", "compose"]
+
+
+def test_rendered_output_passes_docker_compose_config(tmp_path, seed_spec):
+    render_to(seed_spec, tmp_path / ".devbox", {})
+    result = subprocess.run(
+        [*compose_binary(), "-f", str(tmp_path / ".devbox" / "docker-compose.yml"), "config", "-q"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", f"compose warned: {result.stderr}"
