@@ -161,5 +161,198 @@ def render_cmd(ctx: Context) -> None:
 cli.add_command(render_cmd, name="generate")
 
 
+def _project(ctx: Context) -> Any:
+    from devbox.runner import Project
+
+    spec = ctx.spec()
+    for warning in _opt_in_warnings(spec):
+        warn(warning)
+    return Project(spec, ctx.folder(spec), say=click.echo)
+
+
+def _size(value: float | None) -> str:
+    if not value:
+        return "-"
+    for unit, scale in (("g", 1024**3), ("m", 1024**2)):
+        if value >= scale:
+            return f"{value / scale:.4g}{unit}"
+    return f"{value:.0f}b"
+
+
+def _gpus_text(host: Any) -> str:
+    if not host.gpus.wanted:
+        return "-"
+    return ",".join(host.gpus.device_ids) if host.gpus.device_ids else str(host.gpus.count)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+@cli.command()
+@click.argument("hosts", nargs=-1)
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for SSH logins.")
+@pass_context
+@reports_errors
+def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
+    """Build once, start the hosts, and wait until each accepts an SSH login."""
+    from devbox.render import connect_address
+    from devbox.runner import up as run_up
+
+    project = _project(ctx)
+    results = run_up(project, list(hosts) or None, wait_seconds=timeout)
+    seconds = {r.name: r.seconds for r in results}
+    rows = [["HOST", "SSH", "PORT", "GPUS", "CPUS", "MEMORY", "LOGIN"]]
+    for host in project.spec.hosts:
+        if host.name not in seconds:
+            continue
+        rows.append([
+            host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{connect_address(host)}",
+            str(host.ssh_port), _gpus_text(host), f"{host.limits.cpus:g}" if host.limits.cpus else "-",
+            host.limits.memory.text if host.limits.memory else "-", f"ok {seconds[host.name]:.1f}s",
+        ])  # fmt: skip
+    click.echo(_table(rows))
+
+
+@cli.command()
+@click.option("--volumes", is_flag=True, help="Also delete named volumes (the hosts' data).")
+@click.option("--yes", is_flag=True, help="Do not ask before deleting volumes.")
+@pass_context
+@reports_errors
+def down(ctx: Context, volumes: bool, yes: bool) -> None:
+    """Remove the hosts' containers and network; named volumes survive unless --volumes."""
+    from devbox.runner import down as run_down
+
+    project = _project(ctx)
+    if volumes and not yes:
+        click.confirm(f"delete the named volumes of {project.spec.project} (all data in them)?", abort=True)
+    run_down(project, volumes)
+    click.echo(f"{project.spec.project}: down" + (" (volumes deleted)" if volumes else ""))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@reports_errors
+def status(ctx: Context, as_json: bool) -> None:
+    """Each host's state, health, SSH port, applied limits and GPUs."""
+    import json
+
+    from devbox.runner import status as run_status
+
+    entries = run_status(_project(ctx))
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    rows = [["HOST", "STATE", "HEALTH", "PORT", "CPUS", "MEMORY", "GPUS"]]
+    for entry in entries:
+        limits = entry.get("limits", {})
+        gpus = ",".join(str(g.get("device_ids") or g.get("count")) for g in entry.get("gpus", [])) or "-"
+        rows.append([
+            entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
+            f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,
+        ])  # fmt: skip
+    click.echo(_table(rows))
+
+
+cli.add_command(status, name="ps")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+@reports_errors
+def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
+    """Log in to HOST with the system ssh client (host key checked): devbox ssh HOST [-- CMD]."""
+    import shutil
+
+    from devbox.render import KNOWN_HOSTS, connect_address, host_key_alias
+
+    project = _project(ctx)
+    target = project.host(host)
+    binary = shutil.which("ssh")
+    if binary is None:
+        from devbox.errors import UsageError
+
+        raise UsageError("no ssh client on PATH (install openssh-client)")
+    project.render()
+    argv = [
+        "ssh", "-p", str(target.ssh_port),
+        "-o", f"UserKnownHostsFile={project.folder / KNOWN_HOSTS}",
+        "-o", f"HostKeyAlias={host_key_alias(project.spec, target)}",
+        "-o", "StrictHostKeyChecking=yes",
+        f"{project.spec.image.user}@{connect_address(target)}", *command,
+    ]  # fmt: skip
+    os.execv(binary, argv)  # noqa: S606 - replaces devbox with ssh, argument list only
+
+
+@cli.command(name="ssh-config")
+@click.option("--address", default=None, help="Address clients use to reach this machine "
+              "[default: the bind address, or 127.0.0.1].")  # fmt: skip
+@click.option("--write", is_flag=True, help="Write ~/.ssh/devbox/<project>.conf instead of printing.")
+@pass_context
+@reports_errors
+def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
+    """Host entries for OpenSSH and VS Code Remote-SSH, with host keys verified."""
+    from devbox.render import KNOWN_HOSTS, render_ssh_config
+    from devbox.state import write_if_changed
+
+    spec = ctx.spec()
+    folder = ctx.folder(spec)
+    from devbox.project import render_to
+
+    render_to(spec, folder, os.environ)
+    text = render_ssh_config(spec, str(folder / KNOWN_HOSTS), address)
+    if not write:
+        click.echo(text, nl=False)
+        return
+    target = Path.home() / ".ssh" / "devbox" / f"{spec.project}.conf"
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_if_changed(target, text, 0o600)
+    click.echo(f"wrote {target}")
+    click.echo("add this line at the top of ~/.ssh/config (once): Include ~/.ssh/devbox/*.conf")
+
+
+@cli.command()
+@click.argument("host", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new output.")
+@click.option("--tail", default="all", show_default=True, help="Lines from the end to show.")
+@pass_context
+@reports_errors
+def logs(ctx: Context, host: str | None, follow: bool, tail: str) -> None:
+    """Show a host's logs (all hosts when none is named)."""
+    from devbox.runner import all_logs, stream_logs
+
+    project = _project(ctx)
+    if host is None:
+        all_logs(project, follow, tail)
+        return
+    out = click.get_binary_stream("stdout")
+    for chunk in stream_logs(project, host, follow, tail):
+        out.write(chunk)
+        out.flush()
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("host")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("-u", "--user", default=None, help="Run as this user [default: root].")
+@pass_context
+@reports_errors
+def exec_cmd(ctx: Context, host: str, command: tuple[str, ...], user: str | None) -> None:
+    """Run a command in HOST, streaming its output; exits with the command's exit code."""
+    from devbox.runner import exec_in
+
+    out = click.get_binary_stream("stdout")
+
+    def write(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
+
+    sys.exit(exec_in(_project(ctx), host, list(command), user, write))
+
+
 def main() -> None:
     cli(prog_name="devbox")

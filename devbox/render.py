@@ -122,11 +122,11 @@ def _cpus(value: float) -> str:
 def _resources(host: Host) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     reservations: dict[str, Any] = {}
-    for target, resources in ((limits, host.limits), (reservations, host.reservations)):
-        if resources.cpus is not None:
-            target["cpus"] = _cpus(resources.cpus)
-        if resources.memory is not None:
-            target["memory"] = resources.memory.text
+    for target, wanted in ((limits, host.limits), (reservations, host.reservations)):
+        if wanted.cpus is not None:
+            target["cpus"] = _cpus(wanted.cpus)
+        if wanted.memory is not None:
+            target["memory"] = wanted.memory.text
     if host.gpus.wanted:
         device: dict[str, Any] = {"driver": "nvidia"}
         if host.gpus.device_ids:

@@ -483,7 +483,7 @@ class _SpecReader:
 
     def _network(self, raw: Any, project: str) -> Network:
         node = self._mapping(raw, "network", _NETWORK_KEYS)
-        name = self._str(node.get("name", f"{project}_net"), "network.name", _VOLUME_NAME,
+        name = self._str(node.get("name", "net"), "network.name", _VOLUME_NAME,
                          "letters, digits, _ . -")  # fmt: skip
         driver = node.get("driver", "bridge")
         if driver != "bridge":
@@ -764,7 +764,7 @@ class _SpecReader:
         return text
 
     def _keys(self, value: Any, path: str) -> tuple[str, ...]:
-        keys = []
+        keys: list[str] = []
         for i, item in enumerate(self._list(value, path)):
             text = self._str(item, _join(path, i))
             if text is None:

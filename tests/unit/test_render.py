@@ -126,7 +126,7 @@ def test_opt_ins_render_only_when_asked():
     assert b["privileged"] is True and b["ipc"] == "host" and b["cap_add"] == ["SYS_PTRACE"]
     assert b["ulimits"] == {"memlock": -1} and b["devices"] == ["/dev/ttyUSB0"]
     assert a["ports"] == ["127.0.0.1:1:22"] and b["ports"] == ["[::1]:2:22"]
-    assert b["networks"] == {"lab_net": {"aliases": ["bee"]}}
+    assert b["networks"] == {"net": {"aliases": ["bee"]}}
 
 
 def test_config_hash_changes_when_a_secret_changes():

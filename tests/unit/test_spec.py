@@ -27,7 +27,7 @@ def test_minimal_spec_gets_safe_defaults():
     assert host.bind_address == "127.0.0.1"
     assert host.root_login is False and host.docker_socket is False and host.privileged is False
     assert host.gpus.wanted is False
-    assert spec.network.name == "lab_net"
+    assert spec.network.name == "net"
 
 
 def test_defaults_are_overridden_per_host_key_by_key():

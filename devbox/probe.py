@@ -1,0 +1,103 @@
+"""SSH probes: prove a host accepts a real login, with its host key verified.
+
+A port that accepts TCP proves little (Docker's proxy accepts before sshd runs); devbox logs in
+with the account's real password over a real SSH client (paramiko) and checks the host key
+against the one it generated, so a probe also catches a wrong or changed key.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom to log in, and the host key the server must present."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    password: str | None
+    host_key: str  # "ssh-ed25519 AAAA..."
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+    output: str = ""
+
+
+def login(target: Target, command: str | None = None, timeout: float = 5.0) -> Result:
+    """One login attempt; runs ``command`` after authenticating if given."""
+    import paramiko
+
+    started = time.monotonic()
+
+    def result(ok: bool, detail: str, output: str = "") -> Result:
+        return Result(target.name, ok, detail, time.monotonic() - started, output)
+
+    try:
+        sock = socket.create_connection((target.address, target.port), timeout=timeout)
+    except OSError as exc:
+        return result(False, f"cannot connect to {target.address}:{target.port} ({exc.strerror or exc})")
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = timeout
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+        presented = f"{key.get_name()} {key.get_base64()}"
+        if presented != target.host_key:
+            return result(False, f"host key mismatch: got {presented[:40]}..., expected devbox's key")
+        if target.password is None:
+            return result(False, "no password known for this account (password_env variable unset?)")
+        transport.auth_password(target.user, target.password)
+        output = _run(transport, command, timeout) if command else ""
+        return result(True, f"logged in as {target.user}", output)
+    except paramiko.AuthenticationException:
+        return result(False, f"login as {target.user} refused (wrong password?)")
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        return result(False, f"SSH failed: {exc or type(exc).__name__}")
+    finally:
+        transport.close()
+
+
+def _run(transport: object, command: str, timeout: float) -> str:
+    channel = transport.open_session(timeout=timeout)  # type: ignore[attr-defined]
+    channel.settimeout(timeout)
+    channel.exec_command(command)
+    chunks = []
+    while True:
+        data = channel.recv(65536)
+        if not data:
+            break
+        chunks.append(data)
+    channel.recv_exit_status()
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def wait_for_logins(targets: list[Target], deadline_seconds: float = 120.0) -> list[Result]:
+    """Probe every target in parallel until each logs in or the deadline passes.
+
+    Returns each target's last result, in the order given.
+    """
+    deadline = time.monotonic() + deadline_seconds
+
+    def until_ready(target: Target) -> Result:
+        started = time.monotonic()
+        while True:
+            outcome = login(target, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            if outcome.ok or time.monotonic() >= deadline or "host key mismatch" in outcome.detail:
+                return Result(outcome.name, outcome.ok, outcome.detail, time.monotonic() - started)
+            time.sleep(0.1)
+
+    if not targets:
+        return []
+    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+        return list(pool.map(until_ready, targets))

@@ -1,0 +1,380 @@
+"""The runner: the only place that changes things on a Docker engine.
+
+`up` is a plan followed by actions: what to build and start is computed purely from the rendered
+files and what the engine reports (``plan_up``), checked (``preflight``), then carried out.
+Output goes through a ``say`` callable given by the CLI; errors are raised, never printed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devbox import probe
+from devbox.engine import Compose, connect, engine_facts, find_compose, run_compose
+from devbox.errors import EngineError, PreflightError, UsageError
+from devbox.project import render_to
+from devbox.render import (
+    COMPOSE_FILE,
+    KNOWN_HOSTS,
+    LABEL_PREFIX,
+    RenderedFile,
+    connect_address,
+    host_key_alias,
+)
+from devbox.spec import Host, Spec
+from devbox.state import Credentials, project_lock
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+Say = Callable[[str], None]
+NVIDIA_TOOLKIT_HINT = (
+    "install the NVIDIA Container Toolkit on the Docker host (nvidia-container-toolkit, then "
+    "restart dockerd), or run CPU-only with `devbox --no-gpu up` or `gpu: off` in the spec"
+)
+
+
+# --------------------------------------------------------------------------- the project
+
+
+@dataclass
+class Project:
+    """A spec, its output folder, and (once connected) the engine and compose it runs on."""
+
+    spec: Spec
+    folder: Path
+    say: Say = print
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    _client: Any = None
+
+    @property
+    def compose_file(self) -> str:
+        return str(self.folder / COMPOSE_FILE)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def render(self) -> list[RenderedFile]:
+        files, _changed, created = render_to(self.spec, self.folder, self.environ)
+        if created:
+            self.say(f"generated passwords for {', '.join(created)}: read them in "
+                     f"{self.folder / 'credentials.yaml'} (mode 0600)")  # fmt: skip
+        return files
+
+    def containers(self) -> dict[str, Container]:
+        """This project's containers by host name (running or not)."""
+        found = self.client.containers.list(
+            all=True, filters={"label": [f"com.docker.compose.project={self.spec.project}"]}
+        )
+        return {c.labels.get("com.docker.compose.service", c.name): c for c in found}
+
+    def container(self, host: str) -> Container:
+        self.host(host)
+        container = self.containers().get(host)
+        if container is None:
+            raise UsageError(f"host {host!r} has no container (run `devbox up {host}`)")
+        return container
+
+    def host(self, name: str) -> Host:
+        try:
+            return self.spec.host(name)
+        except KeyError:
+            known = ", ".join(h.name for h in self.spec.hosts)
+            raise UsageError(f"no host {name!r} in {self.spec.source} (hosts: {known})") from None
+
+    def targets(self, hosts: list[Host]) -> list[probe.Target]:
+        """Login targets for SSH probes: address, port, the user's password, the expected key."""
+        credentials = Credentials.load(self.folder)
+        known = dict(
+            line.split(" ", 1) for line in (self.folder / KNOWN_HOSTS).read_text().splitlines() if line
+        )
+        return [
+            probe.Target(
+                host.name, connect_address(host), host.ssh_port, self.spec.image.user,
+                credentials.account(host.name, self.spec.image.user, self.environ).password,
+                known[host_key_alias(self.spec, host)],
+            )
+            for host in hosts
+        ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `up` must do: build the image or not, which hosts to (re)create or start."""
+
+    tag: str
+    build: bool
+    start: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.build and not self.start
+
+
+def wanted_hashes(files: list[RenderedFile]) -> tuple[str, dict[str, str]]:
+    """The image tag and each host's config-hash label, read back from the rendered compose file."""
+    import yaml
+
+    compose = next(f for f in files if f.path == COMPOSE_FILE)
+    data = yaml.safe_load(compose.content)
+    services = data["services"]
+    tag = next(iter(services.values()))["image"].replace("$$", "$")
+    return tag, {name: s["labels"][f"{LABEL_PREFIX}config-hash"] for name, s in services.items()}
+
+
+def plan_up(
+    hosts: list[str], wanted: Mapping[str, str], tag: str, image_present: bool,
+    running: Mapping[str, tuple[str, str]],
+) -> Plan:  # fmt: skip
+    """Pure: compare what the spec wants with what runs (``running``: host -> (state, hash))."""
+    start: list[str] = []
+    unchanged: list[str] = []
+    for host in hosts:
+        state, current = running.get(host, ("missing", ""))
+        (unchanged if state == "running" and current == wanted[host] else start).append(host)
+    return Plan(tag, build=not image_present, start=tuple(start), unchanged=tuple(unchanged))
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def _port_taken(address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            return exc.errno in (errno.EADDRINUSE, errno.EACCES)
+    return False
+
+
+def _engine_is_local() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
+def port_problems(project: Project, hosts: list[Host], ours: Mapping[str, Container]) -> list[str]:
+    """Ports another process or container already holds (our own running host may keep its own)."""
+    problems = []
+    for host in hosts:
+        container = ours.get(host.name)
+        if container is not None and container.status == "running":
+            continue  # it holds its own port; compose recreates it in place
+        path = f"hosts.{host.name}.ssh_port"
+        if _engine_is_local() and _port_taken(host.bind_address, host.ssh_port):
+            problems.append(f"{path}: port {host.ssh_port} on {host.bind_address} is already taken "
+                            "by another program or container (choose a free ssh_port, or stop it)")  # fmt: skip
+    return problems
+
+
+def resource_problems(spec: Spec, facts: Mapping[str, Any]) -> list[str]:
+    """Limits and reservations the machine cannot give."""
+    problems = []
+    cpus, memory = facts["cpus"], facts["memory"]
+    for host in spec.hosts:
+        if host.limits.cpus and cpus and host.limits.cpus > cpus:
+            problems.append(f"hosts.{host.name}.limits.cpus: {host.limits.cpus:g} is more than the "
+                            f"{cpus} CPUs of the engine (lower it)")  # fmt: skip
+        if host.cpuset and cpus:
+            highest = max(int(n) for n in host.cpuset.replace("-", ",").split(","))
+            if highest >= cpus:
+                problems.append(f"hosts.{host.name}.cpuset: CPU {highest} does not exist on the "
+                                f"engine (it has CPUs 0-{cpus - 1})")  # fmt: skip
+    reserved_cpus = sum(h.reservations.cpus or 0 for h in spec.hosts)
+    reserved_memory = sum(h.reservations.memory.bytes for h in spec.hosts if h.reservations.memory)
+    if cpus and reserved_cpus > cpus:
+        problems.append(f"reservations.cpus: the hosts reserve {reserved_cpus:g} CPUs but the engine "
+                        f"has {cpus} (lower the reservations)")  # fmt: skip
+    if memory and reserved_memory > memory:
+        problems.append(f"reservations.memory: the hosts reserve {reserved_memory / 1024**3:.1f} GiB "
+                        f"but the engine has {memory / 1024**3:.1f} GiB (lower the reservations)")  # fmt: skip
+    return problems
+
+
+def gpu_runtime_available(client: docker.DockerClient, facts: Mapping[str, Any], image: str) -> bool:
+    """Whether the engine can hand out NVIDIA GPUs: an nvidia runtime, or a device request that
+    starts (dockerd accepts one only when nvidia-container-runtime-hook is on its PATH)."""
+    import docker.errors
+    from docker.types import DeviceRequest
+
+    if "nvidia" in facts["runtimes"]:
+        return True
+    try:
+        client.containers.run(
+            image, entrypoint=["true"], remove=True, network_mode="none",
+            device_requests=[DeviceRequest(count=1, capabilities=[["gpu"]])],
+        )  # fmt: skip
+    except docker.errors.APIError as exc:
+        if "device driver" in str(exc) or "nvidia" in str(exc).lower():
+            return False
+        raise
+    return True
+
+
+def gpu_problems(project: Project, facts: Mapping[str, Any], image: str) -> list[str]:
+    wanting = [h.name for h in project.spec.hosts if h.gpus.wanted]
+    if not wanting or gpu_runtime_available(project.client, facts, image):
+        return []
+    return [f"hosts {', '.join(wanting)} want GPUs but the engine has no NVIDIA runtime: "
+            f"{NVIDIA_TOOLKIT_HINT}"]  # fmt: skip
+
+
+def _raise_all(problems: list[str]) -> None:
+    if problems:
+        raise PreflightError("\n".join(problems))
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def build_image(project: Project, tag: str) -> None:
+    """Build the one shared image with the SDK, streaming the build output live."""
+    import docker.errors
+
+    project.say(f"building image {tag} (once for all hosts)")
+    try:
+        stream = project.client.api.build(
+            path=str(project.folder), dockerfile="Dockerfile", tag=tag, rm=True, forcerm=True,
+            decode=True, labels={f"{LABEL_PREFIX}project": project.spec.project},
+        )  # fmt: skip
+        for chunk in stream:
+            if "error" in chunk:
+                raise EngineError(f"image build failed: {chunk['error'].strip()} (see the output above)")
+            text = chunk.get("stream", "")
+            if text.strip():
+                project.say(text.rstrip("\n"))
+    except docker.errors.APIError as exc:
+        raise EngineError(f"image build failed: {exc.explanation or exc}") from None
+
+
+def up(project: Project, only: list[str] | None = None, wait_seconds: float = 120.0) -> list[probe.Result]:
+    """Render, plan, preflight, build once, start with compose, then wait for SSH logins."""
+    spec = project.spec
+    hosts = [project.host(name) for name in only] if only else list(spec.hosts)
+    with project_lock(project.folder):
+        files = project.render()
+        tag, wanted = wanted_hashes(files)
+        compose = find_compose()
+        client = project.client
+        ours = project.containers()
+        running = {
+            name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()
+        }
+        present = bool(client.images.list(name=tag))
+        plan = plan_up([h.name for h in hosts], wanted, tag, present, running)
+        if plan.nothing_to_do:
+            project.say(f"nothing changed: {len(plan.unchanged)} hosts already up to date")
+        else:
+            _carry_out(project, plan, hosts, ours, compose, only)
+        results = probe.wait_for_logins(project.targets(hosts), wait_seconds)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise EngineError("; ".join(f"{r.name}: {r.detail}" for r in failed)
+                          + " (see `devbox logs HOST`)")  # fmt: skip
+    return results
+
+
+def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[str, Container],
+               compose: Compose, only: list[str] | None) -> None:  # fmt: skip
+    facts = engine_facts(project.client)
+    starting = [h for h in hosts if h.name in plan.start]
+    _raise_all(port_problems(project, starting, ours) + resource_problems(project.spec, facts))
+    base_present = bool(project.client.images.list(name=project.spec.image.base))
+    if base_present or not plan.build:
+        _raise_all(gpu_problems(project, facts, plan.tag if not plan.build else project.spec.image.base))
+    if plan.build:
+        build_image(project, plan.tag)
+        if not base_present:
+            _raise_all(gpu_problems(project, facts, plan.tag))
+    project.say(f"starting {', '.join(plan.start)}")
+    args = ["up", "--detach", "--no-build", "--quiet-pull"]
+    if not only:
+        args.append("--remove-orphans")
+    run_compose(compose, project.compose_file, project.spec.project, *args, *plan.start)
+
+
+def down(project: Project, volumes: bool) -> None:
+    """Remove the containers and the network; named volumes only when asked."""
+    with project_lock(project.folder):
+        project.render()
+        args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
+        run_compose(find_compose(), project.compose_file, project.spec.project, *args)
+
+
+# --------------------------------------------------------------------------- looking
+
+
+def host_status(spec: Spec, host: Host, container: Container | None) -> dict[str, Any]:
+    """One host as `status` reports it: state, health, port, and the limits Docker applied."""
+    entry: dict[str, Any] = {
+        "host": host.name, "state": "missing", "health": None, "ssh_port": host.ssh_port,
+        "bind_address": host.bind_address, "ssh": f"ssh -p {host.ssh_port} "
+        f"{spec.image.user}@{connect_address(host)}",
+    }  # fmt: skip
+    if container is None:
+        return entry
+    attrs = container.attrs
+    config = attrs.get("HostConfig", {})
+    state = attrs.get("State", {})
+    entry.update(
+        state=state.get("Status", container.status),
+        health=(state.get("Health") or {}).get("Status"),
+        container=container.name,
+        limits={"cpus": (config.get("NanoCpus") or 0) / 1e9 or None, "memory": config.get("Memory") or None},
+        reservations={"memory": config.get("MemoryReservation") or None},
+        cpuset=config.get("CpusetCpus") or None,
+        shm_size=config.get("ShmSize"),
+        gpus=[
+            {"driver": r.get("Driver"), "count": r.get("Count"), "device_ids": r.get("DeviceIDs"),
+             "capabilities": r.get("Capabilities")}
+            for r in config.get("DeviceRequests") or []
+        ],
+        restart=(config.get("RestartPolicy") or {}).get("Name"),
+        restarts=attrs.get("RestartCount", 0),
+    )  # fmt: skip
+    return entry
+
+
+def status(project: Project) -> list[dict[str, Any]]:
+    ours = project.containers()
+    return [host_status(project.spec, host, ours.get(host.name)) for host in project.spec.hosts]
+
+
+def stream_logs(project: Project, host: str, follow: bool, tail: str) -> Iterator[bytes]:
+    container = project.container(host)
+    return iter(container.logs(stream=True, follow=follow, tail=tail if tail != "all" else "all"))
+
+
+def all_logs(project: Project, follow: bool, tail: str) -> None:
+    """Every host's logs interleaved with host prefixes: compose does this, the SDK does not."""
+    project.render()
+    args = ["logs", "--tail", tail] + (["--follow"] if follow else [])
+    run_compose(find_compose(), project.compose_file, project.spec.project, *args)
+
+
+def exec_in(project: Project, host: str, command: list[str], user: str | None,
+            write: Callable[[bytes], None]) -> int:  # fmt: skip
+    """Run a command in a host, streaming its output; returns its exit code."""
+    container = project.container(host)
+    if container.status != "running":
+        raise UsageError(f"host {host!r} is {container.status} (run `devbox up {host}`)")
+    api = project.client.api
+    exec_id = api.exec_create(container.id, command, user=user or "", stdout=True, stderr=True)
+    for chunk in api.exec_start(exec_id, stream=True):
+        write(chunk)
+    return int(api.exec_inspect(exec_id)["ExitCode"] or 0)
