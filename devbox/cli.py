@@ -354,5 +354,56 @@ def exec_cmd(ctx: Context, host: str, command: tuple[str, ...], user: str | None
     sys.exit(exec_in(_project(ctx), host, list(command), user, write))
 
 
+def _print_checks(checks: Any) -> bool:
+    """One line per check; returns whether every check passed or was skipped."""
+    colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
+    ok = True
+    for check in checks:
+        click.echo(click.style(f"{check.word}", fg=colours[check.word]) + f"  {check.subject:<10} {check.name}: {check.detail}")
+        ok = ok and check.ok is not False
+    return ok
+
+
+@cli.command()
+@click.option("--deep", is_flag=True, help="Also probe a GPU framework (torch.cuda) if installed.")
+@pass_context
+@reports_errors
+def check(ctx: Context, deep: bool) -> None:
+    """Prove the running stack matches the spec: logins, network, limits, volumes, GPUs."""
+    from devbox.checks import check_stack
+
+    project = _project(ctx)
+    project.render()
+    if not _print_checks(check_stack(project, deep)):
+        sys.exit(1)
+
+
+@cli.command()
+@pass_context
+@reports_errors
+def doctor(ctx: Context) -> None:
+    """Check that this machine can run the spec: engine, compose, ports, resources, GPUs."""
+    from devbox.checks import doctor as run_doctor
+
+    if not _print_checks(run_doctor(_project(ctx))):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("host")
+@click.argument("user", required=False)
+@pass_context
+@reports_errors
+def passwd(ctx: Context, host: str, user: str | None) -> None:
+    """Give HOST's USER (default: the image user) a new generated password."""
+    from devbox.runner import rotate_password
+
+    project = _project(ctx)
+    account = user or project.spec.image.user
+    live = rotate_password(project, host, account)
+    where = project.folder / "credentials.yaml"
+    click.echo(f"new password for {host}/{account} is in {where}" + ("" if live else " (applies at `devbox up`)"))
+
+
 def main() -> None:
     cli(prog_name="devbox")

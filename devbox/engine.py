@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,7 @@ def run_compose(compose: Compose, compose_file: str, project: str, *args: str, q
     Raises EngineError with compose's last words when it fails.
     """
     command = compose.args(compose_file, project, *args)
+    sys.stdout.flush()  # our own lines first: compose writes to the same terminal
     result = subprocess.run(  # noqa: S603 - argument list, no shell
         command, capture_output=quiet, text=True, check=False, timeout=1800,
     )  # fmt: skip

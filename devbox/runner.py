@@ -378,3 +378,33 @@ def exec_in(project: Project, host: str, command: list[str], user: str | None,
     for chunk in api.exec_start(exec_id, stream=True):
         write(chunk)
     return int(api.exec_inspect(exec_id)["ExitCode"] or 0)
+
+
+def rotate_password(project: Project, host: str, user: str) -> bool:
+    """A new generated password for one account, applied to the running host at once.
+
+    Returns whether a running container was updated (else it applies at the next `up`).
+    """
+    from devbox.state import Credentials
+
+    target = project.host(host)
+    if user not in project.spec.accounts(target):
+        accounts = ", ".join(project.spec.accounts(target))
+        raise UsageError(f"{host} has no account {user!r} with a password (accounts: {accounts})")
+    if user in dict(target.password_env):
+        raise UsageError(f"the password of {host}/{user} comes from ${dict(target.password_env)[user]}: change "
+                         "the variable and run `devbox up`")  # fmt: skip
+    with project_lock(project.folder):
+        credentials = Credentials.load(project.folder)
+        credentials.rotate(host, user)
+        credentials.save()
+        project.render()
+        hashed = Credentials.load(project.folder).data[host][user]["hash"]
+        container = project.containers().get(host)
+        if container is None or container.status != "running":
+            return False
+        # usermod takes the hash as an argument: no shell, and never the plaintext.
+        code, output = container.exec_run(["usermod", "-p", hashed, user])
+        if code != 0:
+            raise EngineError(f"could not set the password in {host}: {output.decode(errors='replace').strip()}")
+        return True

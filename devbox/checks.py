@@ -1,0 +1,220 @@
+"""`devbox check` (is the running stack what the spec says?) and `devbox doctor` (can it run here?).
+
+Each check yields a Check: passed (True), failed (False) or skipped (None) with the reason, so
+the CLI prints one line per check and exits non-zero when anything failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from devbox import probe
+from devbox.errors import DevboxError
+from devbox.spec import THREAD_VARIABLES, Host
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
+    from devbox.runner import Project
+
+
+@dataclass(frozen=True)
+class Check:
+    subject: str
+    name: str
+    ok: bool | None  # None: skipped
+    detail: str
+
+    @property
+    def word(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _exec(container: Container, argv: list[str]) -> tuple[int, str]:
+    """Run an argument list in a container (no shell); returns exit code and output."""
+    code, output = container.exec_run(argv, demux=False)
+    return int(code or 0), (output or b"").decode("utf-8", "replace").strip()
+
+
+def _has(container: Container, command: str) -> bool:
+    return _exec(container, ["sh", "-c", 'command -v "$1"', "_", command])[0] == 0
+
+
+def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
+    """Every check of a running stack, in a readable order."""
+    spec = project.spec
+    containers = project.containers()
+    running: dict[str, Container] = {}
+    for host in spec.hosts:
+        container = containers.get(host.name)
+        if container is None or container.status != "running":
+            state = container.status if container else "missing"
+            yield Check(host.name, "running", False, f"container is {state} (run `devbox up`)")
+        else:
+            running[host.name] = container
+            yield Check(host.name, "running", True, container.name)
+    up_hosts = [h for h in spec.hosts if h.name in running]
+    for result in _logins(project, up_hosts):
+        yield result
+    for host in up_hosts:
+        container = running[host.name]
+        container.reload()
+        yield from _network(host, container, [h for h in up_hosts if h is not host])
+        yield from _limits(host, container.attrs)
+        yield from _volumes(host, container.attrs)
+        yield from _threads(host, container)
+        yield from _gpus(host, container, deep)
+    for note in spec.notes:
+        yield Check("spec", "note", None, note)
+
+
+def _logins(project: Project, hosts: list[Host]) -> Iterator[Check]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    targets = project.targets(hosts)
+    if not targets:
+        return
+    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+        results = list(pool.map(lambda t: probe.login(t, command="hostname"), targets))
+    for result in results:
+        detail = f"{result.detail}, hostname {result.output.strip()} ({result.seconds:.2f}s)" if result.ok else result.detail
+        yield Check(result.name, "ssh login", result.ok, detail)
+
+
+def _network(host: Host, container: Container, others: list[Host]) -> Iterator[Check]:
+    """Each other host resolves by name and answers on its SSH port over the project network."""
+    ping = _has(container, "ping")
+    for other in others:
+        code, out = _exec(container, ["getent", "hosts", other.hostname])
+        if code != 0:
+            yield Check(host.name, f"reach {other.name}", False, f"{other.hostname} does not resolve")
+            continue
+        address = out.split()[0] if out else "?"
+        if ping:
+            code, _ = _exec(container, ["ping", "-c", "1", "-W", "2", other.hostname])
+            how = "ping"
+        else:
+            code, _ = _exec(container, ["timeout", "3", "bash", "-c", 'exec 3<>"/dev/tcp/$1/22"', "_", other.hostname])
+            how = "tcp/22"
+        yield Check(host.name, f"reach {other.name}", code == 0, f"{other.hostname} -> {address} ({how})")
+
+
+def _limits(host: Host, attrs: dict[str, Any]) -> Iterator[Check]:
+    """Limits and reservations Docker reports, compared with the spec."""
+    config = attrs.get("HostConfig", {})
+    pairs = [
+        ("limits.cpus", int(round((host.limits.cpus or 0) * 1e9)), config.get("NanoCpus") or 0),
+        ("limits.memory", host.limits.memory.bytes if host.limits.memory else 0, config.get("Memory") or 0),
+        ("reservations.memory", host.reservations.memory.bytes if host.reservations.memory else 0,
+         config.get("MemoryReservation") or 0),
+        ("shm_size", host.shm_size.bytes, config.get("ShmSize") or 0),
+        ("cpuset", host.cpuset or "", config.get("CpusetCpus") or ""),
+    ]  # fmt: skip
+    for name, wanted, applied in pairs:
+        if wanted or applied:
+            yield Check(host.name, name, wanted == applied, f"spec {wanted}, applied {applied}")
+    if host.reservations.cpus:
+        yield Check(host.name, "reservations.cpus", None, f"{host.reservations.cpus:g} CPUs: a single engine does "
+                    "not enforce CPU reservations (limits are enforced; cpuset pins cores)")  # fmt: skip
+
+
+def _volumes(host: Host, attrs: dict[str, Any]) -> Iterator[Check]:
+    mounted = {m.get("Destination"): m for m in attrs.get("Mounts", [])}
+    for volume in host.volumes:
+        mount = mounted.get(volume.target)
+        ok = mount is not None and mount.get("RW", True) is not volume.read_only
+        detail = f"{volume.source} on {volume.target}" + (" (read-only)" if volume.read_only else "")
+        yield Check(host.name, f"volume {volume.target}", ok, detail if ok else f"{detail} is not mounted as asked")
+
+
+def _threads(host: Host, container: Container) -> Iterator[Check]:
+    env = dict(item.split("=", 1) for item in container.attrs.get("Config", {}).get("Env", []) if "=" in item)
+    shown = {name: env[name] for name in THREAD_VARIABLES if name in env}
+    wanted = dict(host.environment)
+    ok = all(wanted.get(name) == value for name, value in shown.items())
+    if shown:
+        yield Check(host.name, "thread variables", ok, " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
+
+
+def _gpus(host: Host, container: Container, deep: bool) -> Iterator[Check]:
+    requests = container.attrs.get("HostConfig", {}).get("DeviceRequests") or []
+    if not host.gpus.wanted:
+        if requests:
+            yield Check(host.name, "gpus", False, "the container has GPU requests the spec does not ask for")
+        return
+    request = requests[0] if requests else {}
+    wanted_ids = list(host.gpus.device_ids) or None
+    wanted_count = -1 if host.gpus.count == "all" else (host.gpus.count if not wanted_ids else 0)
+    ok = bool(request) and request.get("DeviceIDs") == wanted_ids and (request.get("Count") or 0) == wanted_count
+    env = dict(item.split("=", 1) for item in container.attrs.get("Config", {}).get("Env", []) if "=" in item)
+    visible = env.get("NVIDIA_VISIBLE_DEVICES", "(unset)")
+    yield Check(host.name, "gpu request", ok, f"ids {request.get('DeviceIDs')}, count {request.get('Count')}, "
+                f"capabilities {request.get('Capabilities')}; NVIDIA_VISIBLE_DEVICES={visible}")  # fmt: skip
+    if not _has(container, "nvidia-smi"):
+        yield Check(host.name, "nvidia-smi", None, "no nvidia-smi in the container: the engine has no NVIDIA "
+                    "runtime with a driver (nothing to run on)")  # fmt: skip
+        return
+    code, out = _exec(container, ["nvidia-smi", "-L"])
+    yield Check(host.name, "nvidia-smi", code == 0, out.replace("\n", "; ") or f"exit {code}")
+    if deep:
+        code, out = _exec(container, ["python3", "-c", "import torch; print(torch.cuda.device_count())"])
+        if code != 0:
+            yield Check(host.name, "torch.cuda", None, "torch is not installed in the image")
+        else:
+            yield Check(host.name, "torch.cuda", out.strip() not in ("", "0"), f"{out.strip()} devices")
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def doctor(project: Project) -> Iterator[Check]:
+    """The preflight of `up`, each check on its own line with its fix."""
+    from devbox.engine import engine_facts, find_compose
+    from devbox.runner import gpu_problems, port_problems, resource_problems
+
+    spec = project.spec
+    try:
+        client = project.client
+        facts = engine_facts(client)
+        yield Check("engine", "reachable", True, f"Docker {facts['server_version']}, {facts['cpus']} CPUs, "
+                    f"{facts['memory'] / 1024**3:.1f} GiB")  # fmt: skip
+    except DevboxError as exc:
+        yield Check("engine", "reachable", False, str(exc))
+        facts = None
+    try:
+        compose = find_compose()
+        yield Check("compose", "v2", True, f"{' '.join(compose.command)} {compose.version}")
+    except DevboxError as exc:
+        yield Check("compose", "v2", False, str(exc))
+    if facts is None:
+        yield Check("engine", "ports, resources, GPUs", None, "need the engine")
+        return
+    ours = project.containers()
+    problems = port_problems(project, list(spec.hosts), ours)
+    yield Check("ports", "free", not problems, "; ".join(problems) or
+                ", ".join(f"{h.bind_address}:{h.ssh_port}" for h in spec.hosts))  # fmt: skip
+    problems = resource_problems(spec, facts)
+    yield Check("resources", "fit the engine", not problems, "; ".join(problems) or "limits and reservations fit")
+    if not any(h.gpus.wanted for h in spec.hosts):
+        yield Check("gpus", "runtime", None, "no host asks for GPUs")
+        return
+    image = _local_image(project)
+    if image is None:
+        yield Check("gpus", "runtime", None, "no local image to probe with yet (checked again by `devbox up`)")
+        return
+    problems = gpu_problems(project, facts, image)
+    yield Check("gpus", "runtime", not problems, "; ".join(problems) or "the engine accepts NVIDIA GPU requests")
+
+
+def _local_image(project: Project) -> str | None:
+    """An image already on the engine to start a GPU probe container from."""
+    for name in (project.spec.image.base,):
+        if project.client.images.list(name=name):
+            return name
+    images = project.client.images.list(filters={"label": f"devbox.project={project.spec.project}"})
+    return images[0].tags[0] if images and images[0].tags else None

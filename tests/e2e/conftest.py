@@ -1,0 +1,124 @@
+"""End-to-end fixtures: real devbox projects on the real engine, removed after each test.
+
+Every project gets its own name (e2e-<random>) and free ports on 127.0.0.1; teardown runs
+`devbox down --volumes` and removes the project's images by label, so tests leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devbox.probe import Target, login
+
+
+@dataclass
+class Stack:
+    """A devbox project folder with its spec, and helpers to drive it like a user would."""
+
+    directory: Path
+    name: str
+    spec: dict[str, Any]
+
+    def devbox(self, *args: str, env: dict[str, str] | None = None, check: bool = True,
+               timeout: float = 600) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "devbox", *args], cwd=self.directory, capture_output=True, text=True,
+            timeout=timeout, check=False, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"devbox {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def write_spec(self) -> None:
+        (self.directory / "devbox.yaml").write_text(yaml.safe_dump(self.spec, sort_keys=False))
+
+    @property
+    def state(self) -> Path:
+        return self.directory / ".devbox"
+
+    def password(self, host: str, user: str = "developer") -> str:
+        data = yaml.safe_load((self.state / "credentials.yaml").read_text())
+        return str(data[host][user]["password"])
+
+    def host_key(self, host: str) -> str:
+        known = dict(line.split(" ", 1) for line in (self.state / "known_hosts").read_text().splitlines())
+        return known[f"devbox-{self.name}-{host}"]
+
+    def port(self, host: str) -> int:
+        return int(self.spec["hosts"][host]["ssh_port"])
+
+    def target(self, host: str, user: str = "developer", password: str | None = None) -> Target:
+        return Target(host, "127.0.0.1", self.port(host), user,
+                      password if password is not None else self.password(host, user), self.host_key(host))  # fmt: skip
+
+    def ssh(self, host: str, command: str, **kwargs: Any) -> str:
+        """Log in with the real password over SSH and run a command; fails the test if login fails."""
+        result = login(self.target(host, **kwargs), command=command, timeout=10)
+        assert result.ok, f"{host}: {result.detail}"
+        return result.output
+
+    def container(self, client: Any, host: str) -> Any:
+        found = client.containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={self.name}", f"com.docker.compose.service={host}"]})  # fmt: skip
+        assert found, f"no container for {host}"
+        return found[0]
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, base_image: str, free_port: Callable[[], int], docker_client: Any) -> Iterator[Callable[..., Stack]]:
+    """Factory: make_stack(hosts=2, **host_settings) -> a Stack with a written spec (not yet up)."""
+    made: list[Stack] = []
+
+    def factory(hosts: int | list[str] = 2, image: dict[str, Any] | None = None,
+                defaults: dict[str, Any] | None = None, **top: Any) -> Stack:  # fmt: skip
+        names = hosts if isinstance(hosts, list) else ["master", "worker", "third", "fourth"][:hosts]
+        name = f"e2e-{secrets.token_hex(4)}"
+        spec: dict[str, Any] = {
+            "project": name,
+            "image": {"base": base_image, "packages": ["iputils-ping"], **(image or {})},
+            "defaults": {"limits": {"cpus": 0.5, "memory": "256m"}, "reservations": {"memory": "128m"},
+                         **(defaults or {})},
+            "hosts": {host: {"ssh_port": free_port()} for host in names},
+            **top,
+        }  # fmt: skip
+        directory = tmp_path / name
+        directory.mkdir()
+        stack = Stack(directory, name, spec)
+        stack.write_spec()
+        made.append(stack)
+        return stack
+
+    yield factory
+    for stack in made:
+        stack.devbox("down", "--volumes", "--yes", check=False, timeout=300)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_e2e_images() -> Iterator[None]:
+    """At the end of the session, remove the images e2e projects built (kept until then: the
+    layer cache makes every later build of the same Dockerfile instant)."""
+    yield
+    try:
+        import docker
+
+        client = docker.from_env()
+        images = client.images.list(filters={"label": "devbox.project"})
+    except Exception:  # no engine: nothing was built
+        return
+    try:
+        for image in images:
+            if image.labels.get("devbox.project", "").startswith("e2e-"):
+                for tag in image.tags:
+                    client.images.remove(tag)
+    finally:
+        client.close()
