@@ -59,8 +59,7 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
             running[host.name] = container
             yield Check(host.name, "running", True, container.name)
     up_hosts = [h for h in spec.hosts if h.name in running]
-    for result in _logins(project, up_hosts):
-        yield result
+    yield from _logins(project, up_hosts)
     for host in up_hosts:
         container = running[host.name]
         container.reload()
@@ -82,7 +81,9 @@ def _logins(project: Project, hosts: list[Host]) -> Iterator[Check]:
     with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
         results = list(pool.map(lambda t: probe.login(t, command="hostname"), targets))
     for result in results:
-        detail = f"{result.detail}, hostname {result.output.strip()} ({result.seconds:.2f}s)" if result.ok else result.detail
+        detail = result.detail
+        if result.ok:
+            detail += f", hostname {result.output.strip()} ({result.seconds:.2f}s)"
         yield Check(result.name, "ssh login", result.ok, detail)
 
 

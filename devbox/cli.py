@@ -359,7 +359,8 @@ def _print_checks(checks: Any) -> bool:
     colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
     ok = True
     for check in checks:
-        click.echo(click.style(f"{check.word}", fg=colours[check.word]) + f"  {check.subject:<10} {check.name}: {check.detail}")
+        word = click.style(check.word, fg=colours[check.word])
+        click.echo(f"{word}  {check.subject:<10} {check.name}: {check.detail}")
         ok = ok and check.ok is not False
     return ok
 
