@@ -204,18 +204,5 @@ def doctor(project: Project) -> Iterator[Check]:
     if not any(h.gpus.wanted for h in spec.hosts):
         yield Check("gpus", "runtime", None, "no host asks for GPUs")
         return
-    image = _local_image(project)
-    if image is None:
-        yield Check("gpus", "runtime", None, "no local image to probe with yet (checked again by `devbox up`)")
-        return
-    problems = gpu_problems(project, facts, image)
+    problems = gpu_problems(project, facts)
     yield Check("gpus", "runtime", not problems, "; ".join(problems) or "the engine accepts NVIDIA GPU requests")
-
-
-def _local_image(project: Project) -> str | None:
-    """An image already on the engine to start a GPU probe container from."""
-    for name in (project.spec.image.base,):
-        if project.client.images.list(name=name):
-            return name
-    images = project.client.images.list(filters={"label": f"devbox.project={project.spec.project}"})
-    return images[0].tags[0] if images and images[0].tags else None

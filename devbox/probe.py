@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ class Target:
     user: str
     password: str | None
     host_key: str  # "ssh-ed25519 AAAA..."
+    key_only: bool = False  # password_auth is off: devbox has no key to log in with
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ def login(target: Target, command: str | None = None, timeout: float = 5.0) -> R
         presented = f"{key.get_name()} {key.get_base64()}"
         if presented != target.host_key:
             return result(False, f"host key mismatch: got {presented[:40]}..., expected devbox's key")
+        if target.key_only:
+            return _offers_keys(transport, target, result)
         if target.password is None:
             return result(False, "no password known for this account (password_env variable unset?)")
         transport.auth_password(target.user, target.password)
@@ -66,6 +70,19 @@ def login(target: Target, command: str | None = None, timeout: float = 5.0) -> R
         return result(False, f"SSH failed: {exc or type(exc).__name__}")
     finally:
         transport.close()
+
+
+def _offers_keys(transport: object, target: Target, result: Callable[..., Result]) -> Result:
+    """For key-only hosts: sshd runs with devbox's host key and asks for a public key."""
+    import paramiko
+
+    try:
+        transport.auth_none(target.user)  # type: ignore[attr-defined]
+    except paramiko.BadAuthenticationType as exc:
+        if exc.allowed_types == ["publickey"]:
+            return result(True, "host key verified; sshd accepts public keys only")
+        return result(False, f"sshd offers {', '.join(exc.allowed_types)} although password_auth is false")
+    return result(False, f"sshd let {target.user} in without any credentials")
 
 
 def _run(transport: object, command: str, timeout: float) -> str:

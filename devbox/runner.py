@@ -102,7 +102,7 @@ class Project:
             probe.Target(
                 host.name, connect_address(host), host.ssh_port, self.spec.image.user,
                 credentials.account(host.name, self.spec.image.user, self.environ).password,
-                known[host_key_alias(self.spec, host)],
+                known[host_key_alias(self.spec, host)], key_only=not host.password_auth,
             )
             for host in hosts
         ]  # fmt: skip
@@ -206,29 +206,50 @@ def resource_problems(spec: Spec, facts: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def gpu_runtime_available(client: docker.DockerClient, facts: Mapping[str, Any], image: str) -> bool:
-    """Whether the engine can hand out NVIDIA GPUs: an nvidia runtime, or a device request that
-    starts (dockerd accepts one only when nvidia-container-runtime-hook is on its PATH)."""
+GPU_PROBE_IMAGE = "devbox-gpu-probe:1"
+
+
+def _gpu_probe_image(client: docker.DockerClient) -> str:
+    """An empty image (no registry needed) to start GPU probe containers from."""
+    import io
+    import tarfile
+
+    if not client.images.list(name=GPU_PROBE_IMAGE):
+        empty = io.BytesIO()
+        tarfile.open(fileobj=empty, mode="w").close()
+        repository, tag = GPU_PROBE_IMAGE.split(":")
+        client.api.import_image_from_data(empty.getvalue(), repository=repository, tag=tag)
+    return GPU_PROBE_IMAGE
+
+
+def gpu_runtime_available(client: docker.DockerClient, facts: Mapping[str, Any]) -> bool:
+    """Whether the engine can hand out NVIDIA GPUs.
+
+    An ``nvidia`` runtime says so; otherwise start a container with a GPU request from an empty
+    image: an engine without the NVIDIA hook refuses it with "could not select device driver",
+    one with it gets as far as running the (missing) program. Nothing runs either way.
+    """
     import docker.errors
     from docker.types import DeviceRequest
 
     if "nvidia" in facts["runtimes"]:
         return True
+    container = client.containers.create(
+        _gpu_probe_image(client), entrypoint=["/devbox-gpu-probe"], network_mode="none",
+        device_requests=[DeviceRequest(count=1, capabilities=[["gpu"]])],
+    )  # fmt: skip
     try:
-        client.containers.run(
-            image, entrypoint=["true"], remove=True, network_mode="none",
-            device_requests=[DeviceRequest(count=1, capabilities=[["gpu"]])],
-        )  # fmt: skip
+        container.start()
     except docker.errors.APIError as exc:
-        if "device driver" in str(exc) or "nvidia" in str(exc).lower():
-            return False
-        raise
+        return "could not select device driver" not in str(exc)
+    finally:
+        container.remove(force=True)
     return True
 
 
-def gpu_problems(project: Project, facts: Mapping[str, Any], image: str) -> list[str]:
+def gpu_problems(project: Project, facts: Mapping[str, Any]) -> list[str]:
     wanting = [h.name for h in project.spec.hosts if h.gpus.wanted]
-    if not wanting or gpu_runtime_available(project.client, facts, image):
+    if not wanting or gpu_runtime_available(project.client, facts):
         return []
     return [f"hosts {', '.join(wanting)} want GPUs but the engine has no NVIDIA runtime: "
             f"{NVIDIA_TOOLKIT_HINT}"]  # fmt: skip
@@ -294,13 +315,9 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
     facts = engine_facts(project.client)
     starting = [h for h in hosts if h.name in plan.start]
     _raise_all(port_problems(project, starting, ours) + resource_problems(project.spec, facts))
-    base_present = bool(project.client.images.list(name=project.spec.image.base))
-    if base_present or not plan.build:
-        _raise_all(gpu_problems(project, facts, plan.tag if not plan.build else project.spec.image.base))
+    _raise_all(gpu_problems(project, facts))
     if plan.build:
         build_image(project, plan.tag)
-        if not base_present:
-            _raise_all(gpu_problems(project, facts, plan.tag))
     project.say(f"starting {', '.join(plan.start)}")
     args = ["up", "--detach", "--no-build", "--quiet-pull"]
     if not only:

@@ -59,10 +59,10 @@ _IMAGE_REF = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_SIZE = re.compile(r"^([0-9]+)([bkmg]?)$", re.IGNORECASE)
+_SIZE = re.compile(r"^([0-9]{1,30})([bkmg]?)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]{8,}$")
-_CPUSET = re.compile(r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$")
+_CPUSET = re.compile(r"^[0-9]{1,9}(-[0-9]{1,9})?(,[0-9]{1,9}(-[0-9]{1,9})?)*$")
 _SSH_KEY = re.compile(
     r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
     r" [A-Za-z0-9+/=]+( [^\n\r]*)?$"
@@ -210,6 +210,10 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        try:
+            hash(key)
+        except TypeError:
+            continue  # construct_mapping reports the unhashable key with its line
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -223,16 +227,43 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
+MAX_YAML_NODES = 100_000  # far above any real spec; stops "billion laughs" alias bombs
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (a cycle counts once)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[id(node)] = min(total, MAX_YAML_NODES + 1)
+    return memo[id(node)]
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML safely; syntax errors become a SpecError naming the file and line."""
+    loader = _UniqueKeyLoader(text)
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise SpecError(source, [f"too large once its aliases are expanded (over {MAX_YAML_NODES} values)"])
+        return None if node is None else loader.construct_document(node)
+    except RecursionError:
+        raise SpecError(source, ["nested too deeply"]) from None
+    except ValueError as exc:  # e.g. a number with more digits than Python converts
+        raise SpecError(source, [f"not valid YAML ({str(exc).split(':')[0]})"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         raise SpecError(source, [f"{where}: {exc.problem or exc.context}"]) from None
     except yaml.YAMLError as exc:
         raise SpecError(source, [f"not valid YAML ({exc})"]) from None
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
 
 
 def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None) -> Spec:
@@ -275,6 +306,8 @@ class _Problems:
 
     def add(self, path: str, message: str) -> None:
         line = f"{path}: {message}" if path else message
+        if not line.isprintable():  # one problem, one line: escape newlines and control characters
+            line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)
         if line not in self.items:
             self.items.append(line)
 
@@ -324,6 +357,8 @@ def _check_keys(node: Mapping, allowed: tuple[str, ...], path: str, problems: _P
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not key.isprintable():
+        key = repr(key)
     return f"{path}.{key}" if path else key
 
 
@@ -373,7 +408,7 @@ class _SpecReader:
             self.problems.add(path, f"must be a string, not {_type_name(value)}")
             return None
         text = str(value)
-        if pattern is not None and not pattern.match(text):
+        if pattern is not None and not pattern.fullmatch(text):
             self.problems.add(path, f"{text!r} is not valid ({hint})")
             return None
         return text
@@ -386,7 +421,8 @@ class _SpecReader:
 
     def _int(self, value: Any, path: str, low: int, high: int, what: str) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().isdigit():
+            if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
+                    and len(value.strip()) <= 30:
                 value = int(value)
             else:
                 self.problems.add(path, f"{value!r} is not {what} ({low}-{high})")
@@ -400,7 +436,7 @@ class _SpecReader:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             self.problems.add(path, f"{value!r} is not a size ({SIZE_HELP})")
             return None
-        match = _SIZE.match(str(value).strip())
+        match = _SIZE.fullmatch(str(value).strip())
         if not match or int(match.group(1)) == 0:
             self.problems.add(path, f"{str(value)!r} is not a size ({SIZE_HELP})")
             return None
@@ -410,7 +446,7 @@ class _SpecReader:
     def _cpus(self, value: Any, path: str) -> float | None:
         try:
             cpus = float(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             cpus = None
         if cpus is None or not 0.01 <= cpus <= 4096:
             self.problems.add(path, f"{value!r} is not a CPU count (use a number of cores: 8, 0.5)")
@@ -438,8 +474,12 @@ class _SpecReader:
         text = self._str(value, path)
         if text is None:
             return None
-        file = (self.directory / os.path.expanduser(text)).resolve()
-        if not file.is_file():
+        try:
+            file = (self.directory / os.path.expanduser(text)).resolve()
+            found = file.is_file()
+        except (OSError, ValueError):  # NUL byte, name too long
+            found = False
+        if not found:
             self.problems.add(path, f"file {text!r} does not exist (paths are relative to the spec)")
             return None
         return file
@@ -527,6 +567,13 @@ class _SpecReader:
         requirements = None
         if node.get("pip_requirements") is not None:
             requirements = self._existing_file(node["pip_requirements"], "image.pip_requirements")
+            try:
+                if requirements is not None:
+                    requirements.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                self.problems.add("image.pip_requirements", f"{str(node['pip_requirements'])!r} is "
+                                  "not a readable UTF-8 text file")  # fmt: skip
+                requirements = None
         return Image(
             base=base or DEFAULT_BASE_IMAGE,
             timezone=self._str(node.get("timezone", "UTC"), "image.timezone", _TIMEZONE,
@@ -547,7 +594,12 @@ class _SpecReader:
             return None
         if value == "auto":
             sudo = os.environ.get("SUDO_UID" if path.endswith("uid") else "SUDO_GID", "")
-            return int(sudo) if sudo.isdigit() else int(invoking())
+            found = int(sudo) if sudo.isdigit() else int(invoking())
+            if found == 0:
+                self.notes.append(f"{path}: auto found root (0), which the user must not share; "
+                                  "using the image's default id (run devbox as yourself or via sudo)")  # fmt: skip
+                return None
+            return found
         return self._int(value, path, 1, 2**31 - 2, "a numeric id or auto")
 
     def _hosts(self, raw: Any, defaults_raw: Any, gpu_enabled: bool) -> list[Host]:
@@ -561,7 +613,7 @@ class _SpecReader:
         hosts = []
         for name, node in raw.items():
             path = _join("hosts", str(name))
-            if not isinstance(name, str) or not _DNS_LABEL.match(name):
+            if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
                 self.problems.add(path, "invalid host name (lowercase letters, digits and -, "
                                   "at most 63, not starting or ending with -)")  # fmt: skip
                 continue
@@ -637,7 +689,10 @@ class _SpecReader:
     def _address(self, value: Any, path: str) -> str:
         text = self._str(value, path)
         try:
-            return str(ipaddress.ip_address(text or ""))
+            address = str(ipaddress.ip_address(text or ""))
+            if "%" in address:  # a scope id is free text, e.g. "::1%]:9:22"
+                raise ValueError(address)
+            return address
         except ValueError:
             self.problems.add(path, f"{text!r} is not an IP address (use 0.0.0.0 for every "
                               "interface or 127.0.0.1 for this machine only)")  # fmt: skip
@@ -665,7 +720,7 @@ class _SpecReader:
 
     def _gpu_id(self, value: Any, path: str) -> str:
         text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
-        if not (text.isdigit() or _GPU_UUID.match(text)):
+        if not ((text.isascii() and text.isdigit()) or _GPU_UUID.fullmatch(text)):
             self.problems.add(path, f"{value!r} is not a GPU id (use an index like 0 or a "
                               "UUID like GPU-6f2b...)")  # fmt: skip
         return text
@@ -709,17 +764,25 @@ class _SpecReader:
         else:
             self.problems.add(path, f"must be a string or a mapping, not {_type_name(item)}")
             return None
-        if not target.startswith("/") or "/../" in f"{target}/" or "\n" in target:
+        if not target.startswith("/") or "/../" in f"{target}/" or ":" in target or not target.isprintable():
             self.problems.add(path, f"{target!r} is not an absolute container path")
             return None
         if source.startswith(("/", ".", "~")):
-            host_path = (self.directory / os.path.expanduser(source)).resolve()
-            if not host_path.exists():
+            try:
+                host_path = (self.directory / os.path.expanduser(source)).resolve()
+                exists = host_path.exists()
+            except (OSError, ValueError):  # NUL byte, name too long
+                exists = False
+            if not exists:
                 self.problems.add(path, f"bind source {source!r} does not exist "
                                   "(create it, or use a named volume)")  # fmt: skip
                 return None
+            if ":" in str(host_path) or not str(host_path).isprintable():
+                self.problems.add(path, f"bind source {str(host_path)!r} cannot be mounted (it holds "
+                                  "':' or control characters)")  # fmt: skip
+                return None
             return Volume("bind", str(host_path), target, read_only)
-        if not _VOLUME_NAME.match(source):
+        if not _VOLUME_NAME.fullmatch(source):
             self.problems.add(path, f"{source!r} is not a volume name (letters, digits, _ . -) "
                               "nor a path (start host paths with / or ./)")  # fmt: skip
             return None
@@ -728,7 +791,7 @@ class _SpecReader:
     def _environment(self, layers: _Layers, limits: Resources) -> tuple[tuple[str, str], ...]:
         env: dict[str, str] = {}
         for key, value, path in layers.merged("environment", self.problems):
-            if not _ENV_KEY.match(key):
+            if not _ENV_KEY.fullmatch(key):
                 self.problems.add(path, "is not a variable name (letters, digits and _)")
             elif isinstance(value, (Mapping, list)) or value is None:
                 self.problems.add(path, f"must be a string or a number, not {_type_name(value)}")
@@ -745,9 +808,9 @@ class _SpecReader:
     def _password_env(self, layers: _Layers) -> tuple[tuple[str, str], ...]:
         pairs = []
         for user, variable, path in layers.merged("password_env", self.problems):
-            if not _USER.match(user):
+            if not _USER.fullmatch(user):
                 self.problems.add(path, "is not an account name")
-            elif not isinstance(variable, str) or not _ENV_KEY.match(variable):
+            elif not isinstance(variable, str) or not _ENV_KEY.fullmatch(variable):
                 self.problems.add(path, f"{variable!r} is not an environment variable name")
             else:
                 pairs.append((user, variable))
@@ -756,8 +819,8 @@ class _SpecReader:
     def _restart(self, value: Any, path: str) -> str:
         text = "no" if value is False else str(value)
         policy, _, retries = text.partition(":")
-        if policy not in RESTART_POLICIES or (retries and (policy != "on-failure"
-                                                            or not retries.isdigit())):  # fmt: skip
+        numeric = retries.isascii() and retries.isdigit()
+        if policy not in RESTART_POLICIES or (retries and (policy != "on-failure" or not numeric)):
             self.problems.add(path, f"{value!r} is not a restart policy "
                               "(use no, always, unless-stopped or on-failure[:N])")  # fmt: skip
             return "unless-stopped"
@@ -770,12 +833,12 @@ class _SpecReader:
             if text is None:
                 continue
             text = text.strip()
-            if not _SSH_KEY.match(text):
+            if not _SSH_KEY.fullmatch(text):
                 file = self._existing_file(text, _join(path, i))
                 if file is None:
                     continue
                 text = file.read_text(encoding="utf-8", errors="replace").strip()
-                if not all(_SSH_KEY.match(line) for line in text.splitlines() if line.strip()):
+                if not all(_SSH_KEY.fullmatch(line) for line in text.splitlines() if line.strip()):
                     self.problems.add(_join(path, i), f"{item!r} does not hold public SSH keys")
                     continue
             keys.extend(line.strip() for line in text.splitlines() if line.strip())
@@ -854,7 +917,7 @@ class _SpecReader:
         if value is None:
             return None
         text = str(value).replace(" ", "")
-        if not _CPUSET.match(text):
+        if not _CPUSET.fullmatch(text):
             self.problems.add(path, f"{value!r} is not a CPU list (e.g. 0-3 or 0,2,4)")
             return None
         cores = os.cpu_count() or 1

@@ -119,6 +119,9 @@ def _remove_e2e_images() -> Iterator[None]:
         for image in images:
             if image.labels.get("devbox.project", "").startswith("e2e-"):
                 for tag in image.tags:
-                    client.images.remove(tag)
+                    try:
+                        client.images.remove(tag, force=True)
+                    except docker.errors.APIError:
+                        pass  # still in use by a container a failed teardown left: keep it
     finally:
         client.close()

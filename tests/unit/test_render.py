@@ -149,7 +149,7 @@ def test_rendering_is_deterministic_and_skips_unchanged_files(tmp_path, seed_spe
 def test_entrypoint_applies_hashes_and_runs_sshd(seed_spec):
     text = render_entrypoint(seed_spec)
     assert "chpasswd -e" in text and text.rstrip().endswith("exec /usr/sbin/sshd -D -e")
-    assert "/etc/environment" in text
+    assert "SetEnv" in text and "05-devbox-environment.conf" in text
 
 
 def test_build_context_keeps_secrets_out():

@@ -32,10 +32,18 @@ if [ -s "$secrets/devbox_authorized_keys" ]; then
     done
 fi
 
-# sshd starts every login with a clean environment; pam_env hands this file to SSH sessions,
-# so CUDA's PATH, NVIDIA_*, thread limits and the spec's environment survive the login.
-env | grep -E '^[A-Za-z_][A-Za-z0-9_]*=' \
-    | grep -Ev '^(HOME|HOSTNAME|PWD|OLDPWD|SHLVL|TERM|USER|LOGNAME|SHELL|MAIL|_)=' \
-    > /etc/environment || true
+# sshd starts every login with a clean environment. Hand it the container's (CUDA's PATH,
+# NVIDIA_*, thread limits, the spec's environment) with one SetEnv line: sshd reads quoted
+# values literally, where pam_env would cut a value at '#'. Login shells reset PATH, so
+# /etc/profile.d/00-devbox-path.sh restores it from /etc/devbox-path.
+printf '%s\n' "$PATH" > /etc/devbox-path
+{
+    printf 'SetEnv'
+    env | grep -E '^[A-Za-z_][A-Za-z0-9_]*=' \
+        | grep -Ev '^(HOME|HOSTNAME|PWD|OLDPWD|SHLVL|TERM|USER|LOGNAME|SHELL|MAIL|_)=' \
+        | sed -e 's/[\\"]/\\&/g' -e 's/^.*$/ "&"/' \
+        | tr -d '\n'
+    printf '\n'
+} > /etc/ssh/sshd_config.d/05-devbox-environment.conf
 
 exec /usr/sbin/sshd -D -e
