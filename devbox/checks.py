@@ -41,6 +41,13 @@ def _exec(container: Container, argv: list[str]) -> tuple[int, str]:
     return int(code or 0), (output or b"").decode("utf-8", "replace").strip()
 
 
+def start_environment(container: Container) -> dict[str, str]:
+    """The environment the host started with, saved by its entrypoint. The engine puts NVIDIA_*
+    there, not in the container's config, and sshd's process title hides /proc/1/environ."""
+    _, raw = _exec(container, ["cat", "/run/devbox-environment"])
+    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
+
+
 def _has(container: Container, command: str) -> bool:
     return _exec(container, ["sh", "-c", 'command -v "$1"', "_", command])[0] == 0
 
@@ -152,7 +159,7 @@ def _gpus(host: Host, container: Container, deep: bool) -> Iterator[Check]:
     wanted_ids = list(host.gpus.device_ids) or None
     wanted_count = -1 if host.gpus.count == "all" else (host.gpus.count if not wanted_ids else 0)
     ok = bool(request) and request.get("DeviceIDs") == wanted_ids and (request.get("Count") or 0) == wanted_count
-    env = dict(item.split("=", 1) for item in container.attrs.get("Config", {}).get("Env", []) if "=" in item)
+    env = start_environment(container)
     visible = env.get("NVIDIA_VISIBLE_DEVICES", "(unset)")
     yield Check(host.name, "gpu request", ok, f"ids {request.get('DeviceIDs')}, count {request.get('Count')}, "
                 f"capabilities {request.get('Capabilities')}; NVIDIA_VISIBLE_DEVICES={visible}")  # fmt: skip

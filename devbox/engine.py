@@ -110,7 +110,7 @@ def run_compose(compose: Compose, compose_file: str, project: str, *args: str, q
     )  # fmt: skip
     if result.returncode != 0:
         detail = (result.stderr or "").strip().splitlines()[-1:] if quiet else []
-        raise EngineError(f"`{' '.join(command[:1] + list(args))}` failed"
+        raise EngineError(f"`{' '.join([*compose.command, *args])}` failed"
                           + (f": {detail[0]}" if detail else " (see its output above)"))  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -79,8 +80,13 @@ def image_packages(spec: Spec) -> list[str]:
 
 
 def _origin(spec: Spec) -> str:
-    """The spec's file name for headers: the same bytes on every machine and in every folder."""
-    return PurePath(spec.source).name
+    """The spec's file name for headers: the same bytes on every machine and in every folder.
+
+    It lands in comment lines of the Dockerfile, the entrypoint and the compose file, so a name
+    holding a newline (or other control character) is shown escaped, never as a new line.
+    """
+    name = PurePath(spec.source).name
+    return name if name.isprintable() else repr(name)
 
 
 def render_dockerfile(spec: Spec) -> str:
@@ -312,6 +318,29 @@ class _ComposeDumper(yaml.SafeDumper):
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
+
+
+# Compose reads YAML 1.2, where these plain scalars are numbers, booleans or null; PyYAML resolves
+# YAML 1.1 and would leave some unquoted (an environment value 1e3 would arrive as 1000, 0o17 as 15).
+_YAML12_NOT_A_STRING = re.compile(
+    r"[-+]?(0b[01_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|[0-9][0-9_]*)"  # ints, also as Go's ParseInt(s, 0) reads them
+    r"|[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+    r"|true|True|TRUE|false|False|FALSE|null|Null|NULL|~"
+)
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    """Strings stay strings for every YAML reader: escaped when they hold line breaks or control
+    characters (YAML 1.1 breaks such as U+0085 are plain text in 1.2), quoted when 1.2 would not
+    read them as text."""
+    if not value.isprintable():
+        style: str | None = '"'
+    else:
+        style = "'" if _YAML12_NOT_A_STRING.fullmatch(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ComposeDumper.add_representer(str, _represent_str)
 
 
 def dump_yaml(data: Any) -> str:

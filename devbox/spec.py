@@ -52,7 +52,9 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")
+# name[=[epoch:]version] as Debian policy spells them; no '~' after '=' or ':', where bash (the
+# RUN shell when docker_cli is on) would expand it like a home directory
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=([0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~-]*)?$")
 _TIMEZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 _IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
@@ -65,7 +67,9 @@ _GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]{8,}$")
 _CPUSET = re.compile(r"^[0-9]{1,9}(-[0-9]{1,9})?(,[0-9]{1,9}(-[0-9]{1,9})?)*$")
 _SSH_KEY = re.compile(
     r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
-    r" [A-Za-z0-9+/=]+( [^\n\r]*)?$"
+    # the comment: anything but control characters and the line breaks str.splitlines() knows,
+    # so one accepted key is exactly one line of authorized_keys
+    r" [A-Za-z0-9+/=]+( [^\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]*)?$"
 )
 SIZE_HELP = "use a whole number with a unit b, k, m or g, e.g. 16g, 16000M, 512m"
 
@@ -244,14 +248,21 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return memo[id(node)]
 
 
-def parse_yaml(text: str, source: str) -> Any:
-    """Parse YAML safely; syntax errors become a SpecError naming the file and line."""
+def _compose_and_construct(text: str, source: str) -> Any:
     loader = _UniqueKeyLoader(text)
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
             raise SpecError(source, [f"too large once its aliases are expanded (over {MAX_YAML_NODES} values)"])
         return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML safely; syntax errors become a SpecError naming the file and line."""
+    try:
+        return _compose_and_construct(text, source)
     except RecursionError:
         raise SpecError(source, ["nested too deeply"]) from None
     except ValueError as exc:  # e.g. a number with more digits than Python converts
@@ -260,10 +271,11 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         raise SpecError(source, [f"{where}: {exc.problem or exc.context}"]) from None
+    except yaml.reader.ReaderError as exc:
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError(source, [f"character {exc.position + 1}: {char} is not allowed ({exc.reason})"]) from None
     except yaml.YAMLError as exc:
-        raise SpecError(source, [f"not valid YAML ({exc})"]) from None
-    finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        raise SpecError(source, [f"not valid YAML ({' '.join(str(exc).split())})"]) from None
 
 
 def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None) -> Spec:
@@ -421,9 +433,9 @@ class _SpecReader:
 
     def _int(self, value: Any, path: str, low: int, high: int, what: str) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
-                    and len(value.strip()) <= 30:
-                value = int(value)
+            digits = value.strip() if isinstance(value, str) else ""
+            if digits.isascii() and digits.isdigit() and len(digits) <= 30:  # not '²', not 5000 digits
+                value = int(digits)
             else:
                 self.problems.add(path, f"{value!r} is not {what} ({low}-{high})")
                 return None

@@ -6,6 +6,7 @@ Every project gets its own name (e2e-<random>) and free ports on 127.0.0.1; tear
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -119,9 +120,90 @@ def _remove_e2e_images() -> Iterator[None]:
         for image in images:
             if image.labels.get("devbox.project", "").startswith("e2e-"):
                 for tag in image.tags:
-                    try:
+                    # an image a failed teardown left a container on stays: that is fine
+                    with contextlib.suppress(docker.errors.APIError):
                         client.images.remove(tag, force=True)
-                    except docker.errors.APIError:
-                        pass  # still in use by a container a failed teardown left: keep it
     finally:
         client.close()
+
+
+NOGPU_ROOT = Path("/run/devbox-e2e-nogpu")
+NOGPU_BRIDGE = ("dbx-nogpu0", "172.31.213.1/24")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=False, capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def engine_without_gpu(docker_client: Any) -> Iterator[str]:
+    """A second dockerd started WITHOUT nvidia-container-runtime-hook on its PATH: an engine
+    with no NVIDIA runtime, like a laptop. Yields its DOCKER_HOST.
+
+    It has its own data and exec roots (so its own containerd), a bridge of its own that this
+    fixture creates (never `--bridge none`: that makes dockerd delete the host's docker0, which
+    the main engine needs) and no iptables rules; published ports work through docker-proxy.
+    """
+    import atexit
+    import shutil
+    import time
+
+    import docker
+
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        pytest.fail("dockerd not found (scripts/engine.sh installs docker.io)")
+    NOGPU_ROOT.mkdir(parents=True, exist_ok=True)
+    bridge, address = NOGPU_BRIDGE
+    _ip("link", "add", bridge, "type", "bridge")
+    _ip("addr", "add", address, "dev", bridge)
+    _ip("link", "set", bridge, "up")
+    host = f"unix://{NOGPU_ROOT / 'docker.sock'}"
+    path = ":".join(p for p in os.environ["PATH"].split(":") if "devbox-test" not in p)
+    with open(NOGPU_ROOT / "dockerd.log", "ab") as log:
+        process = subprocess.Popen(
+            [dockerd, "-H", host, "--data-root", "/var/lib/devbox-e2e-nogpu", "--exec-root", str(NOGPU_ROOT / "exec"),
+             "--pidfile", str(NOGPU_ROOT / "docker.pid"), "--bridge", bridge, "--iptables=false", "--ip-masq=false"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, "PATH": path},
+        )  # fmt: skip
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        _ip("link", "delete", bridge)
+
+    atexit.register(stop)  # even if pytest ends without finishing its session teardown
+    deadline = time.monotonic() + 60
+    while True:
+        try:  # constructing the client already asks the daemon for its API version
+            client = docker.DockerClient(base_url=host, timeout=120)
+            client.ping()
+            break
+        except docker.errors.DockerException:
+            if time.monotonic() > deadline or process.poll() is not None:
+                stop()
+                pytest.fail(f"second dockerd did not start (see {NOGPU_ROOT / 'dockerd.log'})")
+            time.sleep(0.5)
+    try:
+        yield host
+        for container in client.containers.list(all=True):
+            container.remove(force=True)
+    finally:
+        client.close()
+        stop()
+
+
+def copy_image(source: Any, target_host: str, tag: str) -> None:
+    """Copy an image between engines (docker save | docker load, through the SDK)."""
+    import docker
+
+    target = docker.DockerClient(base_url=target_host, timeout=300)
+    try:
+        target.images.load(b"".join(source.images.get(tag).save(named=True)))
+    finally:
+        target.close()

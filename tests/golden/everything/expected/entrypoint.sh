@@ -32,6 +32,10 @@ if [ -s "$secrets/devbox_authorized_keys" ]; then
     done
 fi
 
+# The environment this host started with, including what the engine adds (NVIDIA_*): saved for
+# `devbox check`, since sshd's process title overwrites /proc/1/environ.
+(umask 077 && env > /run/devbox-environment)
+
 # sshd starts every login with a clean environment. Hand it the container's (CUDA's PATH,
 # NVIDIA_*, thread limits, the spec's environment) with one SetEnv line: sshd reads quoted
 # values literally, where pam_env would cut a value at '#'. Login shells reset PATH, so
@@ -39,7 +43,7 @@ fi
 printf '%s\n' "$PATH" > /etc/devbox-path
 {
     printf 'SetEnv'
-    env | grep -E '^[A-Za-z_][A-Za-z0-9_]*=' \
+    grep -E '^[A-Za-z_][A-Za-z0-9_]*=' /run/devbox-environment \
         | grep -Ev '^(HOME|HOSTNAME|PWD|OLDPWD|SHLVL|TERM|USER|LOGNAME|SHELL|MAIL|_)=' \
         | sed -e 's/[\\"]/\\&/g' -e 's/^.*$/ "&"/' \
         | tr -d '\n'
