@@ -34,8 +34,16 @@ class Context:
     def spec(self) -> Spec:
         from devbox.spec import load_spec
 
+        from devbox.engine import local_gpu_count
+        from devbox.spec import gpu_count_warnings
+
         spec = load_spec(self.spec_file, gpu=None if self.gpu else False)
-        for warning in spec.warnings:
+        warnings = list(spec.warnings)
+        if any(host.gpus.wanted for host in spec.hosts):
+            available = local_gpu_count()
+            if available is not None:
+                warnings += gpu_count_warnings(spec.hosts, available)
+        for warning in warnings:
             warn(f"{spec.source}: {warning}")
         return spec
 

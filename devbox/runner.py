@@ -7,6 +7,7 @@ Output goes through a ``say`` callable given by the CLI; errors are raised, neve
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -63,6 +64,11 @@ class Project:
         if self._client is None:
             self._client = connect()
         return self._client
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """This project's lock; says so when another devbox command holds it."""
+        return project_lock(self.folder, on_wait=lambda: self.say(
+            f"waiting for another devbox command on {self.spec.project} to finish..."))
 
     def render(self) -> list[RenderedFile]:
         files, _changed, created = render_to(self.spec, self.folder, self.environ)
@@ -287,7 +293,7 @@ def up(project: Project, only: list[str] | None = None, wait_seconds: float = 12
     """Render, plan, preflight, build once, start with compose, then wait for SSH logins."""
     spec = project.spec
     hosts = [project.host(name) for name in only] if only else list(spec.hosts)
-    with project_lock(project.folder):
+    with project.lock():
         files = project.render()
         tag, wanted = wanted_hashes(files)
         compose = find_compose()
@@ -327,7 +333,7 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
 
 def down(project: Project, volumes: bool) -> None:
     """Remove the containers and the network; named volumes only when asked."""
-    with project_lock(project.folder):
+    with project.lock():
         project.render()
         args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
         run_compose(find_compose(), project.compose_file, project.spec.project, *args)
@@ -411,7 +417,7 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
     if user in dict(target.password_env):
         raise UsageError(f"the password of {host}/{user} comes from ${dict(target.password_env)[user]}: change "
                          "the variable and run `devbox up`")  # fmt: skip
-    with project_lock(project.folder):
+    with project.lock():
         credentials = Credentials.load(project.folder)
         credentials.rotate(host, user)
         credentials.save()

@@ -178,6 +178,20 @@ class Host:
         return ("root",) if self.root_login else ()
 
 
+def gpu_count_warnings(hosts: tuple[Host, ...], available: int) -> list[str]:
+    """Hosts asking for more GPUs (or higher indexes) than the machine has."""
+    warnings = []
+    for host in hosts:
+        count = host.gpus.count
+        if isinstance(count, int) and count > available:
+            warnings.append(f"hosts.{host.name}.gpus: asks for {count} GPUs but this machine has {available}")
+        have = f"GPUs 0-{available - 1}" if available else "no GPUs"
+        for gpu in host.gpus.device_ids:
+            if gpu.isdigit() and int(gpu) >= available:
+                warnings.append(f"hosts.{host.name}.gpus: GPU {gpu} does not exist here ({have})")
+    return warnings
+
+
 @dataclass(frozen=True)
 class Spec:
     """A validated devbox.yaml. ``directory`` is where relative paths in it are resolved."""

@@ -13,7 +13,7 @@ import fcntl
 import os
 import secrets
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,15 +232,19 @@ def write_files(folder: Path, files: list[RenderedFile]) -> list[str]:
 
 
 @contextlib.contextmanager
-def project_lock(folder: Path, *, wait: bool = True) -> Iterator[None]:
-    """Serialise `up`/`down` of one project: a second run waits (or refuses) instead of racing."""
+def project_lock(folder: Path, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Serialise `up`/`down`/`passwd` of one project: a second run waits (or, with ``wait=False``,
+    refuses) instead of racing; ``on_wait`` is told once when it has to wait."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w", encoding="utf-8") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"another devbox command is working on {folder}; wait for it to "
-                             "finish") from None  # fmt: skip
+            if not wait:
+                raise UsageError(f"another devbox command is working on {folder}; wait for it to finish") from None
+            if on_wait:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -204,3 +204,14 @@ def test_uid_auto_takes_the_invoking_user(monkeypatch):
 def test_shm_default_fits_a_small_memory_limit():
     host = make_spec(hosts={"a": {"ssh_port": 1, "limits": {"memory": "1g"}}}).hosts[0]
     assert host.shm_size.text == "512m"
+
+
+def test_gpu_counts_above_the_machine_are_warned():
+    from devbox.spec import gpu_count_warnings
+
+    spec = make_spec(hosts={"a": {"ssh_port": 1, "gpus": 4}, "b": {"ssh_port": 2, "gpus": [1, 7]},
+                            "c": {"ssh_port": 3, "gpus": "all"}})  # fmt: skip
+    assert gpu_count_warnings(spec.hosts, 2) == [
+        "hosts.a.gpus: asks for 4 GPUs but this machine has 2",
+        "hosts.b.gpus: GPU 7 does not exist here (GPUs 0-1)",
+    ]
