@@ -75,8 +75,6 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
         yield from _volumes(host, container.attrs)
         yield from _threads(host, container)
         yield from _gpus(host, container, deep)
-    for note in spec.notes:
-        yield Check("spec", "note", None, note)
 
 
 def _logins(project: Project, hosts: list[Host]) -> Iterator[Check]:
