@@ -32,10 +32,8 @@ class Context:
         self.gpu = gpu
 
     def spec(self) -> Spec:
-        from devbox.spec import load_spec
-
         from devbox.engine import local_gpu_count
-        from devbox.spec import gpu_count_warnings
+        from devbox.spec import gpu_count_warnings, load_spec
 
         spec = load_spec(self.spec_file, gpu=None if self.gpu else False)
         warnings = list(spec.warnings)
