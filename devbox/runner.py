@@ -380,7 +380,8 @@ def status(project: Project) -> list[dict[str, Any]]:
 
 def stream_logs(project: Project, host: str, follow: bool, tail: str) -> Iterator[bytes]:
     container = project.container(host)
-    return iter(container.logs(stream=True, follow=follow, tail=tail if tail != "all" else "all"))
+    lines: int | str = int(tail) if tail.isdigit() else "all"
+    return iter(container.logs(stream=True, follow=follow, tail=lines))
 
 
 def all_logs(project: Project, follow: bool, tail: str) -> None:
