@@ -34,7 +34,8 @@ class SpecError(DevboxError):
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:
-        return [f"{self.source}: {problem}" for problem in self.problems]
+        source = self.source if self.source.isprintable() else repr(self.source)
+        return [f"{source}: {problem}" for problem in self.problems]
 
 
 class EngineError(DevboxError):

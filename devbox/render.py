@@ -394,6 +394,13 @@ def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None) 
 
 
 def _ssh_quote(path: str) -> str:
+    """A path as one ssh_config argument. ssh_config has no escape for '"' or line breaks, so
+    such a path is refused rather than allowed to add directives."""
+    if '"' in path or not path.isprintable():
+        from devbox.errors import UsageError
+
+        raise UsageError(f"{path!r}: the output folder's path cannot be written into an ssh config "
+                         "(choose another --out)")  # fmt: skip
     return f'"{path}"' if " " in path else path
 
 

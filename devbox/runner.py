@@ -174,17 +174,37 @@ def _engine_is_local() -> bool:
     return not host or host.startswith("unix://")
 
 
+def _published_ports(project: Project) -> dict[int, str]:
+    """Host ports that running containers of other projects publish, with the container's name.
+
+    This is what the engine itself knows, so it also works when the engine is remote.
+    """
+    taken = {}
+    for container in project.client.containers.list():
+        if container.labels.get("com.docker.compose.project") == project.spec.project:
+            continue
+        for bindings in (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).values():
+            for binding in bindings or []:
+                if str(binding.get("HostPort", "")).isdigit():
+                    taken[int(binding["HostPort"])] = container.name
+    return taken
+
+
 def port_problems(project: Project, hosts: list[Host], ours: Mapping[str, Container]) -> list[str]:
     """Ports another process or container already holds (our own running host may keep its own)."""
     problems = []
+    published = _published_ports(project)
     for host in hosts:
         container = ours.get(host.name)
         if container is not None and container.status == "running":
             continue  # it holds its own port; compose recreates it in place
         path = f"hosts.{host.name}.ssh_port"
-        if _engine_is_local() and _port_taken(host.bind_address, host.ssh_port):
+        if host.ssh_port in published:
+            problems.append(f"{path}: port {host.ssh_port} is already published by container "
+                            f"{published[host.ssh_port]} (choose a free ssh_port, or stop it)")  # fmt: skip
+        elif _engine_is_local() and _port_taken(host.bind_address, host.ssh_port):
             problems.append(f"{path}: port {host.ssh_port} on {host.bind_address} is already taken "
-                            "by another program or container (choose a free ssh_port, or stop it)")  # fmt: skip
+                            "by another program (choose a free ssh_port, or stop it)")  # fmt: skip
     return problems
 
 

@@ -93,7 +93,7 @@ def test_taken_port_is_a_clear_preflight_error(make_stack):
         holder.listen()
         result = stack.devbox("up", check=False)
     assert result.returncode == 1
-    assert f"hosts.master.ssh_port: port {stack.port('master')} on 127.0.0.1 is already taken" in result.stderr
+    assert f"hosts.master.ssh_port: port {stack.port('master')} on 127.0.0.1 is already taken by another program" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -133,3 +133,15 @@ def test_old_compose_v1_is_refused(make_stack, tmp_path):
     (fake / "python").symlink_to(sys.executable)
     result = stack.devbox("up", env={"PATH": str(fake)}, check=False)
     assert result.returncode == 1 and "is Compose v1, which devbox does not support" in result.stderr
+
+
+def test_port_published_by_another_container_is_named(make_stack, docker_client, base_image):
+    stack = make_stack(1)
+    other = docker_client.containers.run(base_image, ["sleep", "60"], detach=True, remove=True,
+                                         ports={"22/tcp": ("127.0.0.1", stack.port("master"))})  # fmt: skip
+    try:
+        result = stack.devbox("up", check=False)
+    finally:
+        other.remove(force=True)
+    assert result.returncode == 1
+    assert f"port {stack.port('master')} is already published by container {other.name}" in result.stderr

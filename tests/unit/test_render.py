@@ -173,3 +173,13 @@ def test_rendered_output_passes_docker_compose_config(tmp_path, seed_spec):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", f"compose warned: {result.stderr}"
+
+
+def test_ssh_config_refuses_a_path_that_could_add_directives():
+    from devbox.errors import UsageError
+    from devbox.render import render_ssh_config
+
+    spec = make_spec()
+    assert 'UserKnownHostsFile "/my dir/known_hosts"' in render_ssh_config(spec, "/my dir/known_hosts")
+    with pytest.raises(UsageError):
+        render_ssh_config(spec, '/x"\n    ProxyCommand evil/known_hosts')
