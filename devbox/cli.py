@@ -130,13 +130,13 @@ def _render(ctx: Context) -> tuple[Spec, Path, list[RenderedFile], list[str]]:
 
     spec = ctx.spec()
     folder = ctx.folder(spec)
-    files, changed, created = render_to(spec, folder, os.environ)
+    rendered, changed, created = render_to(spec, folder, os.environ)
     for warning in _opt_in_warnings(spec):
         warn(warning)
     if created:
         click.echo(f"generated passwords for {', '.join(created)}: "
                    f"read them in {folder / 'credentials.yaml'}")  # fmt: skip
-    return spec, folder, files, changed
+    return spec, folder, rendered.files, changed
 
 
 def _opt_in_warnings(spec: Spec) -> list[str]:

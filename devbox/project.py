@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from devbox.errors import UsageError
-from devbox.render import RenderedFile, render_project, render_template
+from devbox.render import RenderedProject, render_project, render_template
 from devbox.spec import Spec
 from devbox.state import prepare, write_files, write_if_changed
 
@@ -44,13 +44,11 @@ def init_project(directory: Path, project: str | None, *, force: bool) -> list[P
     return written
 
 
-def render_to(
-    spec: Spec, folder: Path, environ: Mapping[str, str]
-) -> tuple[list[RenderedFile], list[str], list[str]]:
-    """Render the spec into ``folder``: (all files, paths that changed, accounts newly generated)."""
+def render_to(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[RenderedProject, list[str], list[str]]:
+    """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated)."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} is not a folder (pass --out to choose another output folder)")
     material, created = prepare(spec, folder, environ)
-    files = render_project(spec, material)
-    changed = write_files(folder, files)
-    return files, changed, created
+    rendered = render_project(spec, material)
+    changed = write_files(folder, rendered.files)
+    return rendered, changed, created

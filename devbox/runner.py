@@ -24,7 +24,7 @@ from devbox.render import (
     COMPOSE_FILE,
     KNOWN_HOSTS,
     LABEL_PREFIX,
-    RenderedFile,
+    RenderedProject,
     connect_address,
     host_key_alias,
 )
@@ -70,12 +70,12 @@ class Project:
         return project_lock(self.folder, on_wait=lambda: self.say(
             f"waiting for another devbox command on {self.spec.project} to finish..."))
 
-    def render(self) -> list[RenderedFile]:
-        files, _changed, created = render_to(self.spec, self.folder, self.environ)
+    def render(self) -> RenderedProject:
+        rendered, _changed, created = render_to(self.spec, self.folder, self.environ)
         if created:
             self.say(f"generated passwords for {', '.join(created)}: read them in "
                      f"{self.folder / 'credentials.yaml'} (mode 0600)")  # fmt: skip
-        return files
+        return rendered
 
     def containers(self) -> dict[str, Container]:
         """This project's containers by host name (running or not)."""
@@ -129,17 +129,6 @@ class Plan:
     @property
     def nothing_to_do(self) -> bool:
         return not self.build and not self.start
-
-
-def wanted_hashes(files: list[RenderedFile]) -> tuple[str, dict[str, str]]:
-    """The image tag and each host's config-hash label, read back from the rendered compose file."""
-    import yaml
-
-    compose = next(f for f in files if f.path == COMPOSE_FILE)
-    data = yaml.safe_load(compose.content)
-    services = data["services"]
-    tag = next(iter(services.values()))["image"].replace("$$", "$")
-    return tag, {name: s["labels"][f"{LABEL_PREFIX}config-hash"] for name, s in services.items()}
 
 
 def plan_up(
@@ -314,8 +303,8 @@ def up(project: Project, only: list[str] | None = None, wait_seconds: float = 12
     spec = project.spec
     hosts = [project.host(name) for name in only] if only else list(spec.hosts)
     with project.lock():
-        files = project.render()
-        tag, wanted = wanted_hashes(files)
+        rendered = project.render()
+        tag, wanted = rendered.image_tag, rendered.config_hashes
         compose = find_compose()
         client = project.client
         ours = project.containers()

@@ -25,7 +25,7 @@ CASES = sorted(path.name for path in GOLDEN.iterdir() if (path / "devbox.yaml").
 def test_rendered_files_match_golden(case):
     folder = GOLDEN / case
     spec = load_spec(folder / "devbox.yaml")
-    files = render_project(spec, fake_material(spec))
+    files = render_project(spec, fake_material(spec)).files
     expected_dir = folder / "expected"
     if os.environ.get("DEVBOX_UPDATE_GOLDEN") == "1":
         for file in files:

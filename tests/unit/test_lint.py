@@ -58,7 +58,7 @@ def rendered(request, tmp_path) -> Path:
     """The case's files, rendered into a folder of their own."""
     spec = CASES[request.param](tmp_path)
     out = tmp_path / "out"
-    for file in render_project(spec, fake_material(spec)):
+    for file in render_project(spec, fake_material(spec)).files:
         target = out / file.path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(file.content, encoding="utf-8")
