@@ -305,7 +305,6 @@ def up(project: Project, only: list[str] | None = None, wait_seconds: float = 12
     with project.lock():
         rendered = project.render()
         tag, wanted = rendered.image_tag, rendered.config_hashes
-        compose = find_compose()
         client = project.client
         ours = project.containers()
         running = {
@@ -316,7 +315,7 @@ def up(project: Project, only: list[str] | None = None, wait_seconds: float = 12
         if plan.nothing_to_do:
             project.say(f"nothing changed: {len(plan.unchanged)} hosts already up to date")
         else:
-            _carry_out(project, plan, hosts, ours, compose, only)
+            _carry_out(project, plan, hosts, ours, find_compose(), only)
         results = probe.wait_for_logins(project.targets(hosts), wait_seconds)
     failed = [r for r in results if not r.ok]
     if failed:
