@@ -66,12 +66,13 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
             running[host.name] = container
             yield Check(host.name, "running", True, container.name)
     up_hosts = [h for h in spec.hosts if h.name in running]
+    swarm_reserved = _swarm_reservations(project) if spec.engine == "swarm" else {}
     yield from _logins(project, up_hosts)
     for host in up_hosts:
         container = running[host.name]
         container.reload()
         yield from _network(host, container, [h for h in up_hosts if h is not host])
-        yield from _limits(host, container.attrs)
+        yield from _limits(host, container.attrs, swarm_reserved.get(host.name))
         yield from _volumes(host, container.attrs)
         yield from _threads(host, container)
         yield from _gpus(host, container, deep)
@@ -110,15 +111,31 @@ def _network(host: Host, container: Container, others: list[Host]) -> Iterator[C
         yield Check(host.name, f"reach {other.name}", code == 0, f"{other.hostname} -> {address} ({how})")
 
 
-def _limits(host: Host, attrs: dict[str, Any]) -> Iterator[Check]:
+def _swarm_reservations(project: Project) -> dict[str, int]:
+    """On a swarm, reservations belong to the service (the scheduler honours them), not the container."""
+    from devbox.render import LABEL_PREFIX
+
+    reserved = {}
+    for service in project.client.services.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"}):
+        resources = service.attrs["Spec"]["TaskTemplate"].get("Resources") or {}
+        host = service.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}host", "")
+        reserved[host] = int((resources.get("Reservations") or {}).get("MemoryBytes") or 0)
+    return reserved
+
+
+def _limits(host: Host, attrs: dict[str, Any], swarm_reserved: int | None = None) -> Iterator[Check]:
     """Limits and reservations Docker reports, compared with the spec."""
     config = attrs.get("HostConfig", {})
+    reserved = (config.get("MemoryReservation") or 0) if swarm_reserved is None else swarm_reserved
+    shm = config.get("ShmSize") or 0
+    for mount in config.get("Mounts") or []:  # a swarm service mounts /dev/shm as a sized tmpfs
+        if mount.get("Target") == "/dev/shm":  # noqa: S108 - a path inside the container, not a temp file
+            shm = (mount.get("TmpfsOptions") or {}).get("SizeBytes", shm)
     pairs = [
         ("limits.cpus", int(round((host.limits.cpus or 0) * 1e9)), config.get("NanoCpus") or 0),
         ("limits.memory", host.limits.memory.bytes if host.limits.memory else 0, config.get("Memory") or 0),
-        ("reservations.memory", host.reservations.memory.bytes if host.reservations.memory else 0,
-         config.get("MemoryReservation") or 0),
-        ("shm_size", host.shm_size.bytes, config.get("ShmSize") or 0),
+        ("reservations.memory", host.reservations.memory.bytes if host.reservations.memory else 0, reserved),
+        ("shm_size", host.shm_size.bytes, shm),
         ("cpuset", host.cpuset or "", config.get("CpusetCpus") or ""),
     ]  # fmt: skip
     for name, wanted, applied in pairs:

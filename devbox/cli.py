@@ -26,16 +26,17 @@ DEFAULT_SPEC = "devbox.yaml"
 class Context:
     """What the group options select: the spec file, the output folder and the GPU switch."""
 
-    def __init__(self, spec_file: str, out: str | None, gpu: bool) -> None:
+    def __init__(self, spec_file: str, out: str | None, gpu: bool, engine: str | None = None) -> None:
         self.spec_file = spec_file
         self.out = out
         self.gpu = gpu
+        self.engine = engine
 
     def spec(self) -> Spec:
         from devbox.engine import local_gpu_count
         from devbox.spec import gpu_count_warnings, load_spec
 
-        spec = load_spec(self.spec_file, gpu=None if self.gpu else False)
+        spec = load_spec(self.spec_file, gpu=None if self.gpu else False, engine=self.engine)
         warnings = list(spec.warnings)
         if any(host.gpus.wanted for host in spec.hosts):
             available = local_gpu_count()
@@ -91,11 +92,13 @@ pass_context = click.make_pass_decorator(Context)
 @click.option("--out", default=None, envvar="DEVBOX_OUT",
               help="Output folder for rendered files and state [default: .devbox beside the spec].")  # fmt: skip
 @click.option("--no-gpu", is_flag=True, help="Run every host CPU-only, whatever the spec asks.")
+@click.option("--engine", type=click.Choice(["compose", "swarm"]), default=None, envvar="DEVBOX_ENGINE",
+              help="compose (one machine) or swarm (services of an existing swarm) [default: the spec's].")
 @click.version_option(package_name="devbox")
 @click.pass_context
-def cli(ctx: click.Context, spec_file: str, out: str | None, no_gpu: bool) -> None:
+def cli(ctx: click.Context, spec_file: str, out: str | None, no_gpu: bool, engine: str | None) -> None:
     """Carve one GPU server into isolated, SSH-able development hosts."""
-    ctx.obj = Context(spec_file, out, gpu=not no_gpu)
+    ctx.obj = Context(spec_file, out, gpu=not no_gpu, engine=engine)
 
 
 @cli.command()

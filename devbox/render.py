@@ -201,7 +201,7 @@ def _secrets(host: Host) -> tuple[list[dict[str, str]], dict[str, dict[str, str]
     return mounts, definitions
 
 
-HEALTHCHECK = {
+HEALTHCHECK: dict[str, Any] = {
     # sshd answers with its banner once it accepts connections; bash and coreutils are in
     # every Debian/Ubuntu base, nc and pgrep are not.
     "test": ["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/22 && head -c 4 <&3 | grep -q SSH"],

@@ -78,11 +78,13 @@ class Project:
         return rendered
 
     def containers(self) -> dict[str, Container]:
-        """This project's containers by host name (running or not)."""
-        found = self.client.containers.list(
-            all=True, filters={"label": [f"com.docker.compose.project={self.spec.project}"]}
-        )
-        return {c.labels.get("com.docker.compose.service", c.name): c for c in found}
+        """This project's containers by host name (running or not; a running one wins).
+
+        Found by devbox's own labels, which compose and swarm containers both carry.
+        """
+        found = self.client.containers.list(all=True, filters={"label": [f"{LABEL_PREFIX}project={self.spec.project}"]})
+        found.sort(key=lambda c: c.status == "running")
+        return {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
 
     def container(self, host: str) -> Container:
         self.host(host)
@@ -98,6 +100,14 @@ class Project:
             known = ", ".join(h.name for h in self.spec.hosts)
             raise UsageError(f"no host {name!r} in {self.spec.source} (hosts: {known})") from None
 
+    def address(self, host: Host) -> str:
+        """Where a client on this machine reaches a host's SSH port."""
+        if self.spec.engine == "swarm":
+            from devbox import swarm
+
+            return swarm.node_address(self, host, connect_address(host))
+        return connect_address(host)
+
     def targets(self, hosts: list[Host]) -> list[probe.Target]:
         """Login targets for SSH probes: address, port, the user's password, the expected key."""
         credentials = Credentials.load(self.folder)
@@ -106,7 +116,7 @@ class Project:
         )
         return [
             probe.Target(
-                host.name, connect_address(host), host.ssh_port, self.spec.image.user,
+                host.name, self.address(host), host.ssh_port, self.spec.image.user,
                 credentials.account(host.name, self.spec.image.user, self.environ).password,
                 known[host_key_alias(self.spec, host)], key_only=not host.password_auth,
             )
@@ -170,7 +180,7 @@ def _published_ports(project: Project) -> dict[int, str]:
     """
     taken = {}
     for container in project.client.containers.list():
-        if container.labels.get("com.docker.compose.project") == project.spec.project:
+        if container.labels.get(f"{LABEL_PREFIX}project") == project.spec.project:
             continue
         for bindings in (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).values():
             for binding in bindings or []:
@@ -304,24 +314,43 @@ def up(project: Project, only: list[str] | None = None, wait_seconds: float = 12
     hosts = [project.host(name) for name in only] if only else list(spec.hosts)
     with project.lock():
         rendered = project.render()
-        tag, wanted = rendered.image_tag, rendered.config_hashes
-        client = project.client
-        ours = project.containers()
-        running = {
-            name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()
-        }
-        present = bool(client.images.list(name=tag))
-        plan = plan_up([h.name for h in hosts], wanted, tag, present, running)
-        if plan.nothing_to_do:
-            project.say(f"nothing changed: {len(plan.unchanged)} hosts already up to date")
+        if spec.engine == "swarm":
+            _up_swarm(project, hosts, rendered)
         else:
-            _carry_out(project, plan, hosts, ours, find_compose(), only)
+            _up_compose(project, hosts, rendered, only)
         results = probe.wait_for_logins(project.targets(hosts), wait_seconds)
     failed = [r for r in results if not r.ok]
     if failed:
         raise EngineError("; ".join(f"{r.name}: {r.detail}" for r in failed)
                           + " (see `devbox logs HOST`)")  # fmt: skip
     return results
+
+
+def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, only: list[str] | None) -> None:
+    ours = project.containers()
+    running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()}
+    present = bool(project.client.images.list(name=rendered.image_tag))
+    plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
+    if plan.nothing_to_do:
+        project.say(f"nothing changed: {len(plan.unchanged)} hosts already up to date")
+    else:
+        _carry_out(project, plan, hosts, ours, find_compose(), only)
+
+
+def _up_swarm(project: Project, hosts: list[Host], rendered: RenderedProject) -> None:
+    """The same plan on a swarm: services instead of compose containers."""
+    from devbox import swarm
+
+    swarm.preflight(project)
+    stale = swarm.plan(project, hosts, rendered)
+    if not stale:
+        project.say(f"nothing changed: {len(hosts)} services already up to date")
+        return
+    facts = engine_facts(project.client)
+    _raise_all(port_problems(project, stale, project.containers()) + resource_problems(project.spec, facts))
+    if not project.client.images.list(name=rendered.image_tag):
+        build_image(project, rendered.image_tag)
+    swarm.deploy(project, stale, rendered)
 
 
 def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[str, Container],
@@ -343,6 +372,11 @@ def down(project: Project, volumes: bool) -> None:
     """Remove the containers and the network; named volumes only when asked."""
     with project.lock():
         project.render()
+        if project.spec.engine == "swarm":
+            from devbox import swarm
+
+            swarm.down(project, volumes)
+            return
         args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
         run_compose(find_compose(), project.compose_file, project.spec.project, *args)
 
@@ -394,6 +428,13 @@ def stream_logs(project: Project, host: str, follow: bool, tail: str) -> Iterato
 
 def all_logs(project: Project, follow: bool, tail: str) -> None:
     """Every host's logs interleaved with host prefixes: compose does this, the SDK does not."""
+    if project.spec.engine == "swarm":
+        if follow:
+            raise UsageError("on a swarm, follow one host at a time: devbox logs -f HOST")
+        for host in project.spec.hosts:
+            for line in b"".join(stream_logs(project, host.name, False, tail)).decode(errors="replace").splitlines():
+                project.say(f"{host.name} | {line}")
+        return
     project.render()
     args = ["logs", "--tail", tail] + (["--follow"] if follow else [])
     run_compose(find_compose(), project.compose_file, project.spec.project, *args)

@@ -201,6 +201,7 @@ class Spec:
     image: Image
     hosts: tuple[Host, ...]
     directory: Path
+    engine: str = "compose"  # or "swarm": the same hosts as services of an existing swarm
     source: str = "devbox.yaml"
     gpu_enabled: bool = True
     warnings: tuple[str, ...] = ()  # shown whenever the spec is used
@@ -292,10 +293,11 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(source, [f"not valid YAML ({' '.join(str(exc).split())})"]) from None
 
 
-def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None) -> Spec:
+def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None, engine: str | None = None) -> Spec:
     """Read and validate a spec file. Raises SpecError listing every problem.
 
-    ``gpu=False`` turns every GPU request off (``--no-gpu``), whatever the spec says.
+    ``gpu=False`` turns every GPU request off (``--no-gpu``), whatever the spec says; ``engine``
+    (``--engine``) overrides the spec's ``engine:``.
     """
     spec_path = Path(path)
     try:
@@ -307,14 +309,16 @@ def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None) -> Spec:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(spec_path), [f"cannot read it ({exc})"]) from None
     data = parse_yaml(text, str(spec_path))
-    return build_spec(data, spec_path.resolve().parent, source=str(spec_path), gpu=gpu)
+    return build_spec(data, spec_path.resolve().parent, source=str(spec_path), gpu=gpu, engine=engine)
 
 
 def build_spec(
-    data: Any, directory: Path, *, source: str = "devbox.yaml", gpu: bool | None = None
+    data: Any, directory: Path, *, source: str = "devbox.yaml", gpu: bool | None = None, engine: str | None = None
 ) -> Spec:
     """Validate already-parsed spec data. Raises SpecError listing every problem."""
     problems = _Problems()
+    if engine is not None and isinstance(data, Mapping):
+        data = {**data, "engine": engine}
     spec = _SpecReader(problems, directory).read(data, gpu)
     if problems or spec is None:
         raise SpecError(source, problems.items)
@@ -341,7 +345,10 @@ class _Problems:
         return bool(self.items)
 
 
-_TOP_KEYS = ("version", "project", "network", "image", "gpu", "defaults", "hosts")
+_TOP_KEYS = ("version", "project", "engine", "network", "image", "gpu", "defaults", "hosts")
+ENGINES = ("compose", "swarm")
+# What a swarm service cannot express (Docker's service API has no such fields), by host setting.
+SWARM_UNSUPPORTED = ("ulimits", "devices", "privileged", "ipc", "cpuset")
 _NETWORK_KEYS = ("name", "driver", "subnet")
 _IMAGE_KEYS = (
     "base", "timezone", "packages", "pip_requirements", "shell", "user", "uid", "gid",
@@ -530,12 +537,19 @@ class _SpecReader:
         network = self._network(data.get("network"), project or "devbox")
         image = self._image(data.get("image"))
         gpu_enabled = self._gpu_switch(data, gpu)
+        engine = data.get("engine", "compose")
+        if engine not in ENGINES:
+            self.problems.add("engine", f"{engine!r} is not an engine (use compose or swarm)")
         hosts = self._hosts(data.get("hosts"), data.get("defaults"), gpu_enabled)
         if self.problems or project is None:
             return None
         self._cross_checks(hosts)
+        if engine == "swarm":
+            self._swarm_checks(hosts, data)
+            if self.problems:
+                return None
         return Spec(
-            project=project, network=network, image=image, hosts=tuple(hosts),
+            project=project, engine=engine, network=network, image=image, hosts=tuple(hosts),
             directory=self.directory, gpu_enabled=gpu_enabled, warnings=tuple(self.warnings),
             notes=tuple(self.notes),
         )  # fmt: skip
@@ -952,6 +966,24 @@ class _SpecReader:
             self.problems.add(path, f"CPU {highest} does not exist here (this machine has CPUs "
                               f"0-{cores - 1})")  # fmt: skip
         return text
+
+    def _swarm_checks(self, hosts: list[Host], data: Mapping) -> None:
+        """What a swarm service cannot do, named where the spec asks for it."""
+        for host in hosts:
+            raw = data["hosts"][host.name] or {}
+            defaults = data.get("defaults") or {}
+            for setting in SWARM_UNSUPPORTED:
+                value = getattr(host, setting)
+                if value not in (None, (), False):
+                    where = f"hosts.{host.name}" if setting in raw else "defaults"
+                    self.problems.add(f"{where}.{setting}", "not supported by swarm services (use engine: compose)")
+            if host.gpus.device_ids or host.gpus.count == "all":
+                where = f"hosts.{host.name}" if "gpus" in raw or "gpus" not in defaults else "defaults"
+                self.problems.add(f"{where}.gpus", "swarm hands out GPUs by count only (NVIDIA-GPU generic "
+                                  "resources): use a number")  # fmt: skip
+            if host.bind_address not in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+                self.notes.append(f"hosts.{host.name}.bind_address: swarm publishes ports on every interface "
+                                  f"of the node, not only {host.bind_address}")  # fmt: skip
 
     def _cross_checks(self, hosts: list[Host]) -> None:
         """Checks across hosts: ports and hostnames unique; warnings on shared GPU ids."""

@@ -207,3 +207,15 @@ def copy_image(source: Any, target_host: str, tag: str) -> None:
         target.images.load(b"".join(source.images.get(tag).save(named=True)))
     finally:
         target.close()
+
+
+@pytest.fixture
+def swarm(docker_client: Any) -> Iterator[Any]:
+    """The main engine as a single-node swarm manager (on loopback), for one test; left after."""
+    if (docker_client.info().get("Swarm") or {}).get("LocalNodeState") == "active":
+        pytest.fail("the engine is already part of a swarm; the swarm tests need to own it")
+    docker_client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+    try:
+        yield docker_client
+    finally:
+        docker_client.swarm.leave(force=True)

@@ -1,0 +1,268 @@
+"""The same hosts on an existing Docker Swarm, when one machine is not enough.
+
+Each host becomes a one-replica service, created through the Docker SDK (services, secrets,
+overlay network); `docker stack deploy` is not needed. Ports are published in host mode (the
+ingress routing mesh is not used), passwords and host keys travel as swarm secrets, and the
+containers carry the same ``devbox.*`` labels as under compose, so `status`, `exec`, `logs`
+and `check` work unchanged.
+
+Swarm secrets cannot change: each one is named after a digest of its content, so a new password
+gives a new secret, the service is recreated with it, and old secrets are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from devbox.errors import EngineError, PreflightError
+from devbox.render import HEALTHCHECK, LABEL_PREFIX, RenderedProject, host_key_path
+from devbox.spec import Host, Spec
+
+if TYPE_CHECKING:
+    import docker
+
+    from devbox.runner import Project
+
+GPU_RESOURCE = "NVIDIA-GPU"
+RESTART_CONDITIONS = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
+_SECRET_FILES = {"passwords": "devbox_passwords", "sshd_config": "devbox_sshd_config",
+                 "authorized_keys": "devbox_authorized_keys"}  # fmt: skip
+
+
+def service_name(spec: Spec, host: Host) -> str:
+    return f"{spec.project}_{host.name}"
+
+
+def network_name(spec: Spec) -> str:
+    return f"{spec.project}_{spec.network.name}"
+
+
+def secret_sources(host: Host) -> dict[str, str]:
+    """Output-folder file -> the name the container finds it under in /run/secrets."""
+    sources = {f"secrets/{host.name}/{name}": target for name, target in _SECRET_FILES.items()}
+    sources[host_key_path(host)] = "devbox_host_key"
+    return sources
+
+
+def secret_name(spec: Spec, host: Host, target: str, content: bytes) -> str:
+    """Content-addressed: swarm secrets are immutable, so a new content is a new secret."""
+    return f"{spec.project}_{host.name}_{target.removeprefix('devbox_')}_{hashlib.sha256(content).hexdigest()[:10]}"
+
+
+def _nanoseconds(text: str) -> int:
+    return int(text.rstrip("s")) * 1_000_000_000
+
+
+def service_definition(spec: Spec, host: Host, tag: str, config_hash: str, secrets: dict[str, str]) -> dict[str, Any]:
+    """The keyword arguments of ``client.services.create`` for one host (pure).
+
+    ``secrets`` maps each /run/secrets name to the swarm secret's name; ids are looked up later.
+    """
+    from docker.types import EndpointSpec, Healthcheck, Mount, Resources, RestartPolicy, ServiceMode
+
+    labels = {f"{LABEL_PREFIX}project": spec.project, f"{LABEL_PREFIX}host": host.name,
+              f"{LABEL_PREFIX}config-hash": config_hash}  # fmt: skip
+    mounts = [Mount(target="/dev/shm", source="", type="tmpfs", tmpfs_size=host.shm_size.bytes)]  # noqa: S108
+    for volume in host.volumes:
+        source = f"{spec.project}_{volume.source}" if volume.kind == "volume" else volume.source
+        mounts.append(Mount(target=volume.target, source=source, type=volume.kind, read_only=volume.read_only))
+    if host.docker_socket:
+        mounts.append(Mount(target="/var/run/docker.sock", source="/var/run/docker.sock", type="bind"))
+    policy, _, attempts = host.restart.partition(":")
+    gpus = {GPU_RESOURCE: host.gpus.count} if isinstance(host.gpus.count, int) and host.gpus.count else None
+    nano = lambda cpus: int(cpus * 1e9) if cpus else None  # noqa: E731
+    return {
+        "image": tag,
+        "name": service_name(spec, host),
+        "hostname": host.hostname,
+        "env": [f"{key}={value}" for key, value in host.environment],
+        "labels": labels,
+        "container_labels": labels,
+        "mounts": mounts,
+        "secrets": secrets,  # replaced by SecretReferences once the secrets exist
+        "networks": [network_name(spec)],
+        # dnsrr: names resolve to the container itself (a virtual IP forwards TCP/UDP, not ping)
+        "endpoint_spec": EndpointSpec(mode="dnsrr", ports=[{"Protocol": "tcp", "PublishedPort": host.ssh_port,
+                                                            "TargetPort": 22, "PublishMode": "host"}]),  # fmt: skip
+        "resources": Resources(
+            cpu_limit=nano(host.limits.cpus), mem_limit=host.limits.memory.bytes if host.limits.memory else None,
+            cpu_reservation=nano(host.reservations.cpus),
+            mem_reservation=host.reservations.memory.bytes if host.reservations.memory else None,
+            generic_resources=gpus,
+        ),  # fmt: skip
+        "restart_policy": RestartPolicy(condition=RESTART_CONDITIONS[policy], max_attempts=int(attempts or 0)),
+        "healthcheck": Healthcheck(
+            test=HEALTHCHECK["test"], interval=_nanoseconds(HEALTHCHECK["interval"]),
+            timeout=_nanoseconds(HEALTHCHECK["timeout"]), retries=HEALTHCHECK["retries"],
+            start_period=_nanoseconds(HEALTHCHECK["start_period"]),
+        ),  # fmt: skip
+        "cap_add": list(host.cap_add) or None,
+        "mode": ServiceMode("replicated", replicas=1),
+    }
+
+
+# --------------------------------------------------------------------------- side effects
+
+
+def preflight(project: Project) -> None:
+    """The engine must be a swarm manager, and GPUs must be offered as generic resources."""
+    info = project.client.info().get("Swarm") or {}
+    if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
+        raise PreflightError("engine: swarm, but this engine is not a swarm manager (run `docker swarm init`, "
+                             "or point DOCKER_HOST at a manager, or use engine: compose)")  # fmt: skip
+    if any(host.gpus.wanted for host in project.spec.hosts) and not _nodes_offer_gpus(project.client):
+        raise PreflightError(f"hosts want GPUs but no swarm node offers {GPU_RESOURCE} generic resources (set "
+                             "node-generic-resources in each GPU node's daemon.json, or use --no-gpu)")  # fmt: skip
+
+
+def _nodes_offer_gpus(client: docker.DockerClient) -> bool:
+    for node in client.nodes.list():
+        resources = node.attrs.get("Description", {}).get("Resources", {}).get("GenericResources") or []
+        if any(GPU_RESOURCE in str(resource) for resource in resources):
+            return True
+    return False
+
+
+def _ensure_secrets(project: Project, host: Host) -> dict[str, str]:
+    """Create this host's secrets (if new); returns /run/secrets name -> swarm secret name.
+
+    Swarm refuses empty secrets; an empty file (no authorized keys) is left out, which the
+    entrypoint treats the same way.
+    """
+    client = project.client
+    ours = {"label": f"{LABEL_PREFIX}project={project.spec.project}"}
+    existing = {secret.name for secret in client.secrets.list(filters=ours)}
+    wanted = {}
+    for path, target in secret_sources(host).items():
+        content = (project.folder / path).read_bytes()
+        if not content:
+            continue
+        name = secret_name(project.spec, host, target, content)
+        if name not in existing:
+            client.secrets.create(name=name, data=content, labels={f"{LABEL_PREFIX}project": project.spec.project,
+                                                                  f"{LABEL_PREFIX}host": host.name})  # fmt: skip
+        wanted[target] = name
+    return wanted
+
+
+def _ensure_network(project: Project) -> None:
+    from docker.types import IPAMConfig, IPAMPool
+
+    name = network_name(project.spec)
+    if project.client.networks.list(names=[name]):
+        return
+    subnet = project.spec.network.subnet
+    ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]) if subnet else None
+    project.client.networks.create(name, driver="overlay", attachable=True, ipam=ipam,
+                                   labels={f"{LABEL_PREFIX}project": project.spec.project})  # fmt: skip
+
+
+def _services(project: Project) -> dict[str, Any]:
+    found = project.client.services.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
+    return {s.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}host", s.name): s for s in found}
+
+
+def _running(service: Any) -> bool:
+    return any(task["Status"]["State"] == "running" for task in service.tasks(filters={"desired-state": "running"}))
+
+
+def plan(project: Project, hosts: list[Host], rendered: RenderedProject) -> list[Host]:
+    """Hosts whose service is missing, changed or not running."""
+    services = _services(project)
+    stale = []
+    for host in hosts:
+        service = services.get(host.name)
+        current = service.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}config-hash") if service else None
+        if current != rendered.config_hashes[host.name] or not _running(service):
+            stale.append(host)
+    return stale
+
+
+def deploy(project: Project, hosts: list[Host], rendered: RenderedProject) -> None:
+    """(Re)create the services of ``hosts`` and wait until each has a running task."""
+    from docker.types import NetworkAttachmentConfig, SecretReference
+
+    _ensure_network(project)
+    services = _services(project)
+    for host in hosts:
+        names = _ensure_secrets(project, host)
+        ids = {s.name: s.id for s in project.client.secrets.list(filters={"names": list(names.values())})}
+        config_hash = rendered.config_hashes[host.name]
+        definition = service_definition(project.spec, host, rendered.image_tag, config_hash, names)
+        definition["secrets"] = [SecretReference(ids[name], name, filename=target, mode=0o400)
+                                 for target, name in names.items()]  # fmt: skip
+        definition["networks"] = [NetworkAttachmentConfig(network_name(project.spec),
+                                                          aliases=sorted({host.name, host.hostname}))]  # fmt: skip
+        if host.name in services:
+            services[host.name].remove()
+            _wait_gone(project, host)
+        project.say(f"starting service {service_name(project.spec, host)}")
+        project.client.services.create(**definition)
+    for host in hosts:
+        _wait_running(project, host)
+    _remove_unused_secrets(project)
+
+
+def _wait_gone(project: Project, host: Host, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    label = [f"{LABEL_PREFIX}project={project.spec.project}", f"{LABEL_PREFIX}host={host.name}"]
+    while project.client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _wait_running(project: Project, host: Host, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        service = _services(project).get(host.name)
+        tasks = service.tasks() if service else []
+        if any(task["Status"]["State"] == "running" for task in tasks):
+            return
+        failed = [t["Status"].get("Err") for t in tasks if t["Status"]["State"] in ("failed", "rejected")]
+        if failed and failed[0]:
+            raise EngineError(f"service {service_name(project.spec, host)} failed to start: {failed[0]}")
+        time.sleep(0.3)
+    raise EngineError(f"service {service_name(project.spec, host)} has no running task after {seconds:.0f}s "
+                      "(see `docker service ps`)")  # fmt: skip
+
+
+def _remove_unused_secrets(project: Project) -> None:
+    used = {ref["SecretName"] for service in _services(project).values()
+            for ref in service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []}  # fmt: skip
+    import docker.errors
+
+    for secret in project.client.secrets.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"}):
+        if secret.name not in used:
+            # still held by a task that is shutting down: the next up or down removes it
+            with contextlib.suppress(docker.errors.APIError):
+                secret.remove()
+
+
+def down(project: Project, volumes: bool) -> None:
+    """Remove the services, then the secrets and the network; named volumes only when asked."""
+    for host in project.spec.hosts:
+        service = _services(project).get(host.name)
+        if service is not None:
+            service.remove()
+            _wait_gone(project, host)
+    _remove_unused_secrets(project)
+    for network in project.client.networks.list(names=[network_name(project.spec)]):
+        network.remove()
+    if volumes:
+        for name in {f"{project.spec.project}_{v.source}" for h in project.spec.hosts for v in h.volumes
+                     if v.kind == "volume"}:  # fmt: skip
+            for volume in project.client.volumes.list(filters={"name": name}):
+                volume.remove(force=True)
+
+
+def node_address(project: Project, host: Host, local: str) -> str:
+    """Where to reach a host's SSH port: ``local`` on this engine's own node, else its node's address."""
+    service = _services(project).get(host.name)
+    own = (project.client.info().get("Swarm") or {}).get("NodeID")
+    for task in service.tasks(filters={"desired-state": "running"}) if service else []:
+        if task.get("NodeID") and task["NodeID"] != own:
+            return str(project.client.nodes.get(task["NodeID"]).attrs["Status"]["Addr"])
+    return local
+

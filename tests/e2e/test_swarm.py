@@ -1,0 +1,53 @@
+"""The same spec as services of a Docker Swarm (single node here): logins, names, secrets, no-ops."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devbox.probe import login
+
+pytestmark = pytest.mark.e2e
+
+
+def test_spec_runs_as_swarm_services(make_stack, swarm):
+    stack = make_stack(2, engine="swarm", defaults={"bind_address": "0.0.0.0", "volumes": ["data:/data"]})
+    up = stack.devbox("up")
+    assert "starting service" in up.stdout
+    assert stack.ssh("master", "hostname").strip() == "master"
+    assert "1 received" in stack.ssh("master", "ping -c 1 -W 3 worker")
+    assert "1 received" in stack.ssh("worker", "ping -c 1 -W 3 master")
+
+    services = {s.name: s for s in swarm.services.list(filters={"label": f"devbox.project={stack.name}"})}
+    assert set(services) == {f"{stack.name}_master", f"{stack.name}_worker"}
+    secrets = [s.name for s in swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})]
+    assert len(secrets) == 6  # passwords, sshd settings, host key for each host (no keys given)
+    assert not any(stack.password("master") in json.dumps(s.attrs) for s in services.values())
+
+    again = stack.devbox("up")
+    assert "nothing changed" in again.stdout
+    check = stack.devbox("check")
+    assert "FAIL" not in check.stdout and "PASS  worker     ssh login" in check.stdout
+    status = {e["host"]: e for e in json.loads(stack.devbox("status", "--json").stdout)}
+    assert status["master"]["state"] == "running" and status["master"]["limits"]["memory"] == 256 * 1024**2
+
+    # a new password is a new secret: the service is recreated with it, the old secret goes
+    old = stack.password("master")
+    stack.devbox("passwd", "master")
+    stack.devbox("up")
+    assert login(stack.target("master", password=stack.password("master"))).ok
+    assert not login(stack.target("master", password=old)).ok
+    assert len(swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})) == 6
+
+    stack.devbox("down")
+    assert not swarm.services.list(filters={"label": f"devbox.project={stack.name}"})
+    assert not swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})
+    assert not swarm.networks.list(names=[f"{stack.name}_net"])
+
+
+def test_swarm_engine_must_be_a_manager(make_stack, engine_without_gpu):
+    stack = make_stack(1)
+    result = stack.devbox("--engine", "swarm", "up", env={"DOCKER_HOST": engine_without_gpu}, check=False)
+    assert result.returncode == 1
+    assert "this engine is not a swarm manager (run `docker swarm init`" in result.stderr
