@@ -20,9 +20,9 @@ install -m 644 "$secrets/devbox_sshd_config" /etc/ssh/sshd_config.d/10-devbox-ho
 
 # Public keys for the user (and for root when root login is allowed).
 accounts=$user
-if grep -qx 'PermitRootLogin yes' /etc/ssh/sshd_config.d/10-devbox-host.conf; then
-    accounts="$user root"
-fi
+while IFS= read -r line; do
+    if [ "$line" = "PermitRootLogin yes" ]; then accounts="$user root"; fi
+done < /etc/ssh/sshd_config.d/10-devbox-host.conf
 if [ -s "$secrets/devbox_authorized_keys" ]; then
     for account in $accounts; do
         home=$(getent passwd "$account" | cut -d: -f6)
@@ -41,13 +41,14 @@ fi
 # values literally, where pam_env would cut a value at '#'. Login shells reset PATH, so
 # /etc/profile.d/00-devbox-path.sh restores it from /etc/devbox-path.
 printf '%s\n' "$PATH" > /etc/devbox-path
-{
-    printf 'SetEnv'
-    grep -E '^[A-Za-z_][A-Za-z0-9_]*=' /run/devbox-environment \
-        | grep -Ev '^(HOME|HOSTNAME|PWD|OLDPWD|SHLVL|TERM|USER|LOGNAME|SHELL|MAIL|_)=' \
-        | sed -e 's/[\\"]/\\&/g' -e 's/^.*$/ "&"/' \
-        | tr -d '\n'
-    printf '\n'
-} > /etc/ssh/sshd_config.d/05-devbox-environment.conf
+# One sed (few processes: start-up counts): drop session variables and anything that is not
+# NAME=value, escape \ and ", quote each pair, join them on one line.
+# The $ below is sed's last-line address, not a shell expansion.
+# shellcheck disable=SC2016
+sed -n \
+    -e '/^\(HOME\|HOSTNAME\|PWD\|OLDPWD\|SHLVL\|TERM\|USER\|LOGNAME\|SHELL\|MAIL\|_\)=/!{
+            /^[A-Za-z_][A-Za-z0-9_]*=/{s/[\\"]/\\&/g;s/.*/ "&"/;H;};}' \
+    -e '${x;s/\n//g;s/^/SetEnv/;p;}' \
+    /run/devbox-environment > /etc/ssh/sshd_config.d/05-devbox-environment.conf
 
 exec /usr/sbin/sshd -D -e
