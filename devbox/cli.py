@@ -286,7 +286,7 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
         from devbox.errors import UsageError
 
         raise UsageError("no ssh client on PATH (install openssh-client)")
-    project.render()
+    project.rendered_once()
     argv = [
         "ssh", "-p", str(target.ssh_port),
         "-o", f"UserKnownHostsFile={project.folder / KNOWN_HOSTS}",
@@ -308,16 +308,13 @@ def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
     from devbox.render import KNOWN_HOSTS, render_ssh_config
     from devbox.state import write_if_changed
 
-    spec = ctx.spec()
-    folder = ctx.folder(spec)
-    from devbox.project import render_to
-
-    render_to(spec, folder, os.environ)
-    text = render_ssh_config(spec, str(folder / KNOWN_HOSTS), address)
+    project = _project(ctx)
+    project.rendered_once()
+    text = render_ssh_config(project.spec, str(project.folder / KNOWN_HOSTS), address)
     if not write:
         click.echo(text, nl=False)
         return
-    target = Path.home() / ".ssh" / "devbox" / f"{spec.project}.conf"
+    target = Path.home() / ".ssh" / "devbox" / f"{project.spec.project}.conf"
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_if_changed(target, text, 0o600)
     click.echo(f"wrote {target}")
@@ -383,7 +380,7 @@ def check(ctx: Context, deep: bool) -> None:
     from devbox.checks import check_stack
 
     project = _project(ctx)
-    project.render()
+    project.rendered_once()
     if not _print_checks(check_stack(project, deep)):
         sys.exit(1)
 

@@ -61,8 +61,10 @@ class Compose:
     command: tuple[str, ...]
     version: str
 
-    def args(self, compose_file: str, project: str, *args: str) -> list[str]:
-        return [*self.command, "-f", compose_file, "-p", project, *args]
+    def args(self, compose_file: str | None, project: str, *args: str) -> list[str]:
+        """Compose's arguments; without a file, compose finds the project by its labels."""
+        files = ["-f", compose_file] if compose_file else []
+        return [*self.command, *files, "-p", project, *args]
 
 
 def _version(command: Sequence[str]) -> str | None:
@@ -98,7 +100,7 @@ def find_compose() -> Compose:
                       f"{COMPOSE_INSTALL_HINT}")  # fmt: skip
 
 
-def run_compose(compose: Compose, compose_file: str, project: str, *args: str, quiet: bool = False) -> None:
+def run_compose(compose: Compose, compose_file: str | None, project: str, *args: str, quiet: bool = False) -> None:
     """Run one compose command, its output going straight to the terminal unless ``quiet``.
 
     Raises EngineError with compose's last words when it fails.

@@ -70,6 +70,12 @@ class Project:
         return project_lock(self.folder, on_wait=lambda: self.say(
             f"waiting for another devbox command on {self.spec.project} to finish..."))
 
+    def rendered_once(self) -> None:
+        """Render only if nothing was rendered yet: looking at a stack needs its known_hosts, not
+        fresh secrets (which may need variables that are not set now)."""
+        if not (self.folder / KNOWN_HOSTS).is_file() or not Path(self.compose_file).is_file():
+            self.render()
+
     def render(self) -> RenderedProject:
         rendered, _changed, created = render_to(self.spec, self.folder, self.environ)
         if created:
@@ -371,14 +377,14 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
 def down(project: Project, volumes: bool) -> None:
     """Remove the containers and the network; named volumes only when asked."""
     with project.lock():
-        project.render()
         if project.spec.engine == "swarm":
             from devbox import swarm
 
             swarm.down(project, volumes)
             return
+        # By project name, no compose file: down needs no secrets (e.g. an unset password_env).
         args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
-        run_compose(find_compose(), project.compose_file, project.spec.project, *args)
+        run_compose(find_compose(), None, project.spec.project, *args)
 
 
 # --------------------------------------------------------------------------- looking
@@ -435,9 +441,8 @@ def all_logs(project: Project, follow: bool, tail: str) -> None:
             for line in b"".join(stream_logs(project, host.name, False, tail)).decode(errors="replace").splitlines():
                 project.say(f"{host.name} | {line}")
         return
-    project.render()
     args = ["logs", "--tail", tail] + (["--follow"] if follow else [])
-    run_compose(find_compose(), project.compose_file, project.spec.project, *args)
+    run_compose(find_compose(), None, project.spec.project, *args)
 
 
 def exec_in(project: Project, host: str, command: list[str], user: str | None,

@@ -68,11 +68,15 @@ class Stack:
         assert result.ok, f"{host}: {result.detail}"
         return result.output
 
-    def container(self, client: Any, host: str) -> Any:
+    def container_or_none(self, client: Any, host: str) -> Any:
         found = client.containers.list(all=True, filters={"label": [
-            f"com.docker.compose.project={self.name}", f"com.docker.compose.service={host}"]})  # fmt: skip
-        assert found, f"no container for {host}"
-        return found[0]
+            f"devbox.project={self.name}", f"devbox.host={host}"]})  # fmt: skip
+        return found[0] if found else None
+
+    def container(self, client: Any, host: str) -> Any:
+        found = self.container_or_none(client, host)
+        assert found is not None, f"no container for {host}"
+        return found
 
 
 @pytest.fixture

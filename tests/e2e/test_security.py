@@ -39,6 +39,10 @@ def test_awkward_password_from_the_environment_logs_in_and_never_leaks(make_stac
     assert not any(AWKWARD in place for place in places)
     assert (stack.state / "secrets" / "master" / "passwords").read_text().startswith("developer:$6$")
     assert stat.S_IMODE(os.stat(stack.state / "secrets" / "master" / "passwords").st_mode) == 0o600
+    # looking at and removing the stack needs no password variable
+    assert "PASS  master     running" in stack.devbox("check", check=False).stdout
+    stack.devbox("down")
+    assert not stack.container_or_none(docker_client, "master")
 
 
 def test_generated_password_is_strong_and_root_login_is_off(make_stack, docker_client):

@@ -11,7 +11,7 @@ from devbox.probe import login
 pytestmark = pytest.mark.e2e
 
 
-def test_spec_runs_as_swarm_services(make_stack, swarm):
+def test_spec_runs_as_swarm_services(swarm, make_stack):  # swarm first: its teardown runs last
     stack = make_stack(2, engine="swarm", defaults={"bind_address": "0.0.0.0", "volumes": ["data:/data"]})
     up = stack.devbox("up")
     assert "starting service" in up.stdout
