@@ -463,8 +463,6 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
 
     Returns whether a running container was updated (else it applies at the next `up`).
     """
-    from devbox.state import Credentials
-
     target = project.host(host)
     if user not in project.spec.accounts(target):
         accounts = ", ".join(project.spec.accounts(target))
@@ -477,7 +475,7 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
         credentials.rotate(host, user)
         credentials.save()
         project.render()
-        hashed = Credentials.load(project.folder).data[host][user]["hash"]
+        hashed = credentials.data[host][user]["hash"]
         container = project.containers().get(host)
         if container is None or container.status != "running":
             return False
