@@ -206,7 +206,6 @@ def _table(rows: list[list[str]]) -> str:
 @reports_errors
 def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
     """Build once, start the hosts, and wait until each accepts an SSH login."""
-    from devbox.render import connect_address
     from devbox.runner import up as run_up
 
     project = _project(ctx)
@@ -217,7 +216,7 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
         if host.name not in seconds:
             continue
         rows.append([
-            host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{connect_address(host)}",
+            host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{project.address(host)}",
             str(host.ssh_port), _gpus_text(host), f"{host.limits.cpus:g}" if host.limits.cpus else "-",
             host.limits.memory.text if host.limits.memory else "-", f"ok {seconds[host.name]:.1f}s",
         ])  # fmt: skip
