@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from devbox.errors import UsageError
-from devbox.render import RenderedProject, render_project, render_template
+from devbox.render import (
+    IMAGE_FILE_MODES,
+    RenderedFile,
+    RenderedProject,
+    image_file_names,
+    image_inputs_key,
+    render_project,
+    render_template,
+)
 from devbox.spec import Spec
 from devbox.state import prepare, write_files, write_if_changed
 
@@ -49,6 +57,24 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[Ren
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} is not a folder (pass --out to choose another output folder)")
     material, created = prepare(spec, folder, environ)
-    rendered = render_project(spec, material)
+    key = image_inputs_key(spec)
+    rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key))
     changed = write_files(folder, rendered.files)
+    write_if_changed(folder / IMAGE_KEY_FILE, key + "\n", 0o644)
     return rendered, changed, created
+
+
+IMAGE_KEY_FILE = ".image-key"
+
+
+def _image_files_on_disk(spec: Spec, folder: Path, key: str) -> list[RenderedFile] | None:
+    """The image files as last rendered, if they were rendered from these very inputs."""
+    try:
+        if (folder / IMAGE_KEY_FILE).read_text(encoding="utf-8").strip() != key:
+            return None
+        return [
+            RenderedFile(name, (folder / name).read_text(encoding="utf-8"), IMAGE_FILE_MODES[name])
+            for name in image_file_names(spec)
+        ]
+    except (OSError, UnicodeDecodeError):
+        return None

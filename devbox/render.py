@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -99,15 +99,37 @@ def render_entrypoint(spec: Spec) -> str:
     return render_template("entrypoint.sh.j2", user=spec.image.user, source=_origin(spec))
 
 
+IMAGE_FILE_MODES = {"Dockerfile": 0o644, "entrypoint.sh": 0o755, "requirements.txt": 0o644}
+
+
+def image_file_names(spec: Spec) -> list[str]:
+    return [name for name in IMAGE_FILE_MODES if name != "requirements.txt" or spec.image.pip_requirements]
+
+
 def image_files(spec: Spec) -> list[RenderedFile]:
     """The build context: only these files are sent to the engine (.dockerignore keeps secrets out)."""
     files = [
         RenderedFile("Dockerfile", render_dockerfile(spec)),
-        RenderedFile("entrypoint.sh", render_entrypoint(spec), 0o755),
+        RenderedFile("entrypoint.sh", render_entrypoint(spec), IMAGE_FILE_MODES["entrypoint.sh"]),
     ]
     if spec.image.pip_requirements:
         files.append(RenderedFile("requirements.txt", spec.image.pip_requirements.read_text("utf-8")))
     return files
+
+
+def image_inputs_key(spec: Spec) -> str:
+    """A digest of everything the image files are made from: this module, the templates, the image
+    settings, the requirements. Equal keys mean equal files, so they need not be rendered again
+    (which spares importing Jinja2 on every `up`)."""
+    from importlib import resources
+
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for template in ("Dockerfile.j2", "entrypoint.sh.j2"):
+        digest.update(resources.files("devbox").joinpath("templates").joinpath(template).read_bytes())
+    digest.update(f"{spec.image!r}\0{_origin(spec)}".encode())
+    if spec.image.pip_requirements:
+        digest.update(spec.image.pip_requirements.read_bytes())
+    return digest.hexdigest()
 
 
 def image_tag(spec: Spec, files: list[RenderedFile]) -> str:
@@ -417,9 +439,12 @@ class RenderedProject:
     config_hashes: dict[str, str]
 
 
-def render_project(spec: Spec, material: Mapping[str, HostMaterial]) -> RenderedProject:
-    """Every file `devbox render` writes, in a stable order."""
-    files = image_files(spec)
+def render_project(
+    spec: Spec, material: Mapping[str, HostMaterial], image: list[RenderedFile] | None = None
+) -> RenderedProject:
+    """Every file `devbox render` writes, in a stable order. ``image``: the image files, when the
+    caller knows them already (see image_inputs_key)."""
+    files = list(image) if image is not None else image_files(spec)
     tag = image_tag(spec, files)
     files.append(RenderedFile(".dockerignore", "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
     data = compose_data(spec, material, tag)

@@ -155,7 +155,7 @@ class Credentials:
                   "# `devbox passwd HOST` rotates one. Passwords from environment variables are not "
                   "stored here.\n")  # fmt: skip
         text = header + yaml.dump(self.data, Dumper=_YAML_DUMPER, sort_keys=True, default_flow_style=False)
-        write_private(self.path, text)
+        write_if_changed(self.path, text, 0o600)
 
 
 def write_private(path: Path, text: str) -> None:

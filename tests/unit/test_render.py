@@ -183,3 +183,28 @@ def test_ssh_config_refuses_a_path_that_could_add_directives():
     assert 'UserKnownHostsFile "/my dir/known_hosts"' in render_ssh_config(spec, "/my dir/known_hosts")
     with pytest.raises(UsageError):
         render_ssh_config(spec, '/x"\n    ProxyCommand evil/known_hosts')
+
+
+def test_unchanged_image_inputs_reuse_the_files_on_disk(tmp_path, seed_spec, monkeypatch):
+    import devbox.render
+
+    render_to(seed_spec, tmp_path / "out", {})
+    calls = []
+    monkeypatch.setattr(devbox.render, "image_files", lambda spec: calls.append(spec) or [])
+    again, changed, _ = render_to(seed_spec, tmp_path / "out", {})
+    assert calls == [] and changed == []
+    assert {f.path for f in again.files} >= {"Dockerfile", "entrypoint.sh"}
+    # a different image setting renders them again
+    changed_spec = load_spec_with(tmp_path, timezone="Europe/Berlin")
+    monkeypatch.undo()
+    _, changed, _ = render_to(changed_spec, tmp_path / "out", {})
+    assert "Dockerfile" in changed
+
+
+def load_spec_with(tmp_path, **image):
+    init_project(tmp_path / "other", "lab", force=False)
+    path = tmp_path / "other" / "devbox.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["image"].update(image)
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
