@@ -12,7 +12,7 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -503,18 +503,21 @@ class _SpecReader:
         _check_keys(value, keys, path, self.problems)
         return value
 
+    def _existing(self, text: str, is_kind: Callable[[Path], bool]) -> Path | None:
+        """``text`` resolved against the spec's folder (~ expanded), if it exists as asked."""
+        try:
+            found = (self.directory / os.path.expanduser(text)).resolve()
+            return found if is_kind(found) else None
+        except (OSError, ValueError):  # NUL byte, name too long
+            return None
+
     def _existing_file(self, value: Any, path: str) -> Path | None:
         text = self._str(value, path)
         if text is None:
             return None
-        try:
-            file = (self.directory / os.path.expanduser(text)).resolve()
-            found = file.is_file()
-        except (OSError, ValueError):  # NUL byte, name too long
-            found = False
-        if not found:
+        file = self._existing(text, Path.is_file)
+        if file is None:
             self.problems.add(path, f"file {text!r} does not exist (paths are relative to the spec)")
-            return None
         return file
 
     # -- sections
@@ -808,12 +811,8 @@ class _SpecReader:
             self.problems.add(path, f"{target!r} is not an absolute container path")
             return None
         if source.startswith(("/", ".", "~")):
-            try:
-                host_path = (self.directory / os.path.expanduser(source)).resolve()
-                exists = host_path.exists()
-            except (OSError, ValueError):  # NUL byte, name too long
-                exists = False
-            if not exists:
+            host_path = self._existing(source, Path.exists)
+            if host_path is None:
                 self.problems.add(path, f"bind source {source!r} does not exist "
                                   "(create it, or use a named volume)")  # fmt: skip
                 return None
