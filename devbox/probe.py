@@ -7,11 +7,14 @@ against the one it generated, so a probe also catches a wrong or changed key.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+_QUIET = logging.NullHandler()
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,11 @@ class Result:
 def login(target: Target, command: str | None = None, timeout: float = 5.0) -> Result:
     """One login attempt; runs ``command`` after authenticating if given."""
     import paramiko
+
+    # While sshd starts, paramiko logs each refused attempt with a traceback; the probe reports
+    # the outcome itself, so paramiko's own log stays quiet.
+    logging.getLogger("paramiko").addHandler(_QUIET)
+    logging.getLogger("paramiko").propagate = False
 
     started = time.monotonic()
 
