@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install devbox with its test tools, make sure a
 # Docker engine (with the GPU hook test double), Compose v2 and the local base image exist,
-# then run unit and end-to-end tests. Extra arguments go to pytest (e.g. -k, -x).
+# then run unit and end-to-end tests and the benchmark's smoke test. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python -m pip install --quiet --root-user-action=ignore -e '.[test]'
 bash scripts/engine.sh
 ruff check devbox tests benchmarks
-exec python -m pytest -q "$@"
+# The speed benchmark as a smoke test (N=2, cold and warm, against the seed-001 baseline): it
+# fails when a login, a build or a no-op up misbehaves. The full run writes docs/benchmarks.md.
+python benchmarks/bench.py --hosts 2 --repeats 1 --smoke
+# pytest last: its summary closes the output
+python -m pytest -q "$@"

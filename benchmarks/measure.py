@@ -1,0 +1,146 @@
+"""Timing primitives: a timed subprocess with its peak memory, and a rapid SSH-login poller.
+
+Kept free of any knowledge of devbox or compose so both sides of the benchmark are measured by
+exactly the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from devbox import probe
+
+POLL_SECONDS = 0.02  # how often the login poller and the memory sampler look
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One finished command: wall seconds, exit code, and its memory high-water marks (bytes)."""
+
+    seconds: float
+    returncode: int
+    peak_rss: int | None  # the command's own process, sampled (None without psutil)
+    tree_maxrss: int  # kernel's ru_maxrss: the largest process of the tree (itself or a child)
+
+
+def _sample_rss(pid: int, done: threading.Event, peak: list[int]) -> None:
+    """Sample one process's RSS until it exits: ru_maxrss cannot tell devbox from compose."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    try:
+        process = psutil.Process(pid)
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            done.wait(POLL_SECONDS)
+    except psutil.Error:
+        pass  # it exited between two samples
+
+
+def run_timed(argv: Sequence[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> Timed:
+    """Run a command to the end with its output in ``log``; wall time from fork to reaping.
+
+    ``os.wait4`` (not Popen.wait) so the kernel's rusage of exactly this command comes back.
+    """
+    import subprocess
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    peak = [0]
+    done = threading.Event()
+    with log.open("ab") as out:
+        out.write(f"$ {' '.join(argv)}\n".encode())
+        out.flush()
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+        sampler = threading.Thread(target=_sample_rss, args=(child.pid, done, peak), daemon=True)
+        sampler.start()
+        try:
+            _pid, status, usage = os.wait4(child.pid, 0)
+        except BaseException:  # interrupted: stop the command too, or it outlives the teardown
+            child.terminate()
+            child.wait()
+            done.set()
+            raise
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        done.set()
+        sampler.join()
+    return Timed(seconds, child.returncode, peak[0] or None, usage.ru_maxrss * 1024)
+
+
+def banner_ready(address: str, port: int) -> bool:
+    """Whether sshd itself answers: Docker's proxy accepts connections long before sshd does."""
+    try:
+        with socket.create_connection((address, port), timeout=0.5) as sock:
+            sock.settimeout(0.5)
+            return sock.recv(4) == b"SSH-"
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class FirstLogin:
+    """When a target first accepted a real login (wall clock), and how long that login took."""
+
+    name: str
+    at: float | None  # time.time() when the login completed; None if it never did
+    login_seconds: float
+    banner_at: float | None = None  # time.time() when sshd first sent its banner
+
+
+def first_login(target: probe.Target, deadline: float) -> FirstLogin:
+    """Poll one target every POLL_SECONDS until a password login succeeds.
+
+    A cheap banner check gates each full login, so polling this fast does not load the CPU.
+    """
+    banner_at = None
+    while time.monotonic() < deadline:
+        if banner_ready(target.address, target.port):
+            banner_at = banner_at or time.time()
+            result = probe.login(target, timeout=5.0)
+            if result.ok:
+                return FirstLogin(target.name, time.time(), result.seconds, banner_at)
+        time.sleep(POLL_SECONDS)
+    return FirstLogin(target.name, None, 0.0, banner_at)
+
+
+class LoginWatch:
+    """Login pollers running in the background (one thread per target) while a stack starts."""
+
+    def __init__(self, targets: Sequence[probe.Target], limit_seconds: float) -> None:
+        deadline = time.monotonic() + limit_seconds
+        self.results: dict[str, FirstLogin] = {}
+        self._threads = [
+            threading.Thread(target=self._watch, args=(target, deadline), daemon=True) for target in targets
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _watch(self, target: probe.Target, deadline: float) -> None:
+        self.results[target.name] = first_login(target, deadline)
+
+    def join(self) -> dict[str, FirstLogin]:
+        for thread in self._threads:
+            thread.join()
+        return self.results
+
+
+def parse_docker_time(text: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds ("2024-01-02T03:04:05.123456789Z") as epoch seconds."""
+    main, _, rest = text.rstrip("Z").partition(".")
+    fraction = "".join(ch for ch in rest if ch.isdigit())
+    moment = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return moment.timestamp() + (int(fraction[:9].ljust(9, "0")) / 1e9 if fraction else 0.0)
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None

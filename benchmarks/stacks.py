@@ -1,0 +1,317 @@
+"""The two sides of the benchmark: a devbox project and its hand-written compose baseline.
+
+Both get the same spec, so the same Dockerfile, entrypoint, secrets, host keys, limits and
+probe: the ONLY difference is orchestration. devbox builds one image (SDK) and starts the hosts
+with `docker compose up --no-build`; the baseline is written the seed-001 way, every service with
+its own `build: context: .`, and brought up with `docker compose up -d --build`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.measure import LoginWatch, Timed, parse_docker_time, run_timed
+from benchmarks.pinned import ENV
+from devbox import probe
+from devbox.engine import find_compose
+from devbox.runner import Project
+from devbox.spec import load_spec
+
+BASE_IMAGE = "devbox-test/bookworm:base"
+LIMITS = {"cpus": 0.25, "memory": "256m"}
+# A package nobody else's spec is likely to list, so no other image's layers can serve as cache
+# for the expensive apt layer (a hit is detected and reported all the same, see cached_steps).
+PACKAGES = ["less"]
+WAIT_SECONDS = 300.0
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed: the run stops, cleans up and exits non-zero."""
+
+
+def devbox_command() -> list[str]:
+    """The installed console script, as users run it (or the pinned snapshot's launcher)."""
+    pinned = os.environ.get(ENV)
+    if pinned:
+        return [sys.executable, str(Path(__file__).with_name("pinned.py")), pinned]
+    beside = Path(sys.executable).with_name("devbox")  # not a pyenv shim, which adds its own startup
+    found = str(beside) if beside.is_file() else shutil.which("devbox")
+    return [found] if found else [sys.executable, "-m", "devbox"]
+
+
+def spec_text(project: str, hosts: int, first_port: int, timezone: str = "UTC") -> str:
+    """A CPU-only spec with small limits: what a 2-core machine can run 8 of."""
+    lines = [
+        "version: 1",
+        f"project: {project}",
+        "gpu: off",
+        "image:",
+        f"  base: {BASE_IMAGE}",
+        f"  timezone: {timezone}",
+        "  shell: bash",
+        f"  packages: [{', '.join(PACKAGES)}]",
+        "defaults:",
+        "  bind_address: 127.0.0.1",
+        "  restart: 'no'",
+        "  gpus: 0",
+        f"  limits: {{cpus: {LIMITS['cpus']}, memory: {LIMITS['memory']}}}",
+        "hosts:",
+    ]
+    lines += [f"  h{i}: {{ssh_port: {first_port + i}}}" for i in range(hosts)]
+    return "\n".join(lines) + "\n"
+
+
+def compose(*args: str, file: Path, project: str, log: Path, env: dict[str, str] | None = None) -> Timed:
+    """One compose command through the same Compose v2 binary devbox itself uses."""
+    return run_timed(find_compose().args(str(file), project, *args), log, env=env)
+
+
+def cached_run_steps(log_text: str) -> int:
+    """RUN steps served from cache in a build log (legacy builder or BuildKit): a cold run has 0."""
+    legacy = re.findall(r"Step \d+/\d+ : RUN .*\n ---> Using cache", log_text)
+    buildkit_runs = set(re.findall(r"^#(\d+) \[[^\]]*\] RUN ", log_text, re.MULTILINE))
+    buildkit_cached = set(re.findall(r"^#(\d+) CACHED", log_text, re.MULTILINE))
+    return len(legacy) + len(buildkit_runs & buildkit_cached)
+
+
+def apt_fetch_seconds(log_text: str) -> int | None:
+    """How long the build's `apt-get update` took ("Fetched 15.8 MB in 1min 56s"): a slow package
+    mirror, not devbox or compose, is what makes an outlier of a cold run."""
+    found = re.search(r"Fetched [0-9.]+ [kMG]?B in (?:(\d+)min )?(\d+)s", log_text)
+    return int(found.group(1) or 0) * 60 + int(found.group(2)) if found else None
+
+
+@dataclass
+class Stack:
+    """One side for one host count: its folder, compose project name and SSH ports."""
+
+    side: str  # "devbox" or "baseline"
+    hosts: int
+    project: str
+    first_port: int
+    folder: Path
+    logs: Path
+    repeat: int = 0  # which repeat is running: each gets its own log files
+    # `ENV TZ` comes before the apt layer, so a value unique to the run (an unknown zone, which
+    # means UTC) keeps any other image on a shared engine from serving the legacy builder as cache.
+    timezone: str = "UTC"
+
+    @property
+    def spec_path(self) -> Path:
+        return self.folder / "devbox.yaml"
+
+    @property
+    def out(self) -> Path:
+        return self.folder / ".devbox"
+
+    @property
+    def compose_file(self) -> Path:
+        raise NotImplementedError
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{self.project}-r{self.repeat}-{name}.log"
+
+    def prepare(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = spec_text(self.project, self.hosts, self.first_port, self.timezone)
+        self.spec_path.write_text(text, encoding="utf-8")
+
+    def targets(self) -> list[probe.Target]:
+        """Built exactly as devbox's own `up` builds them (devbox.runner.Project.targets)."""
+        spec = load_spec(self.spec_path, gpu=False)
+        return Project(spec, self.out, say=lambda _line: None).targets(list(spec.hosts))
+
+    def image_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def cold(self) -> Timed:
+        raise NotImplementedError
+
+    def warm(self) -> Timed:
+        raise NotImplementedError
+
+    def start(self) -> Timed:
+        """Start the stack's containers from its existing image(s), without waiting for logins."""
+        raise NotImplementedError
+
+    def down(self, name: str = "down") -> None:
+        """Containers, network and volumes go; images stay."""
+        if self.compose_file.is_file():
+            args = ("down", "--volumes", "--remove-orphans", "--timeout", "2")
+            check(compose(*args, file=self.compose_file, project=self.project, log=self.log(name)), "compose down")
+
+    def remove_images(self, client: Any) -> None:
+        """Every image this side built (and so its legacy-builder cache, its parent layers)."""
+        import docker.errors
+
+        for name in self.image_names():
+            for image in client.images.list(name=name):
+                for tag in image.tags:
+                    with contextlib.suppress(docker.errors.ImageNotFound):
+                        client.images.remove(tag, force=True)
+
+    def started_at(self, client: Any) -> dict[str, float]:
+        """Each host's container start time (`docker inspect` State.StartedAt) as epoch seconds."""
+        found = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={self.project}"})
+        return {c.labels["com.docker.compose.service"]: parse_docker_time(c.attrs["State"]["StartedAt"]) for c in found}
+
+    def start_to_login(self, client: Any) -> dict[str, dict[str, float]]:
+        """Per host: seconds from container start to sshd's first banner and to the first completed
+        login, and that login's own duration. Polled every 20 ms from before the start command."""
+        self.down("down-before-start")
+        watch = LoginWatch(self.targets(), WAIT_SECONDS)
+        check(self.start(), f"{self.side} start")
+        firsts = watch.join()
+        started = self.started_at(client)
+        missing = [name for name, first in firsts.items() if first.at is None]
+        if missing:
+            raise BenchError(f"{self.project}: no login on {', '.join(missing)} within {WAIT_SECONDS:.0f} s")
+        return {
+            name: {
+                "start_to_login": first.at - started[name],
+                "start_to_banner": first.banner_at - started[name],
+                "login": first.login_seconds,
+            }
+            for name, first in firsts.items()
+            if first.at is not None and first.banner_at is not None
+        }
+
+
+class DevboxStack(Stack):
+    """`devbox up`: one image built with the SDK, hosts started by compose, logins awaited."""
+
+    @property
+    def compose_file(self) -> Path:
+        return self.out / "docker-compose.yml"
+
+    def image_names(self) -> list[str]:
+        return [f"devbox-{self.project}"]
+
+    def _up(self, name: str) -> Timed:
+        argv = [*devbox_command(), "-f", str(self.spec_path), "up", "--timeout", str(int(WAIT_SECONDS))]
+        return check(run_timed(argv, self.log(name)), f"devbox up ({name})")
+
+    def cold(self) -> Timed:
+        """First `devbox up` of a fresh project: includes generating passwords and host keys."""
+        shutil.rmtree(self.out, ignore_errors=True)
+        return self._up("cold")
+
+    def warm(self) -> Timed:
+        return self._up("warm")
+
+    def start(self) -> Timed:
+        """The compose command `devbox up` itself runs, without devbox's own login probe: two
+        probers would share each host's 0.25 CPU and slow down the very login being timed."""
+        args = ("up", "--detach", "--no-build", "--quiet-pull", "--remove-orphans")
+        return check(compose(*args, file=self.compose_file, project=self.project, log=self.log("start")),
+                      "devbox compose up (start)")  # fmt: skip
+
+
+class BaselineStack(Stack):
+    """Seed 001's way: every service builds its own image; then the same login wait as devbox."""
+
+    @property
+    def compose_file(self) -> Path:
+        return self.out / "baseline-compose.yml"
+
+    @property
+    def env(self) -> dict[str, str] | None:
+        """The compose environment: Compose v2's default builder (BuildKit, in the engine here)."""
+        return None
+
+    def image_names(self) -> list[str]:
+        return [f"{self.project}-h{i}" for i in range(self.hosts)]
+
+    def prepare(self) -> None:
+        """Render with devbox (Dockerfile, entrypoint, secrets, host keys), then write the compose
+        file by hand-rule: per-service `build: context: .`, no shared image tag, no devbox labels."""
+        super().prepare()
+        shutil.rmtree(self.out, ignore_errors=True)
+        check(run_timed([*devbox_command(), "-f", str(self.spec_path), "render"], self.log("render")),
+               "devbox render (baseline files)")  # fmt: skip
+        rendered = yaml.safe_load((self.out / "docker-compose.yml").read_text(encoding="utf-8"))
+        services = {}
+        for name, service in rendered["services"].items():
+            kept = {k: v for k, v in service.items() if k not in ("build", "image", "pull_policy", "labels")}
+            services[name] = {"build": {"context": ".", "dockerfile": "Dockerfile"}, **kept}
+        data = {**rendered, "name": self.project, "services": services}
+        self.compose_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    def _up(self, name: str, *args: str) -> Timed:
+        """compose up, then devbox's own parallel login wait; timed as one step."""
+        targets = self.targets()
+        started = time.perf_counter()
+        up = check(compose("up", "--detach", *args, file=self.compose_file, project=self.project,
+                            log=self.log(name), env=self.env), f"{self.side} compose up ({name})")  # fmt: skip
+        results = probe.wait_for_logins(targets, WAIT_SECONDS)
+        failed = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+        if failed:
+            raise BenchError(f"{self.project}: logins failed: {'; '.join(failed)}")
+        return Timed(time.perf_counter() - started, 0, up.peak_rss, up.tree_maxrss)
+
+    def cold(self) -> Timed:
+        return self._up("cold", "--build")
+
+    def warm(self) -> Timed:
+        return self._up("warm")
+
+    def start(self) -> Timed:
+        """compose up alone: the LoginWatch of start_to_login does the waiting."""
+        return check(compose("up", "--detach", file=self.compose_file, project=self.project,
+                              log=self.log("start")), "baseline compose up (start)")  # fmt: skip
+
+
+class ClassicStack(BaselineStack):
+    """The same baseline built by the classic builder (DOCKER_BUILDKIT=0), as seed 001 met it on
+    engines without BuildKit: each service then really builds its own image. Measured cold only."""
+
+    @property
+    def env(self) -> dict[str, str] | None:
+        return {**os.environ, "DOCKER_BUILDKIT": "0"}
+
+
+def check(timed: Timed, what: str) -> Timed:
+    """The command's result, or BenchError when it failed."""
+    if timed.returncode != 0:
+        raise BenchError(f"{what} exited {timed.returncode}")
+    return timed
+
+
+def prune_build_cache(log: Path) -> None:
+    """Empty BuildKit's cache (the baseline's); the legacy builder's cache is the removed images.
+
+    This is engine-wide: other users of the engine lose their BuildKit cache too (accepted).
+    """
+    check(run_timed(["docker", "builder", "prune", "--all", "--force"], log), "docker builder prune")
+
+
+def image_facts(client: Any, names: list[str]) -> dict[str, Any]:
+    """How many images a side left, each one's size, and whether they share all their layers."""
+    images = [image for name in names for image in client.images.list(name=name)]
+    layer_sets = {tuple(image.attrs["RootFS"].get("Layers", [])) for image in images}
+    return {
+        "count": len(images),
+        "sizes": [image.attrs["Size"] for image in images],
+        "distinct_layer_sets": len(layer_sets),
+        "distinct_layers": len({layer for layers in layer_sets for layer in layers}),
+    }
+
+
+def run_text(argv: list[str]) -> str:
+    """A short command's output, for machine facts; empty when it fails."""
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip()
