@@ -242,10 +242,10 @@ def _remove_unused_secrets(project: Project) -> None:
 
 def down(project: Project, volumes: bool) -> None:
     """Remove the services, then the secrets and the network; named volumes only when asked."""
+    services = _services(project)
     for host in project.spec.hosts:
-        service = _services(project).get(host.name)
-        if service is not None:
-            service.remove()
+        if host.name in services:
+            services[host.name].remove()
             _wait_gone(project, host)
     _remove_unused_secrets(project)
     for network in project.client.networks.list(names=[network_name(project.spec)]):
