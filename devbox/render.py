@@ -28,7 +28,7 @@ COMPOSE_FILE = "docker-compose.yml"
 KNOWN_HOSTS = "known_hosts"
 SSH_CONFIG = "ssh_config"
 IMAGE_FILES = ("Dockerfile", "entrypoint.sh", "requirements.txt")
-BASE_PACKAGES = ("ca-certificates", "gnupg", "openssh-server", "sudo")
+BASE_PACKAGES = ("ca-certificates", "openssh-server", "sudo")  # gpgv (in apt) verifies signatures
 LABEL_PREFIX = "devbox."
 
 
