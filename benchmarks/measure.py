@@ -97,11 +97,18 @@ class FirstLogin:
     banner_at: float | None = None  # time.time() when sshd first sent its banner
 
 
-def first_login(target: probe.Target, deadline: float) -> FirstLogin:
-    """Poll one target every POLL_SECONDS until a password login succeeds.
+def first_login(target: probe.Target, deadline: float, started: probe.Started) -> FirstLogin:
+    """From the moment the target's container starts, poll it every POLL_SECONDS until a password
+    login succeeds.
 
-    A cheap banner check gates each full login, so polling this fast does not load the CPU.
+    Polling only after the start matters: a connection that reaches the engine's port proxy
+    before the container exists delays that host's first banner by about a second (see
+    devbox.engine.StartWatch). A cheap banner check gates each full login, so polling this fast
+    does not load the CPU.
     """
+    while not started(target.name, 1.0):
+        if time.monotonic() >= deadline:
+            return FirstLogin(target.name, None, 0.0)
     banner_at = None
     while time.monotonic() < deadline:
         if banner_ready(target.address, target.port):
@@ -114,19 +121,20 @@ def first_login(target: probe.Target, deadline: float) -> FirstLogin:
 
 
 class LoginWatch:
-    """Login pollers running in the background (one thread per target) while a stack starts."""
+    """Login pollers running in the background (one thread per target) while a stack starts;
+    each begins when ``started`` says its container has started."""
 
-    def __init__(self, targets: Sequence[probe.Target], limit_seconds: float) -> None:
+    def __init__(self, targets: Sequence[probe.Target], limit_seconds: float, started: probe.Started) -> None:
         deadline = time.monotonic() + limit_seconds
         self.results: dict[str, FirstLogin] = {}
         self._threads = [
-            threading.Thread(target=self._watch, args=(target, deadline), daemon=True) for target in targets
+            threading.Thread(target=self._watch, args=(target, deadline, started), daemon=True) for target in targets
         ]
         for thread in self._threads:
             thread.start()
 
-    def _watch(self, target: probe.Target, deadline: float) -> None:
-        self.results[target.name] = first_login(target, deadline)
+    def _watch(self, target: probe.Target, deadline: float, started: probe.Started) -> None:
+        self.results[target.name] = first_login(target, deadline, started)
 
     def join(self) -> dict[str, FirstLogin]:
         for thread in self._threads:

@@ -24,7 +24,7 @@ import yaml
 from benchmarks.measure import LoginWatch, Timed, parse_docker_time, run_timed
 from benchmarks.pinned import ENV
 from devbox import probe
-from devbox.engine import find_compose
+from devbox.engine import StartWatch, find_compose
 from devbox.runner import Project
 from devbox.spec import load_spec
 
@@ -168,11 +168,14 @@ class Stack:
 
     def start_to_login(self, client: Any) -> dict[str, dict[str, float]]:
         """Per host: seconds from container start to sshd's first banner and to the first completed
-        login, and that login's own duration. Polled every 20 ms from before the start command."""
+        login, and that login's own duration. Polled every 20 ms from the container's start event."""
         self.down("down-before-start")
-        watch = LoginWatch(self.targets(), WAIT_SECONDS)
-        check(self.start(), f"{self.side} start")
-        firsts = watch.join()
+        # By compose's labels, which both sides' containers carry (the baseline has no devbox ones).
+        project, service = f"com.docker.compose.project={self.project}", "com.docker.compose.service"
+        with StartWatch(client, project, service) as started:
+            watch = LoginWatch(self.targets(), WAIT_SECONDS, started.wait)
+            check(self.start(), f"{self.side} start")
+            firsts = watch.join()
         started = self.started_at(client)
         missing = [name for name, first in firsts.items() if first.at is None]
         if missing:

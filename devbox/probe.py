@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 _QUIET = logging.NullHandler()
+# started(host name, timeout seconds) -> whether that host's container has started by then
+Started = Callable[[str, float], bool]
 
 
 @dataclass(frozen=True)
@@ -107,19 +109,27 @@ def _run(transport: object, command: str, timeout: float) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def wait_for_logins(targets: list[Target], deadline_seconds: float = 120.0) -> list[Result]:
+def wait_for_logins(
+    targets: list[Target], deadline_seconds: float = 120.0, started: Started | None = None
+) -> list[Result]:
     """Probe every target in parallel until each logs in or the deadline passes.
 
-    Returns each target's last result, in the order given.
+    With ``started``, a target is first probed once its container has started (see
+    devbox.engine.StartWatch): an earlier connection would delay that host's first login by
+    about a second. Returns each target's last result, in the order given.
     """
     deadline = time.monotonic() + deadline_seconds
 
     def until_ready(target: Target) -> Result:
-        started = time.monotonic()
+        begun = time.monotonic()
+        if started is not None:
+            while not started(target.name, min(1.0, max(0.0, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
+                    break  # still try once: the login's own error says what is wrong
         while True:
             outcome = login(target, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
             if outcome.ok or time.monotonic() >= deadline or "host key mismatch" in outcome.detail:
-                return Result(outcome.name, outcome.ok, outcome.detail, time.monotonic() - started)
+                return Result(outcome.name, outcome.ok, outcome.detail, time.monotonic() - begun)
             time.sleep(0.1)
 
     if not targets:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe
-from devbox.engine import Compose, connect, engine_facts, find_compose, run_compose
+from devbox.engine import Compose, StartWatch, connect, engine_facts, find_compose, run_compose
 from devbox.errors import EngineError, PreflightError, UsageError
 from devbox.project import render_to
 from devbox.render import (
@@ -82,6 +82,10 @@ class Project:
             self.say(f"generated passwords for {', '.join(created)}: read them in "
                      f"{self.folder / 'credentials.yaml'} (mode 0600)")  # fmt: skip
         return rendered
+
+    def start_watch(self) -> StartWatch:
+        """This project's container starts as they happen, so each host is probed from its own."""
+        return StartWatch(self.client, f"{LABEL_PREFIX}project={self.spec.project}", f"{LABEL_PREFIX}host")
 
     def containers(self) -> dict[str, Container]:
         """This project's containers by host name (running or not; a running one wins).
@@ -315,16 +319,22 @@ def build_image(project: Project, tag: str) -> None:
 
 
 def up(project: Project, only: list[str] | None = None, wait_seconds: float = 120.0) -> list[probe.Result]:
-    """Render, plan, preflight, build once, start with compose, then wait for SSH logins."""
+    """Render, plan, preflight, build once, start with compose, then wait for SSH logins.
+
+    No host is probed before its container has started (on a swarm, services start after
+    `deploy` returns): see devbox.engine.StartWatch.
+    """
     spec = project.spec
     hosts = [project.host(name) for name in only] if only else list(spec.hosts)
     with project.lock():
         rendered = project.render()
-        if spec.engine == "swarm":
-            _up_swarm(project, hosts, rendered)
-        else:
-            _up_compose(project, hosts, rendered, only)
-        results = probe.wait_for_logins(project.targets(hosts), wait_seconds)
+        with project.start_watch() as started:
+            if spec.engine == "swarm":
+                _up_swarm(project, hosts, rendered)
+            else:
+                _up_compose(project, hosts, rendered, only)
+            started.see_running()
+            results = probe.wait_for_logins(project.targets(hosts), wait_seconds, started.wait)
     failed = [r for r in results if not r.ok]
     if failed:
         raise EngineError("; ".join(f"{r.name}: {r.detail}" for r in failed)

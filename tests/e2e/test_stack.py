@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from datetime import datetime
 
 import pytest
 
@@ -47,6 +48,29 @@ def test_second_up_is_a_quick_no_op(make_stack, docker_client):
     assert "nothing changed" in again.stdout
     assert {h: stack.container(docker_client, h).id for h in ("master", "worker")} == before
     assert elapsed < 10, f"no-op up took {elapsed:.1f}s"
+
+
+def test_a_host_probed_from_its_start_takes_a_login_within_a_second(make_stack, docker_client):
+    """sshd is ready fast (no key generation at start); probes wait for the container's start
+    event, since an earlier connection would delay the host's first banner by about a second."""
+    from devbox.engine import StartWatch
+    from devbox.probe import login
+
+    stack = make_stack(["solo"])
+    stack.devbox("up")
+    container = stack.container(docker_client, "solo")
+    container.stop(timeout=2)
+    with StartWatch(docker_client, f"devbox.project={stack.name}", "devbox.host") as started:
+        assert not started.wait("solo", 0.2)  # stopped: no start seen, and not running
+        container.start()
+        assert started.wait("solo", 10.0)
+        while not (result := login(stack.target("solo"), timeout=2.0)).ok:
+            time.sleep(0.02)
+    logged_in = time.time()
+    container.reload()
+    started_at = container.attrs["State"]["StartedAt"]  # "2026-11-22T11:47:03.123456789Z"
+    ready = logged_in - datetime.fromisoformat(started_at[:26].rstrip("Z") + "+00:00").timestamp()
+    assert ready < 1.0, f"first login {ready:.2f}s after start ({result.detail})"
 
 
 def test_volume_data_and_host_keys_survive_down_and_up(make_stack, docker_client):

@@ -1,0 +1,51 @@
+"""The login wait: each target is probed only once its container has started."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from devbox import probe
+
+
+def _target(name: str) -> probe.Target:
+    return probe.Target(name, "127.0.0.1", 1, "developer", "secret", "ssh-ed25519 AAAA")
+
+
+def test_no_host_is_probed_before_its_container_starts(monkeypatch):
+    opened: dict[str, float] = {}
+    attempts: dict[str, list[float]] = {"early": [], "late": []}
+    late_gate = threading.Event()
+
+    def started(name: str, timeout: float) -> bool:
+        gate_open = name == "early" or late_gate.wait(timeout)
+        if gate_open:
+            opened.setdefault(name, time.monotonic())
+        return gate_open
+
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        attempts[target.name].append(time.monotonic())
+        return probe.Result(target.name, True, "logged in", 0.0)
+
+    monkeypatch.setattr(probe, "login", login)
+    threading.Timer(0.3, late_gate.set).start()
+    results = probe.wait_for_logins([_target("early"), _target("late")], 10.0, started)
+
+    assert [r.ok for r in results] == [True, True]
+    assert attempts["early"][0] < opened["late"]  # one host does not wait for the others
+    assert attempts["late"][0] >= opened["late"]
+
+
+def test_a_host_that_never_starts_is_tried_once_at_the_deadline(monkeypatch):
+    calls: list[float] = []
+
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        calls.append(time.monotonic())
+        return probe.Result(target.name, False, "cannot connect to 127.0.0.1:1 (Connection refused)", 0.0)
+
+    monkeypatch.setattr(probe, "login", login)
+    began = time.monotonic()
+    results = probe.wait_for_logins([_target("never")], 0.5, lambda _name, timeout: time.sleep(timeout) or False)
+
+    assert not results[0].ok and "cannot connect" in results[0].detail  # the login's own error
+    assert len(calls) == 1 and calls[0] - began >= 0.5
