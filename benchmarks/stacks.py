@@ -1,9 +1,10 @@
 """The two sides of the benchmark: a devbox project and its hand-written compose baseline.
 
 Both get the same spec, so the same Dockerfile, entrypoint, secrets, host keys, limits and
-probe: the ONLY difference is orchestration. devbox builds one image (SDK) and starts the hosts
-with `docker compose up --no-build`; the baseline is written the seed-001 way, every service with
-its own `build: context: .`, and brought up with `docker compose up -d --build`.
+probe: the ONLY difference is orchestration. devbox builds one image (`docker compose build` of
+its first host) and starts the hosts with `docker compose up --no-build`; the baseline is written
+the seed-001 way, every service with its own `build: context: .`, and brought up with
+`docker compose up -d --build`.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class Stack:
 
 
 class DevboxStack(Stack):
-    """`devbox up`: one image built with the SDK, hosts started by compose, logins awaited."""
+    """`devbox up`: one image built (compose build, BuildKit), hosts started by compose, logins awaited."""
 
     @property
     def compose_file(self) -> Path:

@@ -212,11 +212,12 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
     results = run_up(project, list(hosts) or None, wait_seconds=timeout)
     seconds = {r.name: r.seconds for r in results}
     rows = [["HOST", "SSH", "PORT", "GPUS", "CPUS", "MEMORY", "LOGIN"]]
+    addresses = project.addresses([h for h in project.spec.hosts if h.name in seconds])
     for host in project.spec.hosts:
         if host.name not in seconds:
             continue
         rows.append([
-            host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{project.address(host)}",
+            host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{addresses[host.name]}",
             str(host.ssh_port), _gpus_text(host), f"{host.limits.cpus:g}" if host.limits.cpus else "-",
             host.limits.memory.text if host.limits.memory else "-", f"ok {seconds[host.name]:.1f}s",
         ])  # fmt: skip

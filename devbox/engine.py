@@ -1,8 +1,9 @@
 """Access to the Docker engine: the SDK client, and the Compose v2 CLI for what the SDK lacks.
 
-Every Docker call of devbox goes through here or devbox.runner. The SDK does inspection, builds,
-exec, logs and events; `docker compose` (plugin) or a v2 `docker-compose` only brings a whole
-project up or down. Commands are argument lists; nothing is ever run through a shell.
+Every Docker call of devbox goes through here or devbox.runner. The SDK does inspection, exec,
+logs, events and swarm services; `docker compose` (plugin) or a v2 `docker-compose` brings a whole
+project up or down and builds the image (BuildKit, which the SDK cannot drive). Commands are
+argument lists; nothing is ever run through a shell.
 """
 
 from __future__ import annotations

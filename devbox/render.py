@@ -237,7 +237,9 @@ HEALTHCHECK: dict[str, Any] = {
 def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[str, str]]) -> dict:
     service: dict[str, Any] = {}
     if build:
-        service["build"] = {"context": ".", "dockerfile": "Dockerfile"}
+        # The label finds devbox's images again (tests, clean-ups), as on its containers.
+        service["build"] = {"context": ".", "dockerfile": "Dockerfile",
+                            "labels": {f"{LABEL_PREFIX}project": spec.project}}  # fmt: skip
     service["image"] = tag
     if not build:
         # Built once by the first host; the others must never try to pull it from a registry.

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from devbox.errors import EngineError, PreflightError
-from devbox.render import HEALTHCHECK, LABEL_PREFIX, RenderedProject, host_key_path
+from devbox.render import HEALTHCHECK, LABEL_PREFIX, RenderedProject, connect_address, host_key_path
 from devbox.spec import Host, Spec
 
 if TYPE_CHECKING:
@@ -257,12 +257,18 @@ def down(project: Project, volumes: bool) -> None:
                 volume.remove(force=True)
 
 
-def node_address(project: Project, host: Host, local: str) -> str:
-    """Where to reach a host's SSH port: ``local`` on this engine's own node, else its node's address."""
-    service = _services(project).get(host.name)
+def node_addresses(project: Project, hosts: list[Host]) -> dict[str, str]:
+    """Where to reach each host's SSH port: its own address on this engine's node, else the
+    address of the node its task runs on."""
+    services = _services(project)
     own = (project.client.info().get("Swarm") or {}).get("NodeID")
-    for task in service.tasks(filters={"desired-state": "running"}) if service else []:
-        if task.get("NodeID") and task["NodeID"] != own:
-            return str(project.client.nodes.get(task["NodeID"]).attrs["Status"]["Addr"])
-    return local
+    found = {}
+    for host in hosts:
+        found[host.name] = connect_address(host)
+        service = services.get(host.name)
+        for task in service.tasks(filters={"desired-state": "running"}) if service else []:
+            if task.get("NodeID") and task["NodeID"] != own:
+                found[host.name] = str(project.client.nodes.get(task["NodeID"]).attrs["Status"]["Addr"])
+                break
+    return found
 
