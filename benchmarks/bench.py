@@ -41,10 +41,12 @@ from benchmarks import report  # noqa: E402
 from benchmarks.measure import run_timed  # noqa: E402
 from benchmarks.stacks import (  # noqa: E402
     LIMITS,
+    SEED_PACKAGES,
     BaselineStack,
     BenchError,
     ClassicStack,
     DevboxStack,
+    SeedStack,
     Stack,
     apt_fetch_seconds,
     cached_run_steps,
@@ -59,6 +61,7 @@ from benchmarks.stacks import (  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RENDER_HOSTS = 100
 CLASSIC_PORTS = 500  # the classic-builder baseline's ports: --baseline-port + this
+TODAY_PORTS = 700  # the "today" sides' ports: --devbox-port / --baseline-port + this
 SLOW_APT_SECONDS = 10  # the mirror usually serves the package lists in 1-2 s
 
 
@@ -100,6 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="CI smoke test: check invariants, write no docs")
     parser.add_argument("--no-classic", dest="classic", action="store_false", default=None,
                         help="skip the classic-builder baseline (cold only; never run in --smoke)")  # fmt: skip
+    parser.add_argument("--no-today", dest="today", action="store_false", default=None,
+                        help="skip the cold comparison with seed 001's own files at the largest N "
+                             "(never run in --smoke)")  # fmt: skip
     parser.add_argument("--check-targets", action="store_true", help="exit 2 when a target is missed")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown to update")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="raw output folder")
@@ -114,6 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeats = args.repeats or (1 if args.smoke else 3)
     args.repeats_large = args.repeats_large or args.repeats
     args.classic = not args.smoke and args.classic is not False
+    args.today = not args.smoke and args.today is not False
     args.warm = args.warm if args.warm is not None else (1 if args.smoke else 3)
     args.stamp = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if args.smoke else "")
     args.command = " ".join(["python", "benchmarks/bench.py", *(argv if argv is not None else sys.argv[1:])])
@@ -143,7 +150,8 @@ def preflight(run: Run) -> str:
         raise BenchError(f"base image {BASE_IMAGE} is missing (run `bash scripts/engine.sh`)") from None
     top = max(run.args.hosts)
     args = run.args
-    firsts = [args.devbox_port, args.baseline_port, *([args.baseline_port + CLASSIC_PORTS] if args.classic else [])]
+    firsts = [args.devbox_port, args.baseline_port, *([args.baseline_port + CLASSIC_PORTS] if args.classic else []),
+              *([args.devbox_port + TODAY_PORTS, args.baseline_port + TODAY_PORTS] if args.today else [])]  # fmt: skip
     for first in firsts:
         taken = [p for p in range(first, first + top) if port_taken(p)]
         if taken:
@@ -182,12 +190,12 @@ def clean_slate(run: Run, stacks: list[Stack]) -> None:
 
 
 def measure_side(run: Run, stack: Stack, others: list[Stack], repeat: int) -> None:
-    """Cold up, then (except for the classic-builder baseline, which after its build is just the
-    baseline again) warm ups and start-to-login, for one side at one N."""
+    """Cold up, then (except for the sides measured cold only, which after their build are just
+    another baseline) warm ups and start-to-login, for one side at one N."""
     stack.repeat = repeat
     clean_slate(run, [stack, *others])
     facts = measure_cold(run, stack)
-    if not isinstance(stack, ClassicStack):
+    if not stack.cold_only:
         measure_running(run, stack)
     stack.down()
     if run.args.smoke:
@@ -280,16 +288,37 @@ def stacks_for(run: Run, n: int) -> list[Stack]:
     return stacks
 
 
+def today_stacks(run: Run, n: int) -> list[Stack]:
+    """What users write today against devbox, both installing seed 001's packages (cold only)."""
+    work, logs, rid, args = run.folder / "work", run.folder / "logs", run.rid, run.args
+    stacks: list[Stack] = [
+        DevboxStack("devbox-seed", n, f"bench-{rid}-dseed-n{n}", args.devbox_port + TODAY_PORTS, work / f"dseed-n{n}",
+                    logs, packages=SEED_PACKAGES, login_shell="zsh", cold_only=True),
+        SeedStack("seed", n, f"bench-{rid}-seed-n{n}", args.baseline_port + TODAY_PORTS, work / f"seed-n{n}", logs),
+    ]  # fmt: skip
+    for stack in stacks:
+        stack.timezone = f"Bench/run-{rid}"
+        stack.prepare()
+        run.stacks.append(stack)
+    return stacks
+
+
+def measure_sides(run: Run, stacks: list[Stack], repeats: int) -> None:
+    for repeat in range(repeats):
+        shift = repeat % len(stacks)  # each side goes first in turn
+        for stack in stacks[shift:] + stacks[:shift]:
+            measure_side(run, stack, [s for s in stacks if s is not stack], repeat)
+    clean_slate(run, stacks)
+
+
 def measure_all(run: Run) -> None:
     for repeat in range(run.args.repeats):
         measure_cli(run, repeat)
     for n in run.args.hosts:
-        stacks = stacks_for(run, n)
-        for repeat in range(repeats_for(run.args, n)):
-            shift = repeat % len(stacks)  # each side goes first in turn
-            for stack in stacks[shift:] + stacks[:shift]:
-                measure_side(run, stack, [s for s in stacks if s is not stack], repeat)
-        clean_slate(run, stacks)
+        measure_sides(run, stacks_for(run, n), repeats_for(run.args, n))
+    if run.args.today:
+        top = max(run.args.hosts)
+        measure_sides(run, today_stacks(run, top), repeats_for(run.args, top))
 
 
 def snapshot(ref: str, results: Path) -> Path:
@@ -343,7 +372,8 @@ def results_data(run: Run, machine: dict[str, Any]) -> dict[str, Any]:
         "machine": machine,
         "config": {
             "hosts": args.hosts, "repeats_by_n": {n: repeats_for(args, n) for n in args.hosts},
-            "warm": args.warm, "classic": args.classic, "limits": LIMITS, "smoke": args.smoke, "command": args.command,
+            "warm": args.warm, "classic": args.classic, "today": args.today,
+            "limits": LIMITS, "smoke": args.smoke, "command": args.command,
             "minutes": (time.monotonic() - run.started) / 60,
         },
         "disturbance": {

@@ -12,6 +12,7 @@ import statistics
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -140,6 +141,40 @@ class LoginWatch:
         for thread in self._threads:
             thread.join()
         return self.results
+
+
+def first_use_login(address: str, port: int, password: str) -> bool:
+    """One password login as `developer` that accepts whatever host key the server shows: how
+    users of a hand-written stack log in the first time (devbox's own probe checks its key)."""
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - trust on first use, on purpose
+    try:
+        client.connect(address, port, "developer", password, timeout=5, banner_timeout=5, auth_timeout=5,
+                       allow_agent=False, look_for_keys=False)  # fmt: skip
+        return True
+    except (paramiko.SSHException, OSError, EOFError):
+        return False
+    finally:
+        client.close()
+
+
+def wait_first_use_logins(logins: Sequence[tuple[str, str, int, str]], limit_seconds: float) -> list[str]:
+    """Log in to every (name, address, port, password) in parallel, retrying every 0.1 s as
+    devbox's probe does; returns the names that never accepted a login in time."""
+    deadline = time.monotonic() + limit_seconds
+
+    def until_ready(login: tuple[str, str, int, str]) -> bool:
+        while not first_use_login(*login[1:]):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    with ThreadPoolExecutor(max_workers=max(1, len(logins))) as pool:
+        ready = list(pool.map(until_ready, logins))
+    return [login[0] for login, ok in zip(logins, ready, strict=True) if not ok]
 
 
 def parse_docker_time(text: str) -> float:

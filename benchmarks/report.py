@@ -82,6 +82,10 @@ def verdicts(groups: dict[tuple[str, str, int], list[float]], hosts: list[int]) 
         cold_c = med(groups, "cold", "classic", top)
         if cold_c:
             measured += f"; vs the classic-builder baseline {cold_d / cold_c:.2f} x ({cold_c:.1f} s)"
+        seed_d, seed = med(groups, "cold", "devbox-seed", top), med(groups, "cold", "seed", top)
+        if seed_d and seed:
+            measured += (f"; seed 001's packages, vs seed 001's own files {seed_d / seed:.2f} x "
+                         f"({seed_d:.1f} s vs {seed:.1f} s)")  # fmt: skip
         out.append(Verdict("cold", f"cold up N={top} <= 0.5 x baseline", measured, ratio <= 0.5,
                            f"{ratio / 0.5:.1f} x the target ratio; {cold_d - 0.5 * cold_b:+.1f} s over"))  # fmt: skip
     warm = med(groups, "warm", "devbox", top)
@@ -133,6 +137,13 @@ def _fmt(value: float | None, unit: str = "s") -> str:
     return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
 
 
+def _cells(a: float | None, b: float | None, unit: str) -> tuple[str, str]:
+    """Two medians as table cells: counts as whole numbers, the rest with their unit."""
+    if unit == "n":
+        return tuple(f"{v:.0f}" if v is not None else "-" for v in (a, b))  # type: ignore[return-value]
+    return _fmt(a, unit), _fmt(b, unit)
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a is not None and b else "-"
 
@@ -155,18 +166,15 @@ def results_table(groups: dict[tuple[str, str, int], list[float]], hosts: list[i
             d, b = med(groups, metric, "devbox", n), med(groups, metric, "baseline", n)
             if d is None and b is None:
                 continue
-            cells = (f"{d:.0f}" if d is not None else "-", f"{b:.0f}" if b is not None else "-") if unit == "n" \
-                else (_fmt(d, unit), _fmt(b, unit))  # fmt: skip
+            cells = _cells(d, b, unit)
             samples = f"{len(groups.get((metric, 'devbox', n), []))}/{len(groups.get((metric, 'baseline', n), []))}"
             rows.append(f"| {label} | {n} | {cells[0]} | {cells[1]} | {_ratio(d, b)} | {samples} |")
-    for metric, label in (("cold", "cold up vs classic-builder baseline"), ("image_count", "images built (classic)")):
-        for n in hosts:
-            d, c = med(groups, metric, "devbox", n), med(groups, metric, "classic", n)
-            if c is None:
-                continue
-            cells = (f"{d:.0f}", f"{c:.0f}") if metric == "image_count" else (_fmt(d), _fmt(c))
-            samples = f"{len(groups.get((metric, 'devbox', n), []))}/{len(groups.get((metric, 'classic', n), []))}"
-            rows.append(f"| {label} | {n} | {cells[0]} | {cells[1]} | {_ratio(d, c)} | {samples} |")
+    rows += _versus(groups, hosts, "devbox", "classic", (
+        ("cold", "cold up vs classic-builder baseline", "s"), ("image_count", "images built (classic)", "n")))
+    rows += _versus(groups, hosts, "devbox-seed", "seed", (
+        ("cold", "cold up, seed 001's packages: devbox vs seed 001's own files", "s"),
+        ("image_size", "image size, seed 001's packages (devbox vs seed 001's files)", "MiB"),
+        ("image_count", "images built, seed 001's packages (devbox vs seed 001's files)", "n")))  # fmt: skip
     for metric, label, n in (("render_100", "`devbox render`, 100 hosts (state exists)", 100),
                              ("render_100_first", "`devbox render`, 100 hosts, first time", 100),
                              ("help", "`devbox --help`", 0)):  # fmt: skip
@@ -174,6 +182,21 @@ def results_table(groups: dict[tuple[str, str, int], list[float]], hosts: list[i
         if values:
             rows.append(f"| {label} | {n or '-'} | {_fmt(statistics.median(values))} | - | - | {len(values)}/0 |")
     return "\n".join(rows)
+
+
+def _versus(groups: dict[tuple[str, str, int], list[float]], hosts: list[int], side: str, other: str,
+            metrics: Iterable[tuple[str, str, str]]) -> list[str]:  # fmt: skip
+    """Rows comparing two sides that only some runs measure (the classic builder, seed 001's files)."""
+    rows = []
+    for metric, label, unit in metrics:
+        for n in hosts:
+            d, o = med(groups, metric, side, n), med(groups, metric, other, n)
+            if o is None:
+                continue
+            cells = _cells(d, o, unit)
+            samples = f"{len(groups.get((metric, side, n), []))}/{len(groups.get((metric, other, n), []))}"
+            rows.append(f"| {label} | {n} | {cells[0]} | {cells[1]} | {_ratio(d, o)} | {samples} |")
+    return rows
 
 
 def verdict_table(items: list[Verdict]) -> str:

@@ -16,13 +16,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.measure import LoginWatch, Timed, parse_docker_time, run_timed
+from benchmarks.measure import LoginWatch, Timed, parse_docker_time, run_timed, wait_first_use_logins
 from benchmarks.pinned import ENV
 from devbox import probe
 from devbox.engine import StartWatch, find_compose
@@ -33,8 +33,19 @@ BASE_IMAGE = "devbox-test/bookworm:base"
 LIMITS = {"cpus": 0.25, "memory": "256m"}
 # A package nobody else's spec is likely to list, so no other image's layers can serve as cache
 # for the expensive apt layer (a hit is detected and reported all the same, see cached_steps).
-PACKAGES = ["less"]
+PACKAGES = ("less",)
 WAIT_SECONDS = 300.0
+# Seed 001's own files, the way its users write them today (the "today" comparison).
+SEED_DOCKERFILE = Path(__file__).resolve().parent.parent / "tests" / "reference" / "seed-001.Dockerfile"
+# What seed 001 installs besides openssh-server and sudo (devbox adds those itself), with zsh.
+SEED_PACKAGES = ("net-tools", "iputils-ping", "curl", "wget", "git", "python3-pip")
+SEED_ENTRYPOINT = """#!/bin/sh
+# seed 001's entrypoint: the passwords from the environment at every start, then sshd.
+set -e
+echo "root:${ROOT_PASSWORD}" | chpasswd
+echo "developer:${DEVELOPER_PASSWORD}" | chpasswd
+exec /usr/sbin/sshd -D
+"""
 
 
 class BenchError(Exception):
@@ -51,7 +62,8 @@ def devbox_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "devbox"]
 
 
-def spec_text(project: str, hosts: int, first_port: int, timezone: str = "UTC") -> str:
+def spec_text(project: str, hosts: int, first_port: int, timezone: str = "UTC",
+              packages: tuple[str, ...] = PACKAGES, login_shell: str = "bash") -> str:  # fmt: skip
     """A CPU-only spec with small limits: what a 2-core machine can run 8 of."""
     lines = [
         "version: 1",
@@ -60,8 +72,8 @@ def spec_text(project: str, hosts: int, first_port: int, timezone: str = "UTC") 
         "image:",
         f"  base: {BASE_IMAGE}",
         f"  timezone: {timezone}",
-        "  shell: bash",
-        f"  packages: [{', '.join(PACKAGES)}]",
+        f"  shell: {login_shell}",
+        f"  packages: [{', '.join(packages)}]",
         "defaults:",
         "  bind_address: 127.0.0.1",
         "  restart: 'no'",
@@ -107,6 +119,9 @@ class Stack:
     # `ENV TZ` comes before the apt layer, so a value unique to the run (an unknown zone, which
     # means UTC) keeps any other image on a shared engine from serving the legacy builder as cache.
     timezone: str = "UTC"
+    packages: tuple[str, ...] = PACKAGES
+    login_shell: str = "bash"
+    cold_only: bool = False  # measured cold only: after its build it is just another baseline
 
     @property
     def spec_path(self) -> Path:
@@ -125,7 +140,7 @@ class Stack:
 
     def prepare(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        text = spec_text(self.project, self.hosts, self.first_port, self.timezone)
+        text = spec_text(self.project, self.hosts, self.first_port, self.timezone, self.packages, self.login_shell)
         self.spec_path.write_text(text, encoding="utf-8")
 
     def targets(self) -> list[probe.Target]:
@@ -173,8 +188,8 @@ class Stack:
         self.down("down-before-start")
         # By compose's labels, which both sides' containers carry (the baseline has no devbox ones).
         project, service = f"com.docker.compose.project={self.project}", "com.docker.compose.service"
-        with StartWatch(client, project, service) as started:
-            watch = LoginWatch(self.targets(), WAIT_SECONDS, started.wait)
+        with StartWatch(client, project, service) as starts:
+            watch = LoginWatch(self.targets(), WAIT_SECONDS, starts.wait)
             check(self.start(), f"{self.side} start")
             firsts = watch.join()
         started = self.started_at(client)
@@ -276,13 +291,71 @@ class BaselineStack(Stack):
                               log=self.log("start")), "baseline compose up (start)")  # fmt: skip
 
 
+@dataclass
 class ClassicStack(BaselineStack):
     """The same baseline built by the classic builder (DOCKER_BUILDKIT=0), as seed 001 met it on
     engines without BuildKit: each service then really builds its own image. Measured cold only."""
 
+    cold_only: bool = True
+
     @property
     def env(self) -> dict[str, str] | None:
         return {**os.environ, "DOCKER_BUILDKIT": "0"}
+
+
+def seed_dockerfile(timezone: str) -> str:
+    """Seed 001's Dockerfile as its article writes it, changed only where this machine forces it:
+    the local Debian base for nvidia/cuda (no registry here), and without the optional
+    docker-ce-cli step (download.docker.com is out of reach; the devbox side leaves it off too)."""
+    text = SEED_DOCKERFILE.read_text(encoding="utf-8")
+    text = re.sub(r"^FROM .*$", f"FROM {BASE_IMAGE}", text, count=1, flags=re.MULTILINE)
+    text = text.replace("ENV TZ=UTC", f"ENV TZ={timezone}")
+    docker_step = text.rindex("RUN ", 0, text.index("apt-transport-https"))  # the step that adds Docker's repository
+    return text[:docker_step] + text[text.index("COPY entrypoint.sh"):]
+
+
+@dataclass
+class SeedStack(BaselineStack):
+    """What users write today: seed 001's own Dockerfile, entrypoint (passwords from the
+    environment) and compose layout, `docker compose up -d --build`, then logins that accept the
+    host key on first use, as its users do. Measured cold only, against devbox installing the
+    same packages."""
+
+    cold_only: bool = True
+    passwords: dict[str, str] = field(default_factory=dict)  # developer's, by host
+
+    def prepare(self) -> None:
+        import secrets as tokens
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.out.mkdir(parents=True)
+        (self.out / "Dockerfile").write_text(seed_dockerfile(self.timezone), encoding="utf-8")
+        (self.out / "entrypoint.sh").write_text(SEED_ENTRYPOINT, encoding="utf-8")
+        self.passwords = {f"h{i}": tokens.token_urlsafe(18) for i in range(self.hosts)}
+        services = {
+            name: {
+                "build": {"context": "."},
+                "environment": {"ROOT_PASSWORD": tokens.token_urlsafe(18), "DEVELOPER_PASSWORD": password},
+                "restart": "no",
+                "deploy": {"resources": {"limits": {"cpus": str(LIMITS["cpus"]), "memory": LIMITS["memory"]}}},
+                "ports": [f"127.0.0.1:{self.first_port + i}:22"],
+                "networks": ["primary_network"],
+            }
+            for i, (name, password) in enumerate(self.passwords.items())
+        }
+        data = {"name": self.project, "services": services, "networks": {"primary_network": {"driver": "bridge"}}}
+        self.compose_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    def cold(self) -> Timed:
+        started = time.perf_counter()
+        up = check(compose("up", "--detach", "--build", file=self.compose_file, project=self.project,
+                            log=self.log("cold")), "seed compose up (cold)")  # fmt: skip
+        logins = [(name, "127.0.0.1", self.first_port + i, password)
+                  for i, (name, password) in enumerate(self.passwords.items())]  # fmt: skip
+        failed = wait_first_use_logins(logins, WAIT_SECONDS)
+        if failed:
+            raise BenchError(f"{self.project}: no login on {', '.join(failed)} within {WAIT_SECONDS:.0f} s")
+        return Timed(time.perf_counter() - started, 0, up.peak_rss, up.tree_maxrss)
 
 
 def check(timed: Timed, what: str) -> Timed:

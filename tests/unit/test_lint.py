@@ -108,6 +108,13 @@ def test_ruff_passes_with_security_rules():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_mypy_passes_on_the_package_and_the_benchmark():
+    result = run([sys.executable, "-m", "mypy", "devbox", "benchmarks"], REPO)
+    if "No module named mypy" in result.stderr:
+        pytest.fail(f"mypy is not installed ({INSTALL_HINT})", pytrace=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 SHELL_TEXT = re.compile(
     r"shell\s*=\s*True|os\.system\s*\(|os\.popen\s*\(|getstatusoutput|getoutput|create_subprocess_shell"
