@@ -145,6 +145,11 @@ def preflight(run: Run) -> str:
     from devbox.engine import find_compose
 
     try:
+        import psutil  # noqa: F401 - peak memory is one of the issue's measurements
+    except ImportError:
+        raise BenchError("psutil is missing, so peak memory cannot be measured: "
+                         "pip install -e '.[test]'") from None  # fmt: skip
+    try:
         run.client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
         raise BenchError(f"base image {BASE_IMAGE} is missing (run `bash scripts/engine.sh`)") from None
