@@ -129,16 +129,16 @@ def validate(ctx: Context) -> None:
 
 
 def _render(ctx: Context) -> tuple[Spec, Path, list[RenderedFile], list[str]]:
-    from devbox.project import render_to
+    from devbox.project import generated_note, render_to
 
     spec = ctx.spec()
     folder = ctx.folder(spec)
     rendered, changed, created = render_to(spec, folder, os.environ)
     for warning in _opt_in_warnings(spec):
         warn(warning)
-    if created:
-        click.echo(f"generated passwords for {', '.join(created)}: "
-                   f"read them in {folder / 'credentials.yaml'}")  # fmt: skip
+    note = generated_note(folder, created)
+    if note:
+        click.echo(note)
     return spec, folder, rendered.files, changed
 
 

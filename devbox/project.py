@@ -52,6 +52,13 @@ def init_project(directory: Path, project: str | None, *, force: bool) -> list[P
     return written
 
 
+def generated_note(folder: Path, created: list[str]) -> str | None:
+    """What to tell the user when a render generated passwords: where to read them."""
+    if not created:
+        return None
+    return f"generated passwords for {', '.join(created)}: read them in {folder / 'credentials.yaml'} (mode 0600)"
+
+
 def render_to(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[RenderedProject, list[str], list[str]]:
     """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated)."""
     if folder.exists() and not folder.is_dir():

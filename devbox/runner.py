@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from devbox import probe
 from devbox.engine import Compose, StartWatch, connect, engine_facts, find_compose, run_compose
 from devbox.errors import EngineError, PreflightError, UsageError
-from devbox.project import render_to
+from devbox.project import generated_note, render_to
 from devbox.render import (
     COMPOSE_FILE,
     KNOWN_HOSTS,
@@ -78,9 +78,9 @@ class Project:
 
     def render(self) -> RenderedProject:
         rendered, _changed, created = render_to(self.spec, self.folder, self.environ)
-        if created:
-            self.say(f"generated passwords for {', '.join(created)}: read them in "
-                     f"{self.folder / 'credentials.yaml'} (mode 0600)")  # fmt: skip
+        note = generated_note(self.folder, created)
+        if note:
+            self.say(note)
         return rendered
 
     def start_watch(self) -> StartWatch:
