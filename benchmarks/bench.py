@@ -286,11 +286,7 @@ def stacks_for(run: Run, n: int) -> list[Stack]:
     if args.classic:
         port = args.baseline_port + CLASSIC_PORTS
         stacks.append(ClassicStack("classic", n, f"bench-{rid}-cls-n{n}", port, work / f"cls-n{n}", logs))
-    for stack in stacks:
-        stack.timezone = f"Bench/run-{rid}"
-        stack.prepare()
-        run.stacks.append(stack)
-    return stacks
+    return prepared(run, stacks)
 
 
 def today_stacks(run: Run, n: int) -> list[Stack]:
@@ -301,8 +297,14 @@ def today_stacks(run: Run, n: int) -> list[Stack]:
                     logs, packages=SEED_PACKAGES, login_shell="zsh", cold_only=True),
         SeedStack("seed", n, f"bench-{rid}-seed-n{n}", args.baseline_port + TODAY_PORTS, work / f"seed-n{n}", logs),
     ]  # fmt: skip
+    return prepared(run, stacks)
+
+
+def prepared(run: Run, stacks: list[Stack]) -> list[Stack]:
+    """The run's sides, each with the run's own time zone (no cache from anyone else), its files
+    written, and registered for the teardown."""
     for stack in stacks:
-        stack.timezone = f"Bench/run-{rid}"
+        stack.timezone = f"Bench/run-{run.rid}"
         stack.prepare()
         run.stacks.append(stack)
     return stacks
