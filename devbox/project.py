@@ -59,6 +59,12 @@ def generated_note(folder: Path, created: list[str]) -> str | None:
     return f"generated passwords for {', '.join(created)}: read them in {folder / 'credentials.yaml'} (mode 0600)"
 
 
+def recreating_note(names: list[str]) -> str:
+    """What to tell the user before hosts are replaced: their containers' own files go with them."""
+    return (f"recreating {', '.join(names)} from the current spec and image: "
+            "files written outside their volumes start fresh")
+
+
 def render_to(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[RenderedProject, list[str], list[str]]:
     """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated)."""
     if folder.exists() and not folder.is_dir():

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from devbox import probe
 from devbox.engine import Compose, StartWatch, connect, engine_facts, find_compose, run_compose
 from devbox.errors import EngineError, PreflightError, UsageError
-from devbox.project import generated_note, render_to
+from devbox.project import generated_note, recreating_note, render_to
 from devbox.render import (
     COMPOSE_FILE,
     KNOWN_HOSTS,
@@ -141,12 +141,17 @@ class Project:
 
 @dataclass(frozen=True)
 class Plan:
-    """What `up` must do: build the image or not, which hosts to (re)create or start."""
+    """What `up` must do: build the image or not, which hosts to (re)create or start.
+
+    ``recreate`` (a part of ``start``) names hosts whose container exists but was made from an
+    older spec or image: compose replaces it, and whatever was written outside its volumes goes.
+    """
 
     tag: str
     build: bool
     start: tuple[str, ...]
     unchanged: tuple[str, ...]
+    recreate: tuple[str, ...] = ()
 
     @property
     def nothing_to_do(self) -> bool:
@@ -163,7 +168,9 @@ def plan_up(
     for host in hosts:
         state, current = running.get(host, ("missing", ""))
         (unchanged if state == "running" and current == wanted[host] else start).append(host)
-    return Plan(tag, build=not image_present, start=tuple(start), unchanged=tuple(unchanged))
+    recreate = tuple(host for host in start if host in running and running[host][1] != wanted[host])
+    return Plan(tag, build=not image_present, start=tuple(start), unchanged=tuple(unchanged),
+                recreate=recreate)
 
 
 # --------------------------------------------------------------------------- preflight
@@ -371,6 +378,8 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
     _raise_all(gpu_problems(project, facts))
     if plan.build:
         build_image(project, plan.tag)
+    if plan.recreate:
+        project.say(recreating_note(list(plan.recreate)))
     project.say(f"starting {', '.join(plan.start)}")
     args = ["up", "--detach", "--no-build", "--quiet-pull"]
     if not only:

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from devbox.errors import EngineError, PreflightError
+from devbox.project import recreating_note
 from devbox.render import HEALTHCHECK, LABEL_PREFIX, RenderedProject, connect_address, host_key_path
 from devbox.spec import Host, Spec
 
@@ -197,6 +198,7 @@ def deploy(project: Project, hosts: list[Host], rendered: RenderedProject) -> No
         definition["networks"] = [NetworkAttachmentConfig(network_name(project.spec),
                                                           aliases=sorted({host.name, host.hostname}))]  # fmt: skip
         if host.name in services:
+            project.say(recreating_note([service_name(project.spec, host)]))
             services[host.name].remove()
             _wait_gone(project, host)
         project.say(f"starting service {service_name(project.spec, host)}")

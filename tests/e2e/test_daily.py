@@ -52,8 +52,9 @@ def test_passwd_rotates_a_live_host(running):
     assert new != old
     assert login(running.target("master", password=new)).ok
     assert not login(running.target("master", password=old)).ok
-    # the next up recreates the host with the new secret, and the new password still works
-    running.devbox("up")
+    # the next up recreates the host with the new secret, says so, and the new password works
+    up = running.devbox("up")
+    assert "recreating master from the current spec and image" in up.stdout
     assert login(running.target("master", password=new)).ok
 
 

@@ -35,7 +35,8 @@ def test_spec_runs_as_swarm_services(swarm, make_stack):  # swarm first: its tea
     # a new password is a new secret: the service is recreated with it, the old secret goes
     old = stack.password("master")
     stack.devbox("passwd", "master")
-    stack.devbox("up")
+    up = stack.devbox("up")
+    assert "recreating" in up.stdout and "files written outside their volumes start fresh" in up.stdout
     assert login(stack.target("master", password=stack.password("master"))).ok
     assert not login(stack.target("master", password=old)).ok
     assert len(swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})) == 6

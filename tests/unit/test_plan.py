@@ -20,6 +20,14 @@ def test_changed_stopped_and_missing_hosts_are_started_and_a_missing_image_built
     assert plan_up(["a"], WANTED, "img:1", True, {}).start == ("a",)
 
 
+def test_hosts_made_from_an_older_spec_or_image_are_named_as_recreated():
+    running = {"a": ("running", "old"), "b": ("exited", "old")}
+    plan = plan_up(["a", "b", "c"], {**WANTED, "c": "h3"}, "img:1", True, running)
+    assert plan.start == ("a", "b", "c") and plan.recreate == ("a", "b")
+    stopped = plan_up(["a"], WANTED, "img:1", True, {"a": ("exited", "h1")})
+    assert stopped.start == ("a",) and stopped.recreate == ()
+
+
 def test_only_the_named_hosts_are_planned():
     plan = plan_up(["b"], WANTED, "img:1", True, {"a": ("exited", "h1"), "b": ("running", "h2")})
     assert plan.nothing_to_do
