@@ -209,17 +209,17 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
     from devbox.runner import up as run_up
 
     project = _project(ctx)
-    results = run_up(project, list(hosts) or None, wait_seconds=timeout)
-    seconds = {r.name: r.seconds for r in results}
+    reached = run_up(project, list(hosts) or None, wait_seconds=timeout)
+    logins = {target.name: (target, result) for target, result in reached}
     rows = [["HOST", "SSH", "PORT", "GPUS", "CPUS", "MEMORY", "LOGIN"]]
-    addresses = project.addresses([h for h in project.spec.hosts if h.name in seconds])
     for host in project.spec.hosts:
-        if host.name not in seconds:
+        if host.name not in logins:
             continue
+        target, result = logins[host.name]
         rows.append([
-            host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{addresses[host.name]}",
+            host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{target.address}",
             str(host.ssh_port), _gpus_text(host), f"{host.limits.cpus:g}" if host.limits.cpus else "-",
-            host.limits.memory.text if host.limits.memory else "-", f"ok {seconds[host.name]:.1f}s",
+            host.limits.memory.text if host.limits.memory else "-", f"ok {result.seconds:.1f}s",
         ])  # fmt: skip
     click.echo(_table(rows))
 

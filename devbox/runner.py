@@ -319,11 +319,13 @@ def build_image(project: Project, tag: str) -> None:
     run_compose(find_compose(), project.compose_file, project.spec.project, "build", builder)
 
 
-def up(project: Project, only: list[str] | None = None, wait_seconds: float = 120.0) -> list[probe.Result]:
+def up(project: Project, only: list[str] | None = None,
+       wait_seconds: float = 120.0) -> list[tuple[probe.Target, probe.Result]]:  # fmt: skip
     """Render, plan, preflight, build once, start with compose, then wait for SSH logins.
 
     No host is probed before its container has started (on a swarm, services start after
-    `deploy` returns): see devbox.engine.StartWatch.
+    `deploy` returns): see devbox.engine.StartWatch. Returns each host's login target (where it
+    was reached) with its result, so callers need not look the addresses up again.
     """
     spec = project.spec
     hosts = [project.host(name) for name in only] if only else list(spec.hosts)
@@ -335,12 +337,13 @@ def up(project: Project, only: list[str] | None = None, wait_seconds: float = 12
             else:
                 _up_compose(project, hosts, rendered, only)
             started.see_running()
-            results = probe.wait_for_logins(project.targets(hosts), wait_seconds, started.wait)
+            targets = project.targets(hosts)
+            results = probe.wait_for_logins(targets, wait_seconds, started.wait)
     failed = [r for r in results if not r.ok]
     if failed:
         raise EngineError("; ".join(f"{r.name}: {r.detail}" for r in failed)
                           + " (see `devbox logs HOST`)")  # fmt: skip
-    return results
+    return list(zip(targets, results, strict=True))
 
 
 def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, only: list[str] | None) -> None:
