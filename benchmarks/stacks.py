@@ -27,7 +27,7 @@ from benchmarks.pinned import ENV
 from devbox import probe
 from devbox.engine import StartWatch, find_compose
 from devbox.runner import Project
-from devbox.spec import load_spec
+from devbox.spec import DEFAULT_PACKAGES, load_spec
 
 BASE_IMAGE = "devbox-test/bookworm:base"
 LIMITS = {"cpus": 0.25, "memory": "256m"}
@@ -37,8 +37,9 @@ PACKAGES = ("less",)
 WAIT_SECONDS = 300.0
 # Seed 001's own files, the way its users write them today (the "today" comparison).
 SEED_DOCKERFILE = Path(__file__).resolve().parent.parent / "tests" / "reference" / "seed-001.Dockerfile"
-# What seed 001 installs besides openssh-server and sudo (devbox adds those itself), with zsh.
-SEED_PACKAGES = ("net-tools", "iputils-ping", "curl", "wget", "git", "python3-pip")
+# What seed 001 installs besides openssh-server, sudo (devbox adds those itself) and zsh (the
+# login shell): devbox's default packages are exactly these.
+SEED_PACKAGES = DEFAULT_PACKAGES
 SEED_ENTRYPOINT = """#!/bin/sh
 # seed 001's entrypoint: the passwords from the environment at every start, then sshd.
 set -e

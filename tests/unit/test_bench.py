@@ -11,12 +11,18 @@ sys.path.insert(0, str(REPO))  # `benchmarks` is a folder of the repository, not
 from benchmarks import report  # noqa: E402
 from benchmarks.stacks import (  # noqa: E402
     BASE_IMAGE,
+    SEED_PACKAGES,
     BaselineStack,
     ClassicStack,
     DevboxStack,
     SeedStack,
     seed_dockerfile,
 )
+
+
+def test_the_devbox_side_of_today_installs_what_seed_001_installs():
+    seed = (REPO / "tests" / "reference" / "seed-001.Dockerfile").read_text().split()
+    assert all(package in seed for package in (*SEED_PACKAGES, "openssh-server", "sudo", "zsh"))
 
 
 def test_seed_dockerfile_is_the_articles_but_for_the_base_and_the_docker_step():
