@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from devbox import probe
@@ -175,14 +174,6 @@ def wait_first_use_logins(logins: Sequence[tuple[str, str, int, str]], limit_sec
     with ThreadPoolExecutor(max_workers=max(1, len(logins))) as pool:
         ready = list(pool.map(until_ready, logins))
     return [login[0] for login, ok in zip(logins, ready, strict=True) if not ok]
-
-
-def parse_docker_time(text: str) -> float:
-    """Docker's RFC 3339 time with nanoseconds ("2024-01-02T03:04:05.123456789Z") as epoch seconds."""
-    main, _, rest = text.rstrip("Z").partition(".")
-    fraction = "".join(ch for ch in rest if ch.isdigit())
-    moment = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
-    return moment.timestamp() + (int(fraction[:9].ljust(9, "0")) / 1e9 if fraction else 0.0)
 
 
 def median(values: Sequence[float]) -> float | None:

@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
-from benchmarks.measure import LoginWatch, Timed, parse_docker_time, run_timed, wait_first_use_logins
+from benchmarks.measure import LoginWatch, Timed, run_timed, wait_first_use_logins
 from benchmarks.pinned import ENV
 from devbox import probe
-from devbox.engine import StartWatch, find_compose
+from devbox.engine import StartWatch, find_compose, parse_docker_time
 from devbox.runner import Project
 from devbox.spec import DEFAULT_PACKAGES, load_spec
 

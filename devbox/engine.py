@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from devbox.errors import EngineError
@@ -171,6 +172,15 @@ class StartWatch:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def parse_docker_time(text: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds ("2024-01-02T03:04:05.123456789Z") as epoch
+    seconds (``datetime.fromisoformat`` takes nanoseconds only from Python 3.11)."""
+    main, _, rest = text.rstrip("Z").partition(".")
+    fraction = "".join(ch for ch in rest if ch.isdigit())
+    moment = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return moment.timestamp() + (int(fraction[:9].ljust(9, "0")) / 1e9 if fraction else 0.0)
 
 
 def engine_facts(client: docker.DockerClient) -> dict[str, Any]:

@@ -182,10 +182,21 @@ def _volumes(host: Host) -> list[str]:
     return volumes
 
 
-def secret_files(spec: Spec, host: Host, material: HostMaterial) -> list[RenderedFile]:
-    """Per-host files handed to the container as compose secrets (hashes, sshd settings, keys)."""
-    folder = f"secrets/{host.name}"
+def passwords_path(host: Host) -> str:
+    """Where the host's password hashes live, relative to the output folder."""
+    return f"secrets/{host.name}/passwords"
+
+
+def passwords_file(host: Host, material: HostMaterial) -> RenderedFile:
+    """The accounts' password hashes, "user:hash" lines as ``chpasswd -e`` reads them. Like the
+    settings files below, a compose secret of the host: nothing secret is baked into the image."""
     passwords = "".join(f"{user}:{hashed}\n" for user, hashed in material.password_hashes)
+    return RenderedFile(passwords_path(host), passwords, 0o600)
+
+
+def settings_files(spec: Spec, host: Host) -> list[RenderedFile]:
+    """The host's sshd settings and authorized keys: the entrypoint applies them at start only."""
+    folder = f"secrets/{host.name}"
     sshd = (
         f"# devbox: settings of host {host.name}\n"
         f"PermitRootLogin {'yes' if host.root_login else 'no'}\n"
@@ -193,7 +204,6 @@ def secret_files(spec: Spec, host: Host, material: HostMaterial) -> list[Rendere
     )
     keys = "".join(f"{key}\n" for key in host.authorized_keys)
     return [
-        RenderedFile(f"{folder}/passwords", passwords, 0o600),
         RenderedFile(f"{folder}/sshd_config", sshd),
         RenderedFile(f"{folder}/authorized_keys", keys),
     ]
@@ -286,9 +296,12 @@ def _hardware(host: Host) -> dict[str, Any]:
 
 
 def config_hash(service: Mapping[str, Any], files: list[RenderedFile]) -> str:
-    """A digest of what a host's container is made of: its service and its secret files.
+    """A digest of what a host's container is made of: its service and its settings files.
 
     Compose does not notice a changed secret file; this label does, so `up` recreates the host.
+    The passwords file is left out on purpose: a new password is applied to the running host
+    (`devbox passwd`, `up`: see devbox.runner.apply_passwords) and read again at every start, so
+    rotating one never replaces a container and the files written in it.
     """
     digest = hashlib.sha256(json.dumps(service, sort_keys=True).encode())
     for file in files:
@@ -296,7 +309,7 @@ def config_hash(service: Mapping[str, Any], files: list[RenderedFile]) -> str:
     return digest.hexdigest()[:16]
 
 
-def compose_data(spec: Spec, material: Mapping[str, HostMaterial], tag: str) -> dict[str, Any]:
+def compose_data(spec: Spec, tag: str) -> dict[str, Any]:
     """docker-compose.yml as data: every host shares ONE image, built by the first host."""
     services: dict[str, Any] = {}
     secrets: dict[str, Any] = {}
@@ -305,7 +318,7 @@ def compose_data(spec: Spec, material: Mapping[str, HostMaterial], tag: str) -> 
         mounts, definitions = _secrets(host)
         secrets.update(definitions)
         service = _service(spec, host, tag, build=index == 0, secrets=mounts)
-        digest = config_hash(service, secret_files(spec, host, material[host.name]))
+        digest = config_hash(service, settings_files(spec, host))
         service["labels"] = {
             f"{LABEL_PREFIX}project": spec.project,
             f"{LABEL_PREFIX}host": host.name,
@@ -378,10 +391,6 @@ _COMPOSE_HEADER = (
 )
 
 
-def render_compose(spec: Spec, material: Mapping[str, HostMaterial], tag: str) -> str:
-    return _COMPOSE_HEADER.format(origin=_origin(spec)) + dump_yaml(compose_data(spec, material, tag))
-
-
 # --------------------------------------------------------------------------- ssh
 
 
@@ -433,12 +442,13 @@ def _ssh_quote(path: str) -> str:
 
 @dataclass(frozen=True)
 class RenderedProject:
-    """Every output file, plus what `up` compares with the engine: the image tag and each
-    host's config-hash label."""
+    """Every output file, plus what `up` compares with the engine: the image tag, each host's
+    config-hash label and a digest of its passwords (a swarm needs a new service for those)."""
 
     files: list[RenderedFile]
     image_tag: str
     config_hashes: dict[str, str]
+    password_digests: dict[str, str]
 
 
 def render_project(
@@ -449,10 +459,13 @@ def render_project(
     files = list(image) if image is not None else image_files(spec)
     tag = image_tag(spec, files)
     files.append(RenderedFile(".dockerignore", "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
-    data = compose_data(spec, material, tag)
+    data = compose_data(spec, tag)
     files.append(RenderedFile(COMPOSE_FILE, _COMPOSE_HEADER.format(origin=_origin(spec)) + dump_yaml(data)))
+    digests = {}
     for host in spec.hosts:
-        files.extend(secret_files(spec, host, material[host.name]))
+        passwords = passwords_file(host, material[host.name])
+        files.extend([passwords, *settings_files(spec, host)])
+        digests[host.name] = hashlib.sha256(passwords.content.encode()).hexdigest()[:16]
     files.append(RenderedFile(KNOWN_HOSTS, render_known_hosts(spec, material)))
     hashes = {name: service["labels"][f"{LABEL_PREFIX}config-hash"] for name, service in data["services"].items()}
-    return RenderedProject(files, tag, hashes)
+    return RenderedProject(files, tag, hashes, digests)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe
-from devbox.engine import Compose, StartWatch, connect, engine_facts, find_compose, run_compose
+from devbox.engine import Compose, StartWatch, connect, engine_facts, find_compose, parse_docker_time, run_compose
 from devbox.errors import EngineError, PreflightError, UsageError
 from devbox.project import generated_note, recreating_note, render_to
 from devbox.render import (
@@ -27,6 +27,7 @@ from devbox.render import (
     RenderedProject,
     connect_address,
     host_key_alias,
+    passwords_path,
 )
 from devbox.spec import Host, Spec
 from devbox.state import Credentials, project_lock
@@ -351,10 +352,30 @@ def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, 
     running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()}
     present = bool(project.client.images.list(name=rendered.image_tag))
     plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
+    renewed = _renew_passwords(project, [h for h in hosts if h.name in plan.unchanged], ours)
+    if renewed:
+        project.say(f"new passwords applied in the running hosts: {', '.join(renewed)}")
     if plan.nothing_to_do:
-        project.say(f"nothing changed: {len(plan.unchanged)} hosts already up to date")
+        project.say(f"nothing {'else ' if renewed else ''}changed: {len(plan.unchanged)} hosts already up to date")
     else:
         _carry_out(project, plan, hosts, ours, find_compose(), only)
+
+
+def _renew_passwords(project: Project, hosts: list[Host], ours: Mapping[str, Container]) -> list[str]:
+    """Apply the current passwords to running hosts whose passwords file changed after they
+    started (a changed password_env, rendered by `render` or this `up`; a `devbox passwd` cut
+    short); returns "host/user" of each account changed.
+
+    A host reads the file at every start, so one started after the file's last write has it;
+    only the others are asked, which keeps a warm `up` from exec'ing into every host.
+    """
+    renewed = []
+    for host in hosts:
+        container = ours[host.name]
+        written = (project.folder / passwords_path(host)).stat().st_mtime
+        if written > parse_docker_time(container.attrs["State"]["StartedAt"]):
+            renewed += [f"{host.name}/{user}" for user in apply_passwords(project, host, container)]
+    return renewed
 
 
 def _up_swarm(project: Project, hosts: list[Host], rendered: RenderedProject) -> None:
@@ -491,12 +512,27 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
         credentials.rotate(host, user)
         credentials.save()
         project.render()
-        hashed = credentials.data[host][user]["hash"]
         container = project.containers().get(host)
         if container is None or container.status != "running":
             return False
-        # usermod takes the hash as an argument: no shell, and never the plaintext.
-        code, output = container.exec_run(["usermod", "-p", hashed, user])
-        if code != 0:
-            raise EngineError(f"could not set the password in {host}: {output.decode(errors='replace').strip()}")
+        apply_passwords(project, target, container)
         return True
+
+
+def apply_passwords(project: Project, host: Host, container: Container) -> list[str]:
+    """Set the host's passwords in its running container where they differ from devbox's;
+    returns the accounts changed.
+
+    The container keeps its passwords file as it was at start (the new one is a new file), so
+    the hashes go as arguments: ``usermod -p``, no shell, never a plaintext.
+    """
+    wanted = dict(Credentials.load(project.folder).hashes(project.spec, host))
+    _, output = container.exec_run(["getent", "shadow", *wanted])
+    current = dict(line.split(":")[:2] for line in output.decode(errors="replace").splitlines() if ":" in line)
+    changed = [user for user, hashed in wanted.items() if current.get(user) != hashed]
+    for user in changed:
+        code, output = container.exec_run(["usermod", "-p", wanted[user], user])
+        if code != 0:
+            detail = output.decode(errors="replace").strip()
+            raise EngineError(f"could not set the password of {user} in {host.name}: {detail}")
+    return changed

@@ -53,6 +53,12 @@ def secret_name(spec: Spec, host: Host, target: str, content: bytes) -> str:
     return f"{spec.project}_{host.name}_{target.removeprefix('devbox_')}_{hashlib.sha256(content).hexdigest()[:10]}"
 
 
+def service_hash(rendered: RenderedProject, host: Host) -> str:
+    """The service's config-hash label: the host's config hash and its passwords. A task reads
+    its passwords from a secret, which cannot change, so a new password needs a new service."""
+    return f"{rendered.config_hashes[host.name]}-{rendered.password_digests[host.name]}"
+
+
 def _nanoseconds(text: str) -> int:
     return int(text.rstrip("s")) * 1_000_000_000
 
@@ -177,7 +183,7 @@ def plan(project: Project, hosts: list[Host], rendered: RenderedProject) -> list
     for host in hosts:
         service = services.get(host.name)
         current = service.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}config-hash") if service else None
-        if current != rendered.config_hashes[host.name] or not _running(service):
+        if current != service_hash(rendered, host) or not _running(service):
             stale.append(host)
     return stale
 
@@ -191,8 +197,7 @@ def deploy(project: Project, hosts: list[Host], rendered: RenderedProject) -> No
     for host in hosts:
         names = _ensure_secrets(project, host)
         ids = {s.name: s.id for s in project.client.secrets.list(filters={"names": list(names.values())})}
-        config_hash = rendered.config_hashes[host.name]
-        definition = service_definition(project.spec, host, rendered.image_tag, config_hash, names)
+        definition = service_definition(project.spec, host, rendered.image_tag, service_hash(rendered, host), names)
         definition["secrets"] = [SecretReference(ids[name], name, filename=target, mode=0o400)
                                  for target, name in names.items()]  # fmt: skip
         definition["networks"] = [NetworkAttachmentConfig(network_name(project.spec),

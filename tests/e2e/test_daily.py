@@ -44,18 +44,26 @@ def test_logs_of_one_host_and_of_all(running):
     assert "later-line" in out
 
 
-def test_passwd_rotates_a_live_host(running):
+def test_passwd_rotates_a_live_host_and_keeps_its_container(running, docker_client):
     old = running.password("master")
+    container = running.container(docker_client, "master")
+    container.exec_run(["touch", "/home/developer/outside-volumes"])
     result = running.devbox("passwd", "master")
     assert "credentials.yaml" in result.stdout and old not in result.stdout
     new = running.password("master")
     assert new != old
     assert login(running.target("master", password=new)).ok
     assert not login(running.target("master", password=old)).ok
-    # the next up recreates the host with the new secret, says so, and the new password works
+    # the next up has nothing to do: same container, the user's files are still there
     up = running.devbox("up")
-    assert "recreating master from the current spec and image" in up.stdout
+    assert "nothing changed" in up.stdout and "recreating" not in up.stdout
+    assert running.container(docker_client, "master").id == container.id
+    assert container.exec_run(["test", "-e", "/home/developer/outside-volumes"]).exit_code == 0
+    # a restart reads the new passwords file (the bind mount follows the path, not the old file)
+    container.restart()
+    assert "nothing changed" in running.devbox("up").stdout
     assert login(running.target("master", password=new)).ok
+    assert not login(running.target("master", password=old)).ok
 
 
 def test_ssh_config_works_with_openssh_and_checks_host_keys(running, tmp_path):

@@ -39,6 +39,14 @@ def test_awkward_password_from_the_environment_logs_in_and_never_leaks(make_stac
     assert not any(AWKWARD in place for place in places)
     assert (stack.state / "secrets" / "master" / "passwords").read_text().startswith("developer:$6$")
     assert stat.S_IMODE(os.stat(stack.state / "secrets" / "master" / "passwords").st_mode) == 0o600
+    # a new value of the variable reaches the running host at the next up, even when `render`
+    # wrote the new hash first; the container stays
+    stack.devbox("render", env={"DEVBOX_E2E_PW": "second-password"})
+    up = stack.devbox("up", env={"DEVBOX_E2E_PW": "second-password"})
+    assert "new passwords applied in the running hosts: master/developer" in up.stdout, up.stdout
+    assert "recreating" not in up.stdout and stack.container(docker_client, "master").id == container.id
+    assert login(stack.target("master", password="second-password")).ok
+    assert not login(stack.target("master", password=AWKWARD)).ok
     # looking at and removing the stack needs no password variable
     assert "PASS  master     running" in stack.devbox("check", check=False).stdout
     stack.devbox("down")

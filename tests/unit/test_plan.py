@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from devbox.engine import parse_docker_time
 from devbox.runner import plan_up, resource_problems
 
 from .helpers import make_spec
@@ -45,3 +48,10 @@ def test_resources_the_machine_cannot_give():
         "reservations.memory: the hosts reserve 5.0 GiB but the engine has 4.0 GiB (lower the reservations)",
     ]
     assert resource_problems(spec, {"cpus": 8, "memory": 64 * 1024**3}) == []
+
+
+def test_docker_times_keep_their_nanoseconds():
+    """A host's start is compared with its passwords file's mtime: sub-second precision matters."""
+    fraction = parse_docker_time("2026-11-22T12:49:01.123456789Z") - parse_docker_time("2026-11-22T12:49:01Z")
+    assert fraction == pytest.approx(0.123456789, abs=1e-6)
+    assert parse_docker_time("1970-01-01T00:00:02Z") == 2.0

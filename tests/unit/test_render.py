@@ -26,7 +26,7 @@ def seed_spec(tmp_path):
 
 
 def compose(spec):
-    return compose_data(spec, fake_material(spec), image_tag(spec, image_files(spec)))
+    return compose_data(spec, image_tag(spec, image_files(spec)))
 
 
 def test_compose_says_what_seed_001_says(seed_spec):
@@ -130,14 +130,17 @@ def test_opt_ins_render_only_when_asked():
     assert b["networks"] == {"net": {"aliases": ["bee"]}}
 
 
-def test_config_hash_changes_when_a_secret_changes():
+def test_config_hash_follows_the_settings_files_but_not_the_passwords():
+    """A changed sshd setting needs a new container; a new password is applied in place."""
     spec = make_spec()
     material = fake_material(spec)
-    tag = image_tag(spec, image_files(spec))
-    before = compose_data(spec, material, tag)["services"]["master"]["labels"]["devbox.config-hash"]
+    before = render_project(spec, material)
     material["master"] = material["master"].__class__((("developer", "$6$other"),), material["master"].host_public_key)
-    after = compose_data(spec, material, tag)["services"]["master"]["labels"]["devbox.config-hash"]
-    assert before != after
+    new_password = render_project(spec, material)
+    assert new_password.config_hashes == before.config_hashes
+    assert new_password.password_digests["master"] != before.password_digests["master"]
+    with_a_key = render_project(make_spec(defaults={"authorized_keys": ["ssh-ed25519 AAAAC3Nza me"]}), material)
+    assert with_a_key.config_hashes["master"] != before.config_hashes["master"]
 
 
 def test_rendering_is_deterministic_and_skips_unchanged_files(tmp_path, seed_spec):

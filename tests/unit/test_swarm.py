@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from devbox.errors import SpecError
-from devbox.swarm import secret_name, secret_sources, service_definition
+from devbox.render import render_project
+from devbox.swarm import secret_name, secret_sources, service_definition, service_hash
 
-from .helpers import make_spec
+from .helpers import fake_material, make_spec
 
 
 def swarm_problems(**changes) -> list[str]:
@@ -67,3 +68,13 @@ def test_secrets_are_named_by_content():
     assert first == secret_name(spec, host, "devbox_passwords", b"a")
     assert first != secret_name(spec, host, "devbox_passwords", b"b")
     assert first.startswith("lab_master_passwords_")
+
+
+def test_a_new_password_is_a_new_service_on_a_swarm():
+    """Tasks read passwords from immutable secrets: unlike compose, the service must change."""
+    spec = make_spec(engine="swarm")
+    host = spec.hosts[0]
+    material = fake_material(spec)
+    before = service_hash(render_project(spec, material), host)
+    material["master"] = material["master"].__class__((("developer", "$6$other"),), material["master"].host_public_key)
+    assert service_hash(render_project(spec, material), host) != before
