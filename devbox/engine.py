@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -172,6 +173,34 @@ class StartWatch:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def exec_with_input(client: docker.DockerClient, container_id: str, command: list[str], data: bytes) -> tuple[int, str]:
+    """Run ``command`` in a container with ``data`` on its standard input; (exit code, output).
+
+    For what must not appear in an argument list, which every process on the machine can read
+    and `docker events` records (password hashes for ``chpasswd -e``). The SDK's ``exec_run``
+    has no input, so this writes to the exec's attached socket and closes its writing half.
+    """
+    import socket as sockets
+
+    from docker.utils.socket import frames_iter
+
+    api = client.api
+    exec_id = api.exec_create(container_id, command, stdin=True, stdout=True, stderr=True)["Id"]
+    attached = api.exec_start(exec_id, socket=True)
+    raw = getattr(attached, "_sock", attached)
+    try:
+        raw.sendall(data)
+        raw.shutdown(sockets.SHUT_WR)
+        output = b"".join(chunk for _, chunk in frames_iter(attached, tty=False))
+    finally:
+        attached.close()
+    deadline = time.monotonic() + 5
+    while (state := api.exec_inspect(exec_id))["Running"] and time.monotonic() < deadline:
+        time.sleep(0.01)  # the output ends as the process exits, a moment before the engine knows
+    code = state["ExitCode"]
+    return (code if code is not None else -1), output.decode(errors="replace")
 
 
 def parse_docker_time(text: str) -> float:

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe
-from devbox.engine import Compose, StartWatch, connect, engine_facts, find_compose, parse_docker_time, run_compose
+from devbox.engine import (
+    Compose,
+    StartWatch,
+    connect,
+    engine_facts,
+    exec_with_input,
+    find_compose,
+    parse_docker_time,
+    run_compose,
+)
 from devbox.errors import EngineError, PreflightError, UsageError
 from devbox.project import generated_note, recreating_note, render_to
 from devbox.render import (
@@ -30,13 +39,16 @@ from devbox.render import (
     passwords_path,
 )
 from devbox.spec import Host, Spec
-from devbox.state import Credentials, project_lock
+from devbox.state import AppliedPasswords, Credentials, project_lock
 
 if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
 Say = Callable[[str], None]
+# A file's mtime comes from the kernel's coarse clock, a container's StartedAt from the engine's
+# and is taken after its mounts: a file this close to a start may not be the one it read.
+CLOCK_SLACK_SECONDS = 1.0
 NVIDIA_TOOLKIT_HINT = (
     "install the NVIDIA Container Toolkit on the Docker host (nvidia-container-toolkit, then "
     "restart dockerd), or run CPU-only with `devbox --no-gpu up` or `gpu: off` in the spec"
@@ -352,7 +364,8 @@ def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, 
     running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()}
     present = bool(project.client.images.list(name=rendered.image_tag))
     plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
-    renewed = _renew_passwords(project, [h for h in hosts if h.name in plan.unchanged], ours)
+    unchanged = [h for h in hosts if h.name in plan.unchanged]
+    renewed = _renew_passwords(project, unchanged, ours, rendered.password_digests)
     if renewed:
         project.say(f"new passwords applied in the running hosts: {', '.join(renewed)}")
     if plan.nothing_to_do:
@@ -361,20 +374,26 @@ def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, 
         _carry_out(project, plan, hosts, ours, find_compose(), only)
 
 
-def _renew_passwords(project: Project, hosts: list[Host], ours: Mapping[str, Container]) -> list[str]:
-    """Apply the current passwords to running hosts whose passwords file changed after they
-    started (a changed password_env, rendered by `render` or this `up`; a `devbox passwd` cut
-    short); returns "host/user" of each account changed.
+def _renew_passwords(project: Project, hosts: list[Host], ours: Mapping[str, Container],
+                     digests: Mapping[str, str]) -> list[str]:  # fmt: skip
+    """Give running hosts the passwords devbox has now (a changed password_env, rendered by
+    `render` or this `up`; a `devbox passwd` cut short); returns "host/user" of each one changed.
 
-    A host reads the file at every start, so one started after the file's last write has it;
-    only the others are asked, which keeps a warm `up` from exec'ing into every host.
+    A container reads its passwords file at every start: one that started after the file's
+    last write (by more than a clock's slack) has it. Only the others are asked, once: the
+    answer goes into the project's AppliedPasswords record.
     """
+    record = AppliedPasswords(project.folder)
     renewed = []
     for host in hosts:
-        container = ours[host.name]
+        container, digest = ours[host.name], digests[host.name]
+        if record.holds(host.name, container.id, digest):
+            continue
         written = (project.folder / passwords_path(host)).stat().st_mtime
-        if written > parse_docker_time(container.attrs["State"]["StartedAt"]):
+        if written > parse_docker_time(container.attrs["State"]["StartedAt"]) - CLOCK_SLACK_SECONDS:
             renewed += [f"{host.name}/{user}" for user in apply_passwords(project, host, container)]
+        record.note(host.name, container.id, digest)
+    record.save()
     return renewed
 
 
@@ -511,11 +530,14 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
         credentials = Credentials.load(project.folder)
         credentials.rotate(host, user)
         credentials.save()
-        project.render()
+        rendered = project.render()
         container = project.containers().get(host)
         if container is None or container.status != "running":
             return False
         apply_passwords(project, target, container)
+        record = AppliedPasswords(project.folder)
+        record.note(host, container.id, rendered.password_digests[host])
+        record.save()
         return True
 
 
@@ -523,16 +545,18 @@ def apply_passwords(project: Project, host: Host, container: Container) -> list[
     """Set the host's passwords in its running container where they differ from devbox's;
     returns the accounts changed.
 
-    The container keeps its passwords file as it was at start (the new one is a new file), so
-    the hashes go as arguments: ``usermod -p``, no shell, never a plaintext.
+    The container keeps its passwords file as it was at start (a new one is a new file). The
+    hashes go to ``chpasswd -e`` on its input: in an argument list, anyone on the machine could
+    read them (ps, `docker events`), and a person's chosen password can be guessed from its hash.
     """
     wanted = dict(Credentials.load(project.folder).hashes(project.spec, host))
     _, output = container.exec_run(["getent", "shadow", *wanted])
     current = dict(line.split(":")[:2] for line in output.decode(errors="replace").splitlines() if ":" in line)
     changed = [user for user, hashed in wanted.items() if current.get(user) != hashed]
-    for user in changed:
-        code, output = container.exec_run(["usermod", "-p", wanted[user], user])
+    if changed:
+        lines = "".join(f"{user}:{wanted[user]}\n" for user in changed).encode()
+        code, detail = exec_with_input(project.client, container.id, ["chpasswd", "-e"], lines)
         if code != 0:
-            detail = output.decode(errors="replace").strip()
-            raise EngineError(f"could not set the password of {user} in {host.name}: {detail}")
+            raise EngineError(f"could not set the passwords of {', '.join(changed)} in {host.name}: "
+                              f"{detail.strip() or f'chpasswd exited with {code}'}")  # fmt: skip
     return changed

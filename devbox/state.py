@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import string
@@ -24,6 +25,7 @@ from devbox.render import HostMaterial, RenderedFile, host_key_path
 from devbox.spec import Host, Spec
 
 CREDENTIALS_FILE = "credentials.yaml"
+APPLIED_PASSWORDS_FILE = "passwords-applied.json"
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 24
 # SHA-512 crypt rounds. A generated password has 143 random bits: no stretching makes guessing it
@@ -156,6 +158,32 @@ class Credentials:
                   "stored here.\n")  # fmt: skip
         text = header + yaml.dump(self.data, Dumper=_YAML_DUMPER, sort_keys=True, default_flow_style=False)
         write_if_changed(self.path, text, 0o600)
+
+
+class AppliedPasswords:
+    """Which passwords each host's container is known to have: ``host -> "container-id digest"``
+    (the digest of its passwords file, see RenderedProject.password_digests).
+
+    `up` asks a running container for its passwords only when this record does not already
+    vouch for them, so a warm `up` execs into no host, also after a `devbox passwd`.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / APPLIED_PASSWORDS_FILE
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}  # no record (or a damaged one) only costs a question to each host
+        self.seen = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def holds(self, host: str, container_id: str, digest: str) -> bool:
+        return self.seen.get(host) == f"{container_id} {digest}"
+
+    def note(self, host: str, container_id: str, digest: str) -> None:
+        self.seen[host] = f"{container_id} {digest}"
+
+    def save(self) -> None:
+        write_if_changed(self.path, json.dumps(self.seen, indent=1, sort_keys=True) + "\n", 0o644)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 
 import pytest
 
@@ -42,8 +43,13 @@ def test_awkward_password_from_the_environment_logs_in_and_never_leaks(make_stac
     # a new value of the variable reaches the running host at the next up, even when `render`
     # wrote the new hash first; the container stays
     stack.devbox("render", env={"DEVBOX_E2E_PW": "second-password"})
+    since = int(time.time()) - 1
     up = stack.devbox("up", env={"DEVBOX_E2E_PW": "second-password"})
     assert "new passwords applied in the running hosts: master/developer" in up.stdout, up.stdout
+    # the new hash reached the host on chpasswd's input, not in an argument list the engine records
+    new_hash = (stack.state / "secrets" / "master" / "passwords").read_text().split(":", 1)[1].strip()
+    events = docker_client.events(since=since, until=int(time.time()) + 1, decode=True)
+    assert not any(new_hash in json.dumps(event) for event in events)
     assert "recreating" not in up.stdout and stack.container(docker_client, "master").id == container.id
     assert login(stack.target("master", password="second-password")).ok
     assert not login(stack.target("master", password=AWKWARD)).ok
