@@ -24,6 +24,7 @@ from devbox.errors import SpecError
 DEFAULT_BASE_IMAGE = "nvidia/cuda:12.6.3-cudnn-devel-ubuntu22.04"
 DEFAULT_PACKAGES = ("net-tools", "iputils-ping", "curl", "wget", "git", "python3-pip")
 DEFAULT_SHM_SIZE = "2g"
+MIN_MEMORY_LIMIT = 6 * 1024**2  # the engine refuses less
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -432,6 +433,7 @@ class _SpecReader:
         self.directory = directory
         self.warnings: list[str] = []
         self.notes: list[str] = []
+        self._password_env_paths: dict[tuple[str, str], str] = {}
 
     # -- scalar readers: each returns a clean value or None after reporting a problem
 
@@ -530,7 +532,9 @@ class _SpecReader:
             return None
         _check_keys(data, _TOP_KEYS, "", self.problems)
         if data.get("version", 1) != 1:
-            self.problems.add("version", f"{data['version']!r} is not supported (use 1)")
+            version = data["version"]
+            hint = "write it as a number: version: 1" if str(version).strip() == "1" else "use 1"
+            self.problems.add("version", f"{version!r} is not supported ({hint})")
         project = None
         if "project" not in data:
             self.problems.add("project", "missing (name the project, e.g. project: gpu-lab)")
@@ -544,6 +548,7 @@ class _SpecReader:
         if engine not in ENGINES:
             self.problems.add("engine", f"{engine!r} is not an engine (use compose or swarm)")
         hosts = self._hosts(data.get("hosts"), data.get("defaults"), gpu_enabled)
+        self._check_password_accounts(hosts, image)
         if self.problems or project is None:
             return None
         self._cross_checks(hosts)
@@ -694,7 +699,7 @@ class _SpecReader:
             root_login=self._bool(*get("root_login", False)) or False,
             password_auth=self._bool(*get("password_auth", True)) is not False,
             authorized_keys=self._keys(*get("authorized_keys", [])),
-            password_env=self._password_env(layers),
+            password_env=self._password_env(name, layers),
             docker_socket=self._bool(*get("docker_socket", False)) or False,
             privileged=self._bool(*get("privileged", False)) or False,
             shm_size=self._shm(shm_value, shm_path, limits),
@@ -718,6 +723,9 @@ class _SpecReader:
                 values["cpus"] = self._cpus(value, path)
             else:
                 values["memory"] = self._size(value, path)
+                if key == "limits" and values["memory"] and values["memory"].bytes < MIN_MEMORY_LIMIT:
+                    self.problems.add(path, f"{value!r} is below Docker's smallest memory limit, 6m "
+                                      "(a size without a unit is bytes: 512 means 512b; use e.g. 512m)")  # fmt: skip
         return Resources(**values)
 
     def _check_reservations(self, name: str, limits: Resources, reservations: Resources) -> None:
@@ -808,7 +816,8 @@ class _SpecReader:
             self.problems.add(path, f"must be a string or a mapping, not {_type_name(item)}")
             return None
         if not target.startswith("/") or "/../" in f"{target}/" or ":" in target or not target.isprintable():
-            self.problems.add(path, f"{target!r} is not an absolute container path")
+            self.problems.add(path, f"{target!r} is not an absolute container path (write it as "
+                              "SOURCE:/path/in/the/host, e.g. data:/opt)")  # fmt: skip
             return None
         if source.startswith(("/", ".", "~")):
             host_path = self._existing(source, Path.exists)
@@ -844,7 +853,7 @@ class _SpecReader:
                 env.setdefault(variable, threads)
         return tuple(sorted(env.items()))
 
-    def _password_env(self, layers: _Layers) -> tuple[tuple[str, str], ...]:
+    def _password_env(self, host: str, layers: _Layers) -> tuple[tuple[str, str], ...]:
         pairs = []
         for user, variable, path in layers.merged("password_env", self.problems):
             if not _USER.fullmatch(user):
@@ -853,7 +862,23 @@ class _SpecReader:
                 self.problems.add(path, f"{variable!r} is not an environment variable name")
             else:
                 pairs.append((user, variable))
+                self._password_env_paths[(host, user)] = path
         return tuple(sorted(pairs))
+
+    def _check_password_accounts(self, hosts: list[Host], image: Image | None) -> None:
+        """A password_env entry for an account the host does not have would be silently unused."""
+        if image is None:
+            return
+        reported = set()
+        for host in hosts:
+            accounts = (image.user, *host.accounts)
+            for user, _variable in host.password_env:
+                path = self._password_env_paths[(host.name, user)]
+                if user not in accounts and path not in reported:
+                    reported.add(path)
+                    root = ", root only with root_login: true" if user == "root" else ""
+                    self.problems.add(path, f"host {host.name} has no account {user!r} that gets a password "
+                                      f"(use {' or '.join(accounts)}{root})")  # fmt: skip
 
     def _restart(self, value: Any, path: str) -> str:
         text = "no" if value is False else str(value)

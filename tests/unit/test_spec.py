@@ -105,7 +105,7 @@ def test_gpu_capabilities_as_comma_string():
         ({"hosts": {"a": {"ssh_port": 1, "volumes": ["./nope:/data"]}}},
          "hosts.a.volumes[0]: bind source './nope' does not exist"),
         ({"hosts": {"a": {"ssh_port": 1, "volumes": ["data:relative"]}}},
-         "hosts.a.volumes[0]: 'relative' is not an absolute container path"),
+         "hosts.a.volumes[0]: 'relative' is not an absolute container path (write it as SOURCE:/path"),
         ({"hosts": {"a": {"ssh_port": 1, "authorized_keys": ["~/nokey.pub"]}}},
          "hosts.a.authorized_keys[0]: file '~/nokey.pub' does not exist"),
         ({"hosts": {"a": {"ssh_port": 1, "bind_address": "everywhere"}}},
@@ -137,6 +137,14 @@ def test_gpu_capabilities_as_comma_string():
         ({"network": {"subnet": "10.0.0.1/8"}}, "network.subnet: '10.0.0.1/8' is not a subnet"),
         ({"defaults": {"limits": {"memory": "lots"}}}, "defaults.limits.memory: 'lots' is not a size"),
         ({"hostz": {}}, "hostz: unknown key (did you mean 'hosts'?)"),
+        ({"version": "1"}, "version: '1' is not supported (write it as a number: version: 1)"),
+        ({"hosts": {"a": {"ssh_port": 1, "limits": {"memory": 512}}}},
+         "hosts.a.limits.memory: 512 is below Docker's smallest memory limit, 6m (a size without a unit is bytes"),
+        ({"defaults": {"password_env": {"developr": "PW"}}},
+         "defaults.password_env.developr: host master has no account 'developr' that gets a password (use developer)"),
+        ({"hosts": {"a": {"ssh_port": 1, "password_env": {"root": "PW"}}}},
+         "hosts.a.password_env.root: host a has no account 'root' that gets a password (use developer, root only "
+         "with root_login: true)"),
     ],
 )  # fmt: skip
 def test_bad_input_names_the_spec_path(changes, expected):
@@ -215,3 +223,8 @@ def test_gpu_counts_above_the_machine_are_warned():
         "hosts.a.gpus: asks for 4 GPUs but this machine has 2",
         "hosts.b.gpus: GPU 7 does not exist here (GPUs 0-1)",
     ]
+
+
+def test_a_password_env_entry_in_defaults_is_reported_once():
+    found = problems(defaults={"password_env": {"developr": "PW"}})
+    assert sum("developr" in line for line in found) == 1, found
