@@ -104,16 +104,21 @@ def cli(ctx: click.Context, spec_file: str, out: str | None, no_gpu: bool, engin
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("--project", default=None, help="Project name [default: the folder's name].")
-@click.option("--force", is_flag=True, help="Overwrite an existing devbox.yaml.")
+@click.option("--force", is_flag=True, help="Overwrite an existing spec.")
+@pass_context
 @reports_errors
-def init(directory: str, project: str | None, force: bool) -> None:
-    """Write a commented devbox.yaml (two GPU hosts) and a .gitignore for secrets."""
+def init(ctx: Context, directory: str, project: str | None, force: bool) -> None:
+    """Write a commented devbox.yaml (or the -f file; two GPU hosts) and a .gitignore for secrets."""
     from devbox.project import init_project
 
-    written = init_project(Path(directory), project, force=force)
+    folder, name, option = Path(directory), DEFAULT_SPEC, ""
+    if ctx.spec_file != DEFAULT_SPEC:  # devbox -f lab.yaml init: the commands after it read lab.yaml
+        spec_path = folder / ctx.spec_file
+        folder, name, option = spec_path.parent, spec_path.name, f" -f {ctx.spec_file}"
+    written = init_project(folder, project, force=force, spec_name=name)
     for path in written:
         click.echo(f"wrote {path}")
-    click.echo("next: edit devbox.yaml, then `devbox validate` and `devbox up`")
+    click.echo(f"next: edit {written[0]}, then `devbox{option} validate` and `devbox{option} up`")
 
 
 @cli.command()
@@ -321,10 +326,17 @@ def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
     click.echo("add this line at the top of ~/.ssh/config (once): Include ~/.ssh/devbox/*.conf")
 
 
+def _tail(value: str) -> str:
+    if value != "all" and not value.isdigit():
+        raise click.BadParameter(f"{value!r} is not a number of lines (use e.g. 100, or all)")
+    return value
+
+
 @cli.command()
 @click.argument("host", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new output.")
-@click.option("--tail", default="all", show_default=True, help="Lines from the end to show.")
+@click.option("--tail", default="all", show_default=True, callback=lambda _ctx, _param, value: _tail(value),
+              help="Lines from the end to show (a number, or all).")  # fmt: skip
 @pass_context
 @reports_errors
 def logs(ctx: Context, host: str | None, follow: bool, tail: str) -> None:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from devbox.errors import UsageError
 from devbox.render import (
+    COMPOSE_FILE,
     IMAGE_FILE_MODES,
+    IMAGE_FILES,
+    KNOWN_HOSTS,
     RenderedFile,
     RenderedProject,
     image_file_names,
@@ -17,7 +20,7 @@ from devbox.render import (
     render_template,
 )
 from devbox.spec import Spec
-from devbox.state import prepare, write_files, write_if_changed
+from devbox.state import CREDENTIALS_FILE, prepare, write_files, write_if_changed
 
 GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys", ".devbox/")
 
@@ -28,14 +31,14 @@ def default_project_name(directory: Path) -> str:
     return name[:63] or "devbox"
 
 
-def init_project(directory: Path, project: str | None, *, force: bool) -> list[Path]:
-    """Write devbox.yaml and make .gitignore ignore the output folder.
+def init_project(directory: Path, project: str | None, *, force: bool, spec_name: str = "devbox.yaml") -> list[Path]:
+    """Write the spec (devbox.yaml unless named) and make .gitignore ignore the output folder.
 
     Raises UsageError instead of overwriting an existing spec without ``force``; an existing
     .gitignore is only ever appended to.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    spec_path = directory / "devbox.yaml"
+    spec_path = directory / spec_name
     if spec_path.exists() and not force:
         raise UsageError(f"{spec_path} already exists (pass --force to overwrite it)")
     name = project or default_project_name(directory)
@@ -69,6 +72,7 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[Ren
     """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated)."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} is not a folder (pass --out to choose another output folder)")
+    _refuse_foreign_files(folder)
     material, created = prepare(spec, folder, environ)
     key = image_inputs_key(spec)
     rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key))
@@ -78,6 +82,20 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[Ren
 
 
 IMAGE_KEY_FILE = ".image-key"
+# What a render writes at the top of the output folder; state files mark a folder as devbox's.
+_OUTPUT_NAMES = (*IMAGE_FILES, ".dockerignore", COMPOSE_FILE, KNOWN_HOSTS, "secrets", "hostkeys")
+_STATE_MARKERS = (IMAGE_KEY_FILE, CREDENTIALS_FILE)
+
+
+def _refuse_foreign_files(folder: Path) -> None:
+    """Never overwrite files devbox did not write: `--out .` in a folder with a hand-written
+    Dockerfile or docker-compose.yml (seed 001's, say) would replace them."""
+    if not folder.is_dir() or any((folder / marker).exists() for marker in _STATE_MARKERS):
+        return
+    found = [name for name in _OUTPUT_NAMES if (folder / name).exists()]
+    if found:
+        raise UsageError(f"{folder}: it holds files devbox did not write ({', '.join(found)}); render into "
+                         "another folder (--out) or move them away")  # fmt: skip
 
 
 def _image_files_on_disk(spec: Spec, folder: Path, key: str) -> list[RenderedFile] | None:

@@ -109,6 +109,21 @@ class Project:
         found.sort(key=lambda c: c.status == "running")
         return {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
 
+    def check_owner(self, containers: Mapping[str, Container]) -> None:
+        """Refuse to act on containers another spec made under the same project name.
+
+        Compose knows a project only by its name: a second spec with the same ``project:`` (say,
+        `devbox init` in two folders of the same name) would remove the first one's hosts at
+        `up` and their volumes at `down --volumes`. Compose labels each container with its file.
+        """
+        ours = os.path.realpath(self.compose_file)
+        for container in containers.values():
+            theirs = container.labels.get("com.docker.compose.project.config_files", "")
+            if theirs and os.path.realpath(theirs) != ours:
+                raise PreflightError(f"project {self.spec.project!r} already runs from {Path(theirs).parent}, "
+                                     f"another spec's: give {self.spec.source} another `project:` name, or run "
+                                     "devbox with that spec")  # fmt: skip
+
     def container(self, host: str) -> Container:
         self.host(host)
         container = self.containers().get(host)
@@ -361,6 +376,9 @@ def up(project: Project, only: list[str] | None = None,
 
 def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, only: list[str] | None) -> None:
     ours = project.containers()
+    project.check_owner(ours)
+    if not only:
+        ours = _remove_dropped_hosts(project, ours)
     running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()}
     present = bool(project.client.images.list(name=rendered.image_tag))
     plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
@@ -372,6 +390,19 @@ def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, 
         project.say(f"nothing {'else ' if renewed else ''}changed: {len(plan.unchanged)} hosts already up to date")
     else:
         _carry_out(project, plan, hosts, ours, find_compose(), only)
+
+
+def _remove_dropped_hosts(project: Project, ours: Mapping[str, Container]) -> dict[str, Container]:
+    """Remove the containers of hosts the spec no longer has (what compose's --remove-orphans
+    does, also when nothing else changed): left running, they would hold their ports and take
+    logins that no devbox command shows. Returns the containers that stay."""
+    wanted = {host.name for host in project.spec.hosts}
+    dropped = sorted(name for name in ours if name not in wanted)
+    if dropped:
+        project.say(f"removing {', '.join(dropped)}: no longer in {project.spec.source} (named volumes stay)")
+        for name in dropped:
+            ours[name].remove(force=True)
+    return {name: container for name, container in ours.items() if name in wanted}
 
 
 def _renew_passwords(project: Project, hosts: list[Host], ours: Mapping[str, Container],
@@ -438,6 +469,7 @@ def down(project: Project, volumes: bool) -> None:
 
             swarm.down(project, volumes)
             return
+        project.check_owner(project.containers())
         # By project name, no compose file: down needs no secrets (e.g. an unset password_env).
         args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
         run_compose(find_compose(), None, project.spec.project, *args)
@@ -527,11 +559,13 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
         raise UsageError(f"the password of {host}/{user} comes from ${dict(target.password_env)[user]}: change "
                          "the variable and run `devbox up`")  # fmt: skip
     with project.lock():
+        containers = project.containers()  # the engine answers before anything changes
+        project.check_owner(containers)
         credentials = Credentials.load(project.folder)
         credentials.rotate(host, user)
         credentials.save()
         rendered = project.render()
-        container = project.containers().get(host)
+        container = containers.get(host)
         if container is None or container.status != "running":
             return False
         apply_passwords(project, target, container)

@@ -50,6 +50,30 @@ def test_second_up_is_a_quick_no_op(make_stack, docker_client):
     assert elapsed < 10, f"no-op up took {elapsed:.1f}s"
 
 
+def test_a_host_dropped_from_the_spec_is_removed_and_another_spec_of_the_same_name_is_refused(
+    make_stack, docker_client
+):
+    stack = make_stack(2)
+    stack.devbox("up")
+    master = stack.container(docker_client, "master").id
+    del stack.spec["hosts"]["worker"]
+    stack.write_spec()
+    up = stack.devbox("up")
+    assert "removing worker: no longer in devbox.yaml (named volumes stay)" in up.stdout
+    assert "nothing changed" in up.stdout and stack.container_or_none(docker_client, "worker") is None
+    assert stack.container(docker_client, "master").id == master
+    # a second spec (another folder) that took the same project name touches nothing of it
+    other = make_stack(["solo"])
+    other.spec["project"] = stack.name
+    other.write_spec()
+    for command in (["up"], ["down", "--volumes", "--yes"]):
+        refused = other.devbox(*command, check=False)
+        assert refused.returncode == 1 and f"project '{stack.name}' already runs from" in refused.stderr, refused
+    assert stack.container(docker_client, "master").id == master
+    other.spec["project"] = other.name  # so its teardown removes only its own
+    other.write_spec()
+
+
 def test_a_host_probed_from_its_start_takes_a_login_within_a_second(make_stack, docker_client):
     """sshd is ready fast (no key generation at start); probes wait for the container's start
     event, since an earlier connection would delay the host's first banner by about a second."""

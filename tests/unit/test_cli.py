@@ -47,6 +47,18 @@ def test_init_into_a_folder_uses_its_name(run, tmp_path):
     assert "project: my-lab" in (tmp_path / "My Lab" / "devbox.yaml").read_text()
 
 
+def test_init_writes_the_file_that_dash_f_names(run, tmp_path):
+    result = run("-f", "lab.yaml", "init")
+    assert result.exit_code == 0 and "`devbox -f lab.yaml validate`" in result.output
+    assert (tmp_path / "lab.yaml").is_file() and not (tmp_path / "devbox.yaml").exists()
+    assert run("-f", "lab.yaml", "validate").exit_code == 0
+
+
+def test_logs_tail_takes_a_number_or_all(run):
+    result = run("logs", "--tail", "-5", "master")
+    assert result.exit_code == 2 and "'-5' is not a number of lines" in result.output
+
+
 def test_validate_reports_every_problem_with_exit_2(run, tmp_path):
     (tmp_path / "devbox.yaml").write_text(
         "project: lab\nhosts:\n  worker:\n    ssh_port: 99999\n    limits: {memory: 16GB}\n"

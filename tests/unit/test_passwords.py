@@ -29,6 +29,7 @@ class FakeContainer:
     started: float
     shadow: dict[str, str]
     status: str = "running"
+    labels: dict[str, str] = field(default_factory=dict)
     commands: list[list[str]] = field(default_factory=list)
 
     @property

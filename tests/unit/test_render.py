@@ -211,3 +211,19 @@ def load_spec_with(tmp_path, **image):
     data["image"].update(image)
     path.write_text(yaml.safe_dump(data))
     return load_spec(path)
+
+
+def test_render_never_overwrites_files_it_did_not_write(tmp_path, seed_spec):
+    from devbox.errors import UsageError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "Dockerfile").write_text("FROM my-own\n")
+    with pytest.raises(UsageError) as info:
+        render_to(seed_spec, tmp_path / "mine", {})
+    assert "holds files devbox did not write (Dockerfile)" in str(info.value)
+    assert (tmp_path / "mine" / "Dockerfile").read_text() == "FROM my-own\n"
+    assert not (tmp_path / "mine" / "credentials.yaml").exists()
+    # its own output folder it renders again, also after a hand edit
+    render_to(seed_spec, tmp_path / "out", {})
+    (tmp_path / "out" / "Dockerfile").write_text("edited\n")
+    render_to(seed_spec, tmp_path / "out", {})
