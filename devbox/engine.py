@@ -137,7 +137,9 @@ class StartWatch:
         self._label = label
         self._name_label = name_label
         self._started: dict[str, threading.Event] = {}
-        filters = {"type": "container", "event": "start", "label": label}
+        self._deaths: dict[str, list[tuple[float, str]]] = {}  # name -> (when, exit code) of each death
+        self._last_start: dict[str, float] = {}
+        filters = {"type": "container", "event": ["start", "die"], "label": label}
         self._stream = client.events(decode=True, filters=filters)
         threading.Thread(target=self._read, daemon=True, name="devbox-start-watch").start()
 
@@ -147,8 +149,12 @@ class StartWatch:
     def _read(self) -> None:
         with contextlib.suppress(Exception):  # the stream ends (or breaks) when closed
             for event in self._stream:
-                name = ((event.get("Actor") or {}).get("Attributes") or {}).get(self._name_label)
-                if name:
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                name = attributes.get(self._name_label)
+                if name and event.get("status", event.get("Action")) == "die":
+                    self._deaths.setdefault(name, []).append((time.monotonic(), attributes.get("exitCode", "?")))
+                elif name:
+                    self._last_start[name] = time.monotonic()
                     self._gate(name).set()
 
     def see_running(self) -> None:
@@ -164,6 +170,17 @@ class StartWatch:
             return True
         self.see_running()  # an event can be missed (a broken stream): ask the engine itself
         return self._gate(name).is_set()
+
+    def failing(self, name: str) -> str | None:
+        """Why ``name`` will not come up, if its container keeps dying: it died twice (a restart
+        loop), or died once and has not started again for 2 s. Waiting longer would not help."""
+        deaths = self._deaths.get(name, [])
+        if not deaths:
+            return None
+        when, code = deaths[-1]
+        if len(deaths) >= 2 or (self._last_start.get(name, 0.0) < when and time.monotonic() - when > 2):
+            return f"its container exited with code {code}" + (f" ({len(deaths)} times)" if len(deaths) > 1 else "")
+        return None
 
     def close(self) -> None:
         self._stream.close()

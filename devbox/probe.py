@@ -110,13 +110,15 @@ def _run(transport: object, command: str, timeout: float) -> str:
 
 
 def wait_for_logins(
-    targets: list[Target], deadline_seconds: float = 120.0, started: Started | None = None
-) -> list[Result]:
+    targets: list[Target], deadline_seconds: float = 120.0, started: Started | None = None,
+    failing: Callable[[str], str | None] | None = None,
+) -> list[Result]:  # fmt: skip
     """Probe every target in parallel until each logs in or the deadline passes.
 
     With ``started``, a target is first probed once its container has started (see
     devbox.engine.StartWatch): an earlier connection would delay that host's first login by
-    about a second. Returns each target's last result, in the order given.
+    about a second. With ``failing``, a host whose container keeps dying is given up on at once
+    instead of at the deadline. Returns each target's last result, in the order given.
     """
     deadline = time.monotonic() + deadline_seconds
 
@@ -130,6 +132,9 @@ def wait_for_logins(
             outcome = login(target, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
             if outcome.ok or time.monotonic() >= deadline or "host key mismatch" in outcome.detail:
                 return Result(outcome.name, outcome.ok, outcome.detail, time.monotonic() - begun)
+            dying = failing(target.name) if failing else None
+            if dying:
+                return Result(outcome.name, False, dying, time.monotonic() - begun)
             time.sleep(0.1)
 
     if not targets:

@@ -366,12 +366,21 @@ def up(project: Project, only: list[str] | None = None,
                 _up_compose(project, hosts, rendered, only)
             started.see_running()
             targets = project.targets(hosts)
-            results = probe.wait_for_logins(targets, wait_seconds, started.wait)
+            results = probe.wait_for_logins(targets, wait_seconds, started.wait, started.failing)
     failed = [r for r in results if not r.ok]
     if failed:
-        raise EngineError("; ".join(f"{r.name}: {r.detail}" for r in failed)
+        raise EngineError("; ".join(f"{r.name}: {r.detail}{_last_words(project, r.name)}" for r in failed)
                           + " (see `devbox logs HOST`)")  # fmt: skip
     return list(zip(targets, results, strict=True))
+
+
+def _last_words(project: Project, host: str) -> str:
+    """The last line a failed host logged (often the reason: "sshd: not found"), for its error."""
+    container = project.containers().get(host)
+    if container is None:
+        return ""
+    lines = container.logs(tail=5).decode(errors="replace").strip().splitlines()
+    return f"; it last logged: {lines[-1].strip()[:200]}" if lines else ""
 
 
 def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, only: list[str] | None) -> None:

@@ -134,6 +134,17 @@ def test_restart_policy_brings_a_dead_host_back(make_stack, docker_client):
         pytest.fail("SSH did not come back after the restart")
 
 
+def test_a_host_that_keeps_dying_fails_up_at_once_with_its_last_words(make_stack):
+    stack = make_stack(1, image={"extra_lines": ["RUN rm /usr/sbin/sshd"]})
+    started = time.monotonic()
+    result = stack.devbox("up", "--timeout", "100", check=False)
+    assert result.returncode == 1, result
+    assert "master: its container exited with code" in result.stderr, result.stderr
+    assert "it last logged:" in result.stderr and "sshd" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 90, "up waited for the deadline instead of giving up"
+
+
 def test_taken_port_is_a_clear_preflight_error(make_stack):
     stack = make_stack(1)
     with socket.socket() as holder:

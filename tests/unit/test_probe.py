@@ -49,3 +49,18 @@ def test_a_host_that_never_starts_is_tried_once_at_the_deadline(monkeypatch):
 
     assert not results[0].ok and "cannot connect" in results[0].detail  # the login's own error
     assert len(calls) == 1 and calls[0] - began >= 0.5
+
+
+def test_a_host_whose_container_keeps_dying_is_given_up_on_at_once(monkeypatch):
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        return probe.Result(target.name, target.name == "fine", "cannot connect (Connection refused)", 0.0)
+
+    monkeypatch.setattr(probe, "login", login)
+    began = time.monotonic()
+    results = probe.wait_for_logins(
+        [_target("fine"), _target("dying")], 60.0, lambda _name, _timeout: True,
+        lambda name: "its container exited with code 127 (2 times)" if name == "dying" else None,
+    )  # fmt: skip
+    assert [r.ok for r in results] == [True, False]
+    assert results[1].detail == "its container exited with code 127 (2 times)"
+    assert time.monotonic() - began < 5
