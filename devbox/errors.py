@@ -13,8 +13,8 @@ class DevboxError(Exception):
     exit_code = 1
 
     def lines(self) -> list[str]:
-        """The message, one problem per line."""
-        return [str(self)]
+        """The message, one problem per line (a message may carry several, one per line)."""
+        return str(self).splitlines() or [type(self).__name__]
 
 
 class UsageError(DevboxError):

@@ -119,3 +119,17 @@ def test_help_does_not_import_heavy_modules():
     code = "import sys; from devbox.cli import cli; print(sorted(m for m in ('docker','jinja2','paramiko','yaml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_problem_of_an_error_gets_its_own_error_line(capsys):
+    from devbox.cli import reports_errors
+    from devbox.errors import PreflightError
+
+    @reports_errors
+    def failing() -> None:
+        raise PreflightError("first problem (fix one)\nsecond problem (fix two)")
+
+    with pytest.raises(SystemExit) as info:
+        failing()
+    assert info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == ["error: first problem (fix one)", "error: second problem (fix two)"]
