@@ -198,7 +198,7 @@ def _gpus(host: Host, container: Container, deep: bool) -> Iterator[Check]:
 def doctor(project: Project) -> Iterator[Check]:
     """The preflight of `up`, each check on its own line with its fix."""
     from devbox.engine import engine_facts, find_compose
-    from devbox.runner import gpu_problems, port_problems, resource_problems
+    from devbox.runner import device_problems, gpu_problems, port_problems, resource_problems
 
     spec = project.spec
     try:
@@ -223,6 +223,9 @@ def doctor(project: Project) -> Iterator[Check]:
                 ", ".join(f"{h.bind_address}:{h.ssh_port}" for h in spec.hosts))  # fmt: skip
     problems = resource_problems(spec, facts)
     yield Check("resources", "fit the engine", not problems, "; ".join(problems) or "limits and reservations fit")
+    if any(h.devices for h in spec.hosts):
+        problems = device_problems(list(spec.hosts))
+        yield Check("devices", "present", not problems, "; ".join(problems) or "every device exists")
     if not any(h.gpus.wanted for h in spec.hosts):
         yield Check("gpus", "runtime", None, "no host asks for GPUs")
         return

@@ -254,6 +254,21 @@ def port_problems(project: Project, hosts: list[Host], ours: Mapping[str, Contai
     return problems
 
 
+def device_problems(hosts: list[Host]) -> list[str]:
+    """Devices missing on this machine: the engine would refuse the container at start, after
+    compose has already replaced the host's old one."""
+    if not _engine_is_local():
+        return []
+    problems = []
+    for host in hosts:
+        for index, device in enumerate(host.devices):
+            source = device.split(":")[0]
+            if not os.path.exists(source):
+                problems.append(f"hosts.{host.name}.devices[{index}]: {source} does not exist on this machine "
+                                "(connect it, or remove it from the spec)")  # fmt: skip
+    return problems
+
+
 def resource_problems(spec: Spec, facts: Mapping[str, Any]) -> list[str]:
     """Limits and reservations the machine cannot give."""
     problems = []
@@ -457,7 +472,8 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
                compose: Compose, only: list[str] | None) -> None:  # fmt: skip
     facts = engine_facts(project.client)
     starting = [h for h in hosts if h.name in plan.start]
-    _raise_all(port_problems(project, starting, ours) + resource_problems(project.spec, facts))
+    _raise_all(port_problems(project, starting, ours) + resource_problems(project.spec, facts)
+               + device_problems(starting))  # fmt: skip
     _raise_all(gpu_problems(project, facts))
     if plan.build:
         build_image(project, plan.tag)

@@ -70,3 +70,12 @@ def test_a_project_made_by_another_spec_is_not_touched(tmp_path):
     with pytest.raises(PreflightError) as info:
         project.check_owner({"master": mine, "solo": theirs})
     assert str(info.value).startswith("project 'lab' already runs from /elsewhere/.devbox, another spec's: give ")
+
+
+def test_a_device_missing_on_this_machine_is_named_before_anything_starts(monkeypatch):
+    from devbox.runner import device_problems
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    spec = make_spec(hosts={"a": {"ssh_port": 1, "devices": ["/dev/null", "/dev/nope0:/dev/ttyUSB0"]}})
+    assert device_problems(list(spec.hosts)) == [
+        "hosts.a.devices[1]: /dev/nope0 does not exist on this machine (connect it, or remove it from the spec)"]
