@@ -416,11 +416,12 @@ def doctor(ctx: Context) -> None:
 def passwd(ctx: Context, host: str, user: str | None) -> None:
     """Give HOST's USER (default: the image user) a new generated password."""
     from devbox.runner import rotate_password
+    from devbox.state import CREDENTIALS_FILE
 
     project = _project(ctx)
     account = user or project.spec.image.user
     live = rotate_password(project, host, account)
-    where = project.folder / "credentials.yaml"
+    where = project.folder / CREDENTIALS_FILE
     click.echo(f"new password for {host}/{account} is in {where}" + ("" if live else " (applies at `devbox up`)"))
 
 

@@ -59,7 +59,7 @@ def generated_note(folder: Path, created: list[str]) -> str | None:
     """What to tell the user when a render generated passwords: where to read them."""
     if not created:
         return None
-    return f"generated passwords for {', '.join(created)}: read them in {folder / 'credentials.yaml'} (mode 0600)"
+    return f"generated passwords for {', '.join(created)}: read them in {folder / CREDENTIALS_FILE} (mode 0600)"
 
 
 def recreating_note(names: list[str]) -> str:

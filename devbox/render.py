@@ -12,7 +12,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
@@ -187,11 +187,15 @@ def passwords_path(host: Host) -> str:
     return f"secrets/{host.name}/passwords"
 
 
+def chpasswd_lines(hashes: Iterable[tuple[str, str]]) -> str:
+    """(account, hash) pairs as ``chpasswd -e`` reads them: "user:hash" lines."""
+    return "".join(f"{user}:{hashed}\n" for user, hashed in hashes)
+
+
 def passwords_file(host: Host, material: HostMaterial) -> RenderedFile:
-    """The accounts' password hashes, "user:hash" lines as ``chpasswd -e`` reads them. Like the
-    settings files below, a compose secret of the host: nothing secret is baked into the image."""
-    passwords = "".join(f"{user}:{hashed}\n" for user, hashed in material.password_hashes)
-    return RenderedFile(passwords_path(host), passwords, 0o600)
+    """The accounts' password hashes for ``chpasswd -e``. Like the settings files below, a
+    compose secret of the host: nothing secret is baked into the image."""
+    return RenderedFile(passwords_path(host), chpasswd_lines(material.password_hashes), 0o600)
 
 
 def settings_files(spec: Spec, host: Host) -> list[RenderedFile]:

@@ -34,6 +34,7 @@ from devbox.render import (
     KNOWN_HOSTS,
     LABEL_PREFIX,
     RenderedProject,
+    chpasswd_lines,
     connect_address,
     host_key_alias,
     passwords_path,
@@ -103,11 +104,14 @@ class Project:
     def containers(self) -> dict[str, Container]:
         """This project's containers by host name (running or not; a running one wins).
 
-        Found by devbox's own labels, which compose and swarm containers both carry.
+        Found by devbox's own labels, which compose and swarm containers both carry; those of
+        another spec under the same project name are refused here, for every command.
         """
         found = self.client.containers.list(all=True, filters={"label": [f"{LABEL_PREFIX}project={self.spec.project}"]})
         found.sort(key=lambda c: c.status == "running")
-        return {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
+        containers = {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
+        self.check_owner(containers)
+        return containers
 
     def check_owner(self, containers: Mapping[str, Container]) -> None:
         """Refuse to act on containers another spec made under the same project name.
@@ -384,14 +388,14 @@ def up(project: Project, only: list[str] | None = None,
             results = probe.wait_for_logins(targets, wait_seconds, started.wait, started.failing)
     failed = [r for r in results if not r.ok]
     if failed:
-        raise EngineError("; ".join(f"{r.name}: {r.detail}{_last_words(project, r.name)}" for r in failed)
+        ours = project.containers()
+        raise EngineError("; ".join(f"{r.name}: {r.detail}{_last_words(ours.get(r.name))}" for r in failed)
                           + " (see `devbox logs HOST`)")  # fmt: skip
     return list(zip(targets, results, strict=True))
 
 
-def _last_words(project: Project, host: str) -> str:
+def _last_words(container: Container | None) -> str:
     """The last line a failed host logged (often the reason: "sshd: not found"), for its error."""
-    container = project.containers().get(host)
     if container is None:
         return ""
     lines = container.logs(tail=5).decode(errors="replace").strip().splitlines()
@@ -400,7 +404,6 @@ def _last_words(project: Project, host: str) -> str:
 
 def _up_compose(project: Project, hosts: list[Host], rendered: RenderedProject, only: list[str] | None) -> None:
     ours = project.containers()
-    project.check_owner(ours)
     if not only:
         ours = _remove_dropped_hosts(project, ours)
     running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()}
@@ -439,6 +442,7 @@ def _renew_passwords(project: Project, hosts: list[Host], ours: Mapping[str, Con
     answer goes into the project's AppliedPasswords record.
     """
     record = AppliedPasswords(project.folder)
+    credentials: Credentials | None = None
     renewed = []
     for host in hosts:
         container, digest = ours[host.name], digests[host.name]
@@ -446,7 +450,9 @@ def _renew_passwords(project: Project, hosts: list[Host], ours: Mapping[str, Con
             continue
         written = (project.folder / passwords_path(host)).stat().st_mtime
         if written > parse_docker_time(container.attrs["State"]["StartedAt"]) - CLOCK_SLACK_SECONDS:
-            renewed += [f"{host.name}/{user}" for user in apply_passwords(project, host, container)]
+            credentials = credentials or Credentials.load(project.folder)
+            hashes = credentials.hashes(project.spec, host)
+            renewed += [f"{host.name}/{user}" for user in apply_passwords(project, host, container, hashes)]
         record.note(host.name, container.id, digest)
     record.save()
     return renewed
@@ -494,7 +500,7 @@ def down(project: Project, volumes: bool) -> None:
 
             swarm.down(project, volumes)
             return
-        project.check_owner(project.containers())
+        project.containers()  # refuses another spec's project before compose removes it
         # By project name, no compose file: down needs no secrets (e.g. an unset password_env).
         args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
         run_compose(find_compose(), None, project.spec.project, *args)
@@ -584,8 +590,7 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
         raise UsageError(f"the password of {host}/{user} comes from ${dict(target.password_env)[user]}: change "
                          "the variable and run `devbox up`")  # fmt: skip
     with project.lock():
-        containers = project.containers()  # the engine answers before anything changes
-        project.check_owner(containers)
+        containers = project.containers()  # the engine answers (and they are ours) before anything changes
         credentials = Credentials.load(project.folder)
         credentials.rotate(host, user)
         credentials.save()
@@ -593,27 +598,28 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
         container = containers.get(host)
         if container is None or container.status != "running":
             return False
-        apply_passwords(project, target, container)
+        apply_passwords(project, target, container, credentials.hashes(project.spec, target))
         record = AppliedPasswords(project.folder)
         record.note(host, container.id, rendered.password_digests[host])
         record.save()
         return True
 
 
-def apply_passwords(project: Project, host: Host, container: Container) -> list[str]:
-    """Set the host's passwords in its running container where they differ from devbox's;
-    returns the accounts changed.
+def apply_passwords(project: Project, host: Host, container: Container,
+                    hashes: tuple[tuple[str, str], ...]) -> list[str]:  # fmt: skip
+    """Set the host's passwords (``hashes``: devbox's, by account) in its running container
+    where they differ; returns the accounts changed.
 
     The container keeps its passwords file as it was at start (a new one is a new file). The
     hashes go to ``chpasswd -e`` on its input: in an argument list, anyone on the machine could
     read them (ps, `docker events`), and a person's chosen password can be guessed from its hash.
     """
-    wanted = dict(Credentials.load(project.folder).hashes(project.spec, host))
+    wanted = dict(hashes)
     _, output = container.exec_run(["getent", "shadow", *wanted])
     current = dict(line.split(":")[:2] for line in output.decode(errors="replace").splitlines() if ":" in line)
     changed = [user for user, hashed in wanted.items() if current.get(user) != hashed]
     if changed:
-        lines = "".join(f"{user}:{wanted[user]}\n" for user in changed).encode()
+        lines = chpasswd_lines((user, wanted[user]) for user in changed).encode()
         code, detail = exec_with_input(project.client, container.id, ["chpasswd", "-e"], lines)
         if code != 0:
             raise EngineError(f"could not set the passwords of {', '.join(changed)} in {host.name}: "
