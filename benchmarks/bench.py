@@ -142,7 +142,7 @@ def preflight(run: Run) -> str:
     import docker.errors
 
     from benchmarks.stacks import BASE_IMAGE
-    from devbox.engine import find_compose
+    from devbox.docker_api import find_compose
 
     try:
         import psutil  # noqa: F401 - peak memory is one of the issue's measurements
@@ -421,7 +421,7 @@ def publish_doc(doc: Path, data: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from devbox.engine import connect
+    from devbox.docker_api import connect
     from devbox.errors import DevboxError
 
     args = parse_args(argv)

@@ -103,7 +103,7 @@ def first_login(target: probe.Target, deadline: float, started: probe.Started) -
 
     Polling only after the start matters: a connection that reaches the engine's port proxy
     before the container exists delays that host's first banner by about a second (see
-    devbox.engine.StartWatch). A cheap banner check gates each full login, so polling this fast
+    devbox.docker_api.StartWatch). A cheap banner check gates each full login, so polling this fast
     does not load the CPU.
     """
     while not started(target.name, 1.0):

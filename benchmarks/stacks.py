@@ -25,8 +25,9 @@ import yaml
 from benchmarks.measure import LoginWatch, Timed, run_timed, wait_first_use_logins
 from benchmarks.pinned import ENV
 from devbox import probe
-from devbox.engine import StartWatch, find_compose, parse_docker_time
-from devbox.runner import Project
+from devbox.docker_api import StartWatch, find_compose, parse_docker_time
+from devbox.operations import login_targets
+from devbox.project import Project
 from devbox.spec import DEFAULT_PACKAGES, load_spec
 
 BASE_IMAGE = "devbox-test/bookworm:base"
@@ -145,9 +146,9 @@ class Stack:
         self.spec_path.write_text(text, encoding="utf-8")
 
     def targets(self) -> list[probe.Target]:
-        """Built exactly as devbox's own `up` builds them (devbox.runner.Project.targets)."""
+        """Built exactly as devbox's own `up` builds them (devbox.operations.login_targets)."""
         spec = load_spec(self.spec_path, gpu=False)
-        return Project(spec, self.out, say=lambda _line: None).targets(list(spec.hosts))
+        return login_targets(Project(spec, self.out, say=lambda _line: None), list(spec.hosts))
 
     def image_names(self) -> list[str]:
         raise NotImplementedError

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe
+from devbox.docker_api import talks_to_engine
+from devbox.engines import engine_for
 from devbox.errors import DevboxError
+from devbox.operations import login_targets
 from devbox.spec import THREAD_VARIABLES, Host
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
-    from devbox.runner import Project
+    from devbox.project import Project
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ def _has(container: Container, command: str) -> bool:
     return _exec(container, ["sh", "-c", 'command -v "$1"', "_", command])[0] == 0
 
 
+@talks_to_engine
 def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
     """Every check of a running stack, in a readable order."""
     spec = project.spec
@@ -66,13 +70,13 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
             running[host.name] = container
             yield Check(host.name, "running", True, container.name)
     up_hosts = [h for h in spec.hosts if h.name in running]
-    swarm_reserved = _swarm_reservations(project) if spec.engine == "swarm" else {}
+    reserved = engine_for(spec).memory_reservations(project) or {}
     yield from _logins(project, up_hosts)
     for host in up_hosts:
         container = running[host.name]
         container.reload()
         yield from _network(host, container, [h for h in up_hosts if h is not host])
-        yield from _limits(host, container.attrs, swarm_reserved.get(host.name))
+        yield from _limits(host, container.attrs, reserved.get(host.name))
         yield from _volumes(host, container.attrs)
         yield from _threads(host, container)
         yield from _gpus(host, container, deep)
@@ -81,7 +85,7 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
 def _logins(project: Project, hosts: list[Host]) -> Iterator[Check]:
     from concurrent.futures import ThreadPoolExecutor
 
-    targets = project.targets(hosts)
+    targets = login_targets(project, hosts)
     if not targets:
         return
     with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
@@ -111,22 +115,11 @@ def _network(host: Host, container: Container, others: list[Host]) -> Iterator[C
         yield Check(host.name, f"reach {other.name}", code == 0, f"{other.hostname} -> {address} ({how})")
 
 
-def _swarm_reservations(project: Project) -> dict[str, int]:
-    """On a swarm, reservations belong to the service (the scheduler honours them), not the container."""
-    from devbox.render import LABEL_PREFIX
-
-    reserved = {}
-    for service in project.client.services.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"}):
-        resources = service.attrs["Spec"]["TaskTemplate"].get("Resources") or {}
-        host = service.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}host", "")
-        reserved[host] = int((resources.get("Reservations") or {}).get("MemoryBytes") or 0)
-    return reserved
-
-
-def _limits(host: Host, attrs: dict[str, Any], swarm_reserved: int | None = None) -> Iterator[Check]:
-    """Limits and reservations Docker reports, compared with the spec."""
+def _limits(host: Host, attrs: dict[str, Any], engine_reserved: int | None = None) -> Iterator[Check]:
+    """Limits and reservations Docker reports, compared with the spec (``engine_reserved``: the
+    memory reservation where the engine, not the container, holds it)."""
     config = attrs.get("HostConfig", {})
-    reserved = (config.get("MemoryReservation") or 0) if swarm_reserved is None else swarm_reserved
+    reserved = (config.get("MemoryReservation") or 0) if engine_reserved is None else engine_reserved
     shm = config.get("ShmSize") or 0
     for mount in config.get("Mounts") or []:  # a swarm service mounts /dev/shm as a sized tmpfs
         if mount.get("Target") == "/dev/shm":  # noqa: S108 - a path inside the container, not a temp file
@@ -195,10 +188,11 @@ def _gpus(host: Host, container: Container, deep: bool) -> Iterator[Check]:
 # --------------------------------------------------------------------------- doctor
 
 
+@talks_to_engine
 def doctor(project: Project) -> Iterator[Check]:
     """The preflight of `up`, each check on its own line with its fix."""
-    from devbox.engine import engine_facts, find_compose
-    from devbox.runner import device_problems, gpu_problems, port_problems, resource_problems
+    from devbox.docker_api import engine_facts, find_compose
+    from devbox.engines.preflight import device_problems, port_problems, resource_problems
 
     spec = project.spec
     try:
@@ -217,6 +211,9 @@ def doctor(project: Project) -> Iterator[Check]:
     if facts is None:
         yield Check("engine", "ports, resources, GPUs", None, "need the engine")
         return
+    engine = engine_for(spec)
+    problems = engine.preflight(project)
+    yield Check("engine", engine.name, not problems, "; ".join(problems) or f"can run {engine.name} projects")
     ours = project.containers()
     problems = port_problems(project, list(spec.hosts), ours)
     yield Check("ports", "free", not problems, "; ".join(problems) or
@@ -229,5 +226,5 @@ def doctor(project: Project) -> Iterator[Check]:
     if not any(h.gpus.wanted for h in spec.hosts):
         yield Check("gpus", "runtime", None, "no host asks for GPUs")
         return
-    problems = gpu_problems(project, facts)
+    problems = engine.gpu_problems(project, facts)
     yield Check("gpus", "runtime", not problems, "; ".join(problems) or "the engine accepts NVIDIA GPU requests")

@@ -1,4 +1,4 @@
-"""The click layer: parse options, call the spec/render/state/runner layers, print results.
+"""The click layer: parse options, call the spec/render/operations layers, print results.
 
 Only click is imported at module level so `devbox --help` stays fast; each command imports what
 it needs. Every DevboxError becomes one red line per problem and its exit code, never a traceback.
@@ -6,12 +6,10 @@ it needs. Every DevboxError becomes one red line per problem and its exit code, 
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,7 +17,6 @@ if TYPE_CHECKING:
     from devbox.render import RenderedFile
     from devbox.spec import Spec
 
-F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_SPEC = "devbox.yaml"
 
 
@@ -33,7 +30,7 @@ class Context:
         self.engine = engine
 
     def spec(self) -> Spec:
-        from devbox.engine import local_gpu_count
+        from devbox.docker_api import local_gpu_count
         from devbox.spec import gpu_count_warnings, load_spec
 
         spec = load_spec(self.spec_file, gpu=None if self.gpu else False, engine=self.engine)
@@ -56,37 +53,40 @@ def warn(message: str) -> None:
     click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
-def fail(lines: list[str], code: int) -> None:
-    for line in lines:
-        click.secho(f"error: {line}", fg="red", err=True)
-    sys.exit(code)
+class DevboxGroup(click.Group):
+    """The one error boundary: every DevboxError a command raises becomes one red line per
+    problem and the error's exit code (2 for bad input, like click's usage errors), never a
+    traceback. Library errors (Docker, HTTP, SSH) were translated into DevboxErrors where
+    devbox calls those libraries."""
 
-
-def reports_errors(func: F) -> F:
-    """Turn DevboxError (and Docker SDK errors) into one line each and the error's exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def invoke(self, ctx: click.Context) -> Any:
         from devbox.errors import DevboxError
 
         try:
-            return func(*args, **kwargs)
+            return super().invoke(ctx)
         except DevboxError as exc:
-            fail(exc.lines(), exc.exit_code)
+            raise ReportedError(exc.lines(), exc.exit_code) from None
         except KeyboardInterrupt:
-            fail(["interrupted"], 130)
-        except Exception as exc:
-            if type(exc).__module__.startswith(("docker.", "requests.", "paramiko")):
-                fail([f"Docker engine: {exc} (check `devbox doctor`)"], 1)
-            raise
+            raise ReportedError(["interrupted"], 130) from None
 
-    return wrapper  # type: ignore[return-value]
+
+class ReportedError(click.ClickException):
+    """A devbox error as click shows it: one ``error:`` line per problem."""
+
+    def __init__(self, lines: list[str], exit_code: int) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        for line in self.lines:
+            click.secho(f"error: {line}", fg="red", err=True)
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DevboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-f", "--file", "spec_file", default=DEFAULT_SPEC, show_default=True,
               envvar="DEVBOX_FILE", help="The spec file.")  # fmt: skip
 @click.option("--out", default=None, envvar="DEVBOX_OUT",
@@ -106,10 +106,9 @@ def cli(ctx: click.Context, spec_file: str, out: str | None, no_gpu: bool, engin
 @click.option("--project", default=None, help="Project name [default: the folder's name].")
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.")
 @pass_context
-@reports_errors
 def init(ctx: Context, directory: str, project: str | None, force: bool) -> None:
     """Write a commented devbox.yaml (or the -f file; two GPU hosts) and a .gitignore for secrets."""
-    from devbox.project import init_project
+    from devbox.scaffold import init_project
 
     folder, name, option = Path(directory), DEFAULT_SPEC, ""
     if ctx.spec_file != DEFAULT_SPEC:  # devbox -f lab.yaml init: the commands after it read lab.yaml
@@ -123,7 +122,6 @@ def init(ctx: Context, directory: str, project: str | None, force: bool) -> None
 
 @cli.command()
 @pass_context
-@reports_errors
 def validate(ctx: Context) -> None:
     """Check the spec and print every problem found."""
     spec = ctx.spec()
@@ -162,7 +160,6 @@ def _opt_in_warnings(spec: Spec) -> list[str]:
 
 @cli.command(name="render")
 @pass_context
-@reports_errors
 def render_cmd(ctx: Context) -> None:
     """Write Dockerfile, entrypoint.sh, docker-compose.yml and secrets to the output folder."""
     _spec, folder, files, changed = _render(ctx)
@@ -176,7 +173,7 @@ cli.add_command(render_cmd, name="generate")
 
 
 def _project(ctx: Context) -> Any:
-    from devbox.runner import Project
+    from devbox.project import Project
 
     spec = ctx.spec()
     for warning in _opt_in_warnings(spec):
@@ -208,10 +205,9 @@ def _table(rows: list[list[str]]) -> str:
 @click.argument("hosts", nargs=-1)
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for SSH logins.")
 @pass_context
-@reports_errors
 def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
     """Build once, start the hosts, and wait until each accepts an SSH login."""
-    from devbox.runner import up as run_up
+    from devbox.operations import up as run_up
 
     project = _project(ctx)
     reached = run_up(project, list(hosts) or None, wait_seconds=timeout)
@@ -233,10 +229,9 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
 @click.option("--volumes", is_flag=True, help="Also delete named volumes (the hosts' data).")
 @click.option("--yes", is_flag=True, help="Do not ask before deleting volumes.")
 @pass_context
-@reports_errors
 def down(ctx: Context, volumes: bool, yes: bool) -> None:
     """Remove the hosts' containers and network; named volumes survive unless --volumes."""
-    from devbox.runner import down as run_down
+    from devbox.operations import down as run_down
 
     project = _project(ctx)
     if volumes and not yes:
@@ -248,12 +243,11 @@ def down(ctx: Context, volumes: bool, yes: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
-@reports_errors
 def status(ctx: Context, as_json: bool) -> None:
     """Each host's state, health, SSH port, applied limits and GPUs."""
     import json
 
-    from devbox.runner import status as run_status
+    from devbox.operations import status as run_status
 
     entries = run_status(_project(ctx))
     if as_json:
@@ -277,12 +271,11 @@ cli.add_command(status, name="ps")
 @click.argument("host")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_context
-@reports_errors
 def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
     """Log in to HOST with the system ssh client (host key checked): devbox ssh HOST [-- CMD]."""
     import shutil
 
-    from devbox.render import KNOWN_HOSTS, connect_address, host_key_alias
+    from devbox.render import connect_address, host_key_alias
 
     project = _project(ctx)
     target = project.host(host)
@@ -294,7 +287,7 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
     project.rendered_once()
     argv = [
         "ssh", "-p", str(target.ssh_port),
-        "-o", f"UserKnownHostsFile={project.folder / KNOWN_HOSTS}",
+        "-o", f"UserKnownHostsFile={project.layout.known_hosts}",
         "-o", f"HostKeyAlias={host_key_alias(project.spec, target)}",
         "-o", "StrictHostKeyChecking=yes",
         f"{project.spec.image.user}@{connect_address(target)}", *command,
@@ -307,15 +300,14 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
               "[default: the bind address, or 127.0.0.1].")  # fmt: skip
 @click.option("--write", is_flag=True, help="Write ~/.ssh/devbox/<project>.conf instead of printing.")
 @pass_context
-@reports_errors
 def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
     """Host entries for OpenSSH and VS Code Remote-SSH, with host keys verified."""
-    from devbox.render import KNOWN_HOSTS, render_ssh_config
+    from devbox.render import render_ssh_config
     from devbox.state import write_if_changed
 
     project = _project(ctx)
     project.rendered_once()
-    text = render_ssh_config(project.spec, str(project.folder / KNOWN_HOSTS), address)
+    text = render_ssh_config(project.spec, str(project.layout.known_hosts), address)
     if not write:
         click.echo(text, nl=False)
         return
@@ -338,10 +330,9 @@ def _tail(value: str) -> str:
 @click.option("--tail", default="all", show_default=True, callback=lambda _ctx, _param, value: _tail(value),
               help="Lines from the end to show (a number, or all).")  # fmt: skip
 @pass_context
-@reports_errors
 def logs(ctx: Context, host: str | None, follow: bool, tail: str) -> None:
     """Show a host's logs (all hosts when none is named)."""
-    from devbox.runner import all_logs, stream_logs
+    from devbox.operations import all_logs, stream_logs
 
     project = _project(ctx)
     if host is None:
@@ -358,10 +349,9 @@ def logs(ctx: Context, host: str | None, follow: bool, tail: str) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("-u", "--user", default=None, help="Run as this user [default: root].")
 @pass_context
-@reports_errors
 def exec_cmd(ctx: Context, host: str, command: tuple[str, ...], user: str | None) -> None:
     """Run a command in HOST, streaming its output; exits with the command's exit code."""
-    from devbox.runner import exec_in
+    from devbox.operations import exec_in
 
     out = click.get_binary_stream("stdout")
 
@@ -386,7 +376,6 @@ def _print_checks(checks: Any) -> bool:
 @cli.command()
 @click.option("--deep", is_flag=True, help="Also probe a GPU framework (torch.cuda) if installed.")
 @pass_context
-@reports_errors
 def check(ctx: Context, deep: bool) -> None:
     """Prove the running stack matches the spec: logins, network, limits, volumes, GPUs."""
     from devbox.checks import check_stack
@@ -399,7 +388,6 @@ def check(ctx: Context, deep: bool) -> None:
 
 @cli.command()
 @pass_context
-@reports_errors
 def doctor(ctx: Context) -> None:
     """Check that this machine can run the spec: engine, compose, ports, resources, GPUs."""
     from devbox.checks import doctor as run_doctor
@@ -412,16 +400,14 @@ def doctor(ctx: Context) -> None:
 @click.argument("host")
 @click.argument("user", required=False)
 @pass_context
-@reports_errors
 def passwd(ctx: Context, host: str, user: str | None) -> None:
     """Give HOST's USER (default: the image user) a new generated password."""
-    from devbox.runner import rotate_password
-    from devbox.state import CREDENTIALS_FILE
+    from devbox.passwords import rotate_password
 
     project = _project(ctx)
     account = user or project.spec.image.user
     live = rotate_password(project, host, account)
-    where = project.folder / CREDENTIALS_FILE
+    where = project.layout.credentials
     click.echo(f"new password for {host}/{account} is in {where}" + ("" if live else " (applies at `devbox up`)"))
 
 

@@ -1,65 +1,153 @@
-"""Project files on disk: scaffolding a spec (`init`) and rendering it into the output folder."""
+"""A project: a spec, its output folder, and (once connected) the engine it runs on.
+
+``Project`` is the context every command works in: it renders the spec into the folder (files
+named by devbox.layout), holds the project's lock, and finds the project's containers by
+devbox's labels, refusing those another spec made. It knows nothing of compose or swarm: the
+engines (devbox.engines) act on a Project.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from devbox.errors import UsageError
+from devbox import probe
+from devbox.docker_api import StartWatch, connect
+from devbox.errors import PreflightError, UsageError
+from devbox.layout import IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
 from devbox.render import (
-    COMPOSE_FILE,
-    IMAGE_FILE_MODES,
-    IMAGE_FILES,
-    KNOWN_HOSTS,
+    LABEL_PREFIX,
     RenderedFile,
     RenderedProject,
+    host_key_alias,
     image_file_names,
     image_inputs_key,
     render_project,
-    render_template,
 )
-from devbox.spec import Spec
-from devbox.state import CREDENTIALS_FILE, prepare, write_files, write_if_changed
+from devbox.spec import Host, Spec
+from devbox.state import Credentials, prepare, project_lock, write_files, write_if_changed
 
-GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys", ".devbox/")
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
 
-
-def default_project_name(directory: Path) -> str:
-    """A valid project name from the folder's name (lowercase, - for anything else)."""
-    name = re.sub(r"[^a-z0-9_-]+", "-", directory.resolve().name.lower()).strip("-_")
-    return name[:63] or "devbox"
+Say = Callable[[str], None]
 
 
-def init_project(directory: Path, project: str | None, *, force: bool, spec_name: str = "devbox.yaml") -> list[Path]:
-    """Write the spec (devbox.yaml unless named) and make .gitignore ignore the output folder.
+@dataclass
+class Project:
+    """A spec, its output folder, and (once connected) the engine and compose it runs on."""
 
-    Raises UsageError instead of overwriting an existing spec without ``force``; an existing
-    .gitignore is only ever appended to.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    spec_path = directory / spec_name
-    if spec_path.exists() and not force:
-        raise UsageError(f"{spec_path} already exists (pass --force to overwrite it)")
-    name = project or default_project_name(directory)
-    if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", name):
-        raise UsageError(f"--project: {name!r} is not a project name (lowercase letters, digits, - and _)")
-    spec_path.write_text(render_template("devbox.yaml.j2", project=name), encoding="utf-8")
-    written = [spec_path]
-    gitignore = directory / ".gitignore"
-    existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
-    if ".devbox/" not in existing.splitlines():
-        prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
-        write_if_changed(gitignore, prefix + "\n".join(GITIGNORE_LINES) + "\n", 0o644)
-        written.append(gitignore)
-    return written
+    spec: Spec
+    folder: Path
+    say: Say = print
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    _client: Any = None
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.folder)
+
+    @property
+    def compose_file(self) -> str:
+        return str(self.layout.compose_file)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """This project's lock; says so when another devbox command holds it."""
+        return project_lock(self.folder, on_wait=lambda: self.say(
+            f"waiting for another devbox command on {self.spec.project} to finish..."))
+
+    def rendered_once(self) -> None:
+        """Render only if nothing was rendered yet: looking at a stack needs its known_hosts, not
+        fresh secrets (which may need variables that are not set now)."""
+        if not self.layout.known_hosts.is_file() or not self.layout.compose_file.is_file():
+            self.render()
+
+    def render(self) -> RenderedProject:
+        rendered, _changed, created = render_to(self.spec, self.folder, self.environ)
+        note = generated_note(self.folder, created)
+        if note:
+            self.say(note)
+        return rendered
+
+    def start_watch(self) -> StartWatch:
+        """This project's container starts as they happen, so each host is probed from its own."""
+        return StartWatch(self.client, f"{LABEL_PREFIX}project={self.spec.project}", f"{LABEL_PREFIX}host")
+
+    def containers(self) -> dict[str, Container]:
+        """This project's containers by host name (running or not; a running one wins).
+
+        Found by devbox's own labels, which compose and swarm containers both carry; those of
+        another spec under the same project name are refused here, for every command.
+        """
+        found = self.client.containers.list(all=True, filters={"label": [f"{LABEL_PREFIX}project={self.spec.project}"]})
+        found.sort(key=lambda c: c.status == "running")
+        containers = {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
+        self.check_owner(containers)
+        return containers
+
+    def check_owner(self, containers: Mapping[str, Container]) -> None:
+        """Refuse to act on containers another spec made under the same project name.
+
+        Compose knows a project only by its name: a second spec with the same ``project:`` (say,
+        `devbox init` in two folders of the same name) would remove the first one's hosts at
+        `up` and their volumes at `down --volumes`. Compose labels each container with its file.
+        """
+        ours = os.path.realpath(self.compose_file)
+        for container in containers.values():
+            theirs = container.labels.get("com.docker.compose.project.config_files", "")
+            if theirs and os.path.realpath(theirs) != ours:
+                raise PreflightError(f"project {self.spec.project!r} already runs from {Path(theirs).parent}, "
+                                     f"another spec's: give {self.spec.source} another `project:` name, or run "
+                                     "devbox with that spec")  # fmt: skip
+
+    def container(self, host: str) -> Container:
+        self.host(host)
+        container = self.containers().get(host)
+        if container is None:
+            raise UsageError(f"host {host!r} has no container (run `devbox up {host}`)")
+        return container
+
+    def host(self, name: str) -> Host:
+        try:
+            return self.spec.host(name)
+        except KeyError:
+            known = ", ".join(h.name for h in self.spec.hosts)
+            raise UsageError(f"no host {name!r} in {self.spec.source} (hosts: {known})") from None
+
+    def targets(self, hosts: list[Host], addresses: Mapping[str, str]) -> list[probe.Target]:
+        """Login targets for SSH probes: ``addresses`` (where the engine says each host is
+        reached), its port, the user's password, the expected host key."""
+        credentials = Credentials.load(self.folder)
+        known = dict(line.split(" ", 1) for line in self.layout.known_hosts.read_text().splitlines() if line)
+        return [
+            probe.Target(
+                host.name, addresses[host.name], host.ssh_port, self.spec.image.user,
+                credentials.account(host.name, self.spec.image.user, self.environ).password,
+                known[host_key_alias(self.spec, host)], key_only=not host.password_auth,
+            )
+            for host in hosts
+        ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- rendering to disk
 
 
 def generated_note(folder: Path, created: list[str]) -> str | None:
     """What to tell the user when a render generated passwords: where to read them."""
     if not created:
         return None
-    return f"generated passwords for {', '.join(created)}: read them in {folder / CREDENTIALS_FILE} (mode 0600)"
+    return f"generated passwords for {', '.join(created)}: read them in {Layout(folder).credentials} (mode 0600)"
 
 
 def recreating_note(names: list[str]) -> str:
@@ -77,22 +165,16 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[Ren
     key = image_inputs_key(spec)
     rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key))
     changed = write_files(folder, rendered.files)
-    write_if_changed(folder / IMAGE_KEY_FILE, key + "\n", 0o644)
+    write_if_changed(Layout(folder).image_key, key + "\n", 0o644)
     return rendered, changed, created
-
-
-IMAGE_KEY_FILE = ".image-key"
-# What a render writes at the top of the output folder; state files mark a folder as devbox's.
-_OUTPUT_NAMES = (*IMAGE_FILES, ".dockerignore", COMPOSE_FILE, KNOWN_HOSTS, "secrets", "hostkeys")
-_STATE_MARKERS = (IMAGE_KEY_FILE, CREDENTIALS_FILE)
 
 
 def _refuse_foreign_files(folder: Path) -> None:
     """Never overwrite files devbox did not write: `--out .` in a folder with a hand-written
     Dockerfile or docker-compose.yml (seed 001's, say) would replace them."""
-    if not folder.is_dir() or any((folder / marker).exists() for marker in _STATE_MARKERS):
+    if not folder.is_dir() or any((folder / marker).exists() for marker in STATE_MARKERS):
         return
-    found = [name for name in _OUTPUT_NAMES if (folder / name).exists()]
+    found = [name for name in OUTPUT_NAMES if (folder / name).exists()]
     if found:
         raise UsageError(f"{folder}: it holds files devbox did not write ({', '.join(found)}); render into "
                          "another folder (--out) or move them away")  # fmt: skip
@@ -101,7 +183,7 @@ def _refuse_foreign_files(folder: Path) -> None:
 def _image_files_on_disk(spec: Spec, folder: Path, key: str) -> list[RenderedFile] | None:
     """The image files as last rendered, if they were rendered from these very inputs."""
     try:
-        if (folder / IMAGE_KEY_FILE).read_text(encoding="utf-8").strip() != key:
+        if Layout(folder).image_key.read_text(encoding="utf-8").strip() != key:
             return None
         return [
             RenderedFile(name, (folder / name).read_text(encoding="utf-8"), IMAGE_FILE_MODES[name])

@@ -19,15 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from devbox.layout import (
+    COMPOSE_FILE,
+    DOCKERIGNORE,
+    IMAGE_FILE_MODES,
+    IMAGE_FILES,
+    KNOWN_HOSTS,
+    host_secret,
+    passwords_path,
+    secret_sources,
+)
 from devbox.spec import Host, Spec
 
 if TYPE_CHECKING:
     import jinja2
 
-COMPOSE_FILE = "docker-compose.yml"
-KNOWN_HOSTS = "known_hosts"
-SSH_CONFIG = "ssh_config"
-IMAGE_FILES = ("Dockerfile", "entrypoint.sh", "requirements.txt")
 BASE_PACKAGES = ("ca-certificates", "openssh-server", "sudo")  # gpgv (in apt) verifies signatures
 LABEL_PREFIX = "devbox."
 
@@ -98,8 +104,6 @@ def render_dockerfile(spec: Spec) -> str:
 def render_entrypoint(spec: Spec) -> str:
     return render_template("entrypoint.sh.j2", user=spec.image.user, source=_origin(spec))
 
-
-IMAGE_FILE_MODES = {"Dockerfile": 0o644, "entrypoint.sh": 0o755, "requirements.txt": 0o644}
 
 
 def image_file_names(spec: Spec) -> list[str]:
@@ -182,11 +186,6 @@ def _volumes(host: Host) -> list[str]:
     return volumes
 
 
-def passwords_path(host: Host) -> str:
-    """Where the host's password hashes live, relative to the output folder."""
-    return f"secrets/{host.name}/passwords"
-
-
 def chpasswd_lines(hashes: Iterable[tuple[str, str]]) -> str:
     """(account, hash) pairs as ``chpasswd -e`` reads them: "user:hash" lines."""
     return "".join(f"{user}:{hashed}\n" for user, hashed in hashes)
@@ -195,12 +194,11 @@ def chpasswd_lines(hashes: Iterable[tuple[str, str]]) -> str:
 def passwords_file(host: Host, material: HostMaterial) -> RenderedFile:
     """The accounts' password hashes for ``chpasswd -e``. Like the settings files below, a
     compose secret of the host: nothing secret is baked into the image."""
-    return RenderedFile(passwords_path(host), chpasswd_lines(material.password_hashes), 0o600)
+    return RenderedFile(passwords_path(host.name), chpasswd_lines(material.password_hashes), 0o600)
 
 
 def settings_files(spec: Spec, host: Host) -> list[RenderedFile]:
     """The host's sshd settings and authorized keys: the entrypoint applies them at start only."""
-    folder = f"secrets/{host.name}"
     sshd = (
         f"# devbox: settings of host {host.name}\n"
         f"PermitRootLogin {'yes' if host.root_login else 'no'}\n"
@@ -208,29 +206,15 @@ def settings_files(spec: Spec, host: Host) -> list[RenderedFile]:
     )
     keys = "".join(f"{key}\n" for key in host.authorized_keys)
     return [
-        RenderedFile(f"{folder}/sshd_config", sshd),
-        RenderedFile(f"{folder}/authorized_keys", keys),
+        RenderedFile(host_secret(host.name, "sshd_config"), sshd),
+        RenderedFile(host_secret(host.name, "authorized_keys"), keys),
     ]
-
-
-def host_key_path(host: Host) -> str:
-    """Where the host's private SSH key lives, relative to the output folder (see devbox.state)."""
-    return f"hostkeys/{host.name}/ssh_host_ed25519_key"
-
-
-_SECRET_TARGETS = {
-    "passwords": "devbox_passwords",
-    "sshd_config": "devbox_sshd_config",
-    "authorized_keys": "devbox_authorized_keys",
-}
 
 
 def _secrets(host: Host) -> tuple[list[dict[str, str]], dict[str, dict[str, str]]]:
     """The service's secret mounts and the project-level secret definitions for one host."""
-    sources = {f"secrets/{host.name}/{name}": target for name, target in _SECRET_TARGETS.items()}
-    sources[host_key_path(host)] = "devbox_host_key"
     mounts, definitions = [], {}
-    for path, target in sources.items():
+    for path, target in secret_sources(host.name).items():
         source = f"{host.name}_{target.removeprefix('devbox_')}"
         mounts.append({"source": source, "target": target})
         definitions[source] = {"file": f"./{path}"}
@@ -462,7 +446,7 @@ def render_project(
     caller knows them already (see image_inputs_key)."""
     files = list(image) if image is not None else image_files(spec)
     tag = image_tag(spec, files)
-    files.append(RenderedFile(".dockerignore", "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
+    files.append(RenderedFile(DOCKERIGNORE, "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
     data = compose_data(spec, tag)
     files.append(RenderedFile(COMPOSE_FILE, _COMPOSE_HEADER.format(origin=_origin(spec)) + dump_yaml(data)))
     digests = {}

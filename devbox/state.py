@@ -21,11 +21,10 @@ from pathlib import Path
 import yaml
 
 from devbox.errors import SpecError, UsageError
-from devbox.render import HostMaterial, RenderedFile, host_key_path
+from devbox.layout import APPLIED_PASSWORDS_FILE, CREDENTIALS_FILE, LOCK_FILE, host_key_path
+from devbox.render import HostMaterial, RenderedFile
 from devbox.spec import Host, Spec
 
-CREDENTIALS_FILE = "credentials.yaml"
-APPLIED_PASSWORDS_FILE = "passwords-applied.json"
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 24
 # SHA-512 crypt rounds. A generated password has 143 random bits: no stretching makes guessing it
@@ -201,7 +200,7 @@ def ensure_host_keys(spec: Spec, folder: Path) -> dict[str, str]:
     """Each host's ed25519 host key, generated once; returns the public keys by host name."""
     public = {}
     for host in spec.hosts:
-        private_path = folder / host_key_path(host)
+        private_path = folder / host_key_path(host.name)
         public_path = private_path.with_name(private_path.name + ".pub")
         if not (private_path.is_file() and public_path.is_file()):
             pem, pub = _new_host_key()
@@ -273,7 +272,7 @@ def project_lock(folder: Path, *, wait: bool = True, on_wait: Callable[[], None]
     """Serialise `up`/`down`/`passwd` of one project: a second run waits (or, with ``wait=False``,
     refuses) instead of racing; ``on_wait`` is told once when it has to wait."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w", encoding="utf-8") as handle:
+    with open(folder / LOCK_FILE, "w", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

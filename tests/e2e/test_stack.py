@@ -77,7 +77,7 @@ def test_a_host_dropped_from_the_spec_is_removed_and_another_spec_of_the_same_na
 def test_a_host_probed_from_its_start_takes_a_login_within_a_second(make_stack, docker_client):
     """sshd is ready fast (no key generation at start); probes wait for the container's start
     event, since an earlier connection would delay the host's first banner by about a second."""
-    from devbox.engine import StartWatch
+    from devbox.docker_api import StartWatch
     from devbox.probe import login
 
     stack = make_stack(["solo"])

@@ -121,15 +121,43 @@ def test_help_does_not_import_heavy_modules():
     assert out.stdout.strip() == "[]"
 
 
-def test_every_problem_of_an_error_gets_its_own_error_line(capsys):
-    from devbox.cli import reports_errors
+def test_every_problem_of_an_error_gets_its_own_error_line(run, monkeypatch):
     from devbox.errors import PreflightError
 
-    @reports_errors
-    def failing() -> None:
+    def failing(*_args, **_kwargs):
         raise PreflightError("first problem (fix one)\nsecond problem (fix two)")
 
-    with pytest.raises(SystemExit) as info:
-        failing()
-    assert info.value.code == 1
-    assert capsys.readouterr().err.splitlines() == ["error: first problem (fix one)", "error: second problem (fix two)"]
+    monkeypatch.setattr("devbox.cli.Context.spec", failing)
+    result = run("validate")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["error: first problem (fix one)", "error: second problem (fix two)"]
+
+
+def test_docker_errors_are_one_line_where_devbox_calls_the_sdk():
+    import docker.errors
+
+    from devbox.docker_api import talks_to_engine
+    from devbox.errors import EngineError
+
+    @talks_to_engine
+    def refused():
+        raise docker.errors.APIError("500 Server Error: conflict\nmore detail")
+
+    @talks_to_engine
+    def streaming():
+        yield b"first"
+        raise docker.errors.NotFound("no such container")
+
+    with pytest.raises(EngineError, match=r"^Docker engine: 500 Server Error: conflict \(check `devbox doctor`\)$"):
+        refused()
+    with pytest.raises(EngineError, match="no such container"):
+        list(streaming())
+
+
+def test_the_engine_names_agree_everywhere():
+    from devbox.cli import cli as group
+    from devbox.engines import ENGINES
+    from devbox.spec import ENGINES as SPEC_ENGINES
+
+    option = next(p for p in group.params if p.name == "engine")
+    assert sorted(option.type.choices) == sorted(ENGINES) == sorted(SPEC_ENGINES)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from devbox.project import init_project
 from devbox.render import render_project
+from devbox.scaffold import init_project
 from devbox.spec import Spec, load_spec
 
 from .helpers import fake_material, make_spec

@@ -1,7 +1,7 @@
 """New passwords reach running hosts in place: which hosts `up` asks, what it sends, what it records.
 
 The container is a stand-in with the two things devbox uses: ``exec_run`` (``getent shadow``) and
-the hashes fed to ``chpasswd -e`` on standard input (devbox.engine.exec_with_input, replaced here).
+the hashes fed to ``chpasswd -e`` on standard input (devbox.docker_api.exec_with_input, replaced here).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from devbox import runner
+from devbox import passwords
 from devbox.errors import EngineError
-from devbox.render import passwords_path
-from devbox.runner import Project, _renew_passwords, rotate_password
+from devbox.layout import passwords_path
+from devbox.passwords import renew_passwords, rotate_password
+from devbox.project import Project
 from devbox.state import AppliedPasswords, Credentials
 
 from .helpers import make_spec
@@ -68,7 +69,7 @@ def chpasswd(monkeypatch):
             container.shadow[user] = hashed
         return 0, ""
 
-    monkeypatch.setattr(runner, "exec_with_input", fake)
+    monkeypatch.setattr(passwords, "exec_with_input", fake)
     RUNNING.clear()
     return calls
 
@@ -82,11 +83,11 @@ def host_container(project, started: float, shadow: dict[str, str] | None = None
 
 def renew(project, container) -> list[str]:
     digests = project.render().password_digests
-    return _renew_passwords(project, list(project.spec.hosts), {"master": container}, digests)
+    return renew_passwords(project, list(project.spec.hosts), {"master": container}, digests)
 
 
 def file_written(project) -> float:
-    return os.stat(project.folder / passwords_path(project.spec.hosts[0])).st_mtime
+    return os.stat(project.folder / passwords_path(project.spec.hosts[0].name)).st_mtime
 
 
 def test_a_host_started_after_its_passwords_were_written_is_not_asked(project, chpasswd):
@@ -96,7 +97,7 @@ def test_a_host_started_after_its_passwords_were_written_is_not_asked(project, c
 
 
 def test_new_passwords_go_to_chpasswd_on_stdin_once(project, chpasswd):
-    path = project.folder / passwords_path(project.spec.hosts[0])
+    path = project.folder / passwords_path(project.spec.hosts[0].name)
     os.utime(path, (file_written(project) - 120,) * 2)  # written long ago, started a minute ago
     container = host_container(project, started=file_written(project) + 60)
     old = dict(container.shadow)
@@ -128,7 +129,7 @@ def test_a_new_container_is_asked_again_even_with_the_same_passwords(project, ch
 
 
 def test_a_failed_chpasswd_says_which_accounts_and_never_the_hash(project, monkeypatch):
-    monkeypatch.setattr(runner, "exec_with_input", lambda *args: (1, "chpasswd: cannot lock /etc/shadow"))
+    monkeypatch.setattr(passwords, "exec_with_input", lambda *args: (1, "chpasswd: cannot lock /etc/shadow"))
     container = host_container(project, started=file_written(project) - 60, shadow={"developer": "$6$stale"})
     with pytest.raises(EngineError) as info:
         renew(project, container)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from devbox.engine import parse_docker_time
-from devbox.runner import plan_up, resource_problems
+from devbox.docker_api import parse_docker_time
+from devbox.engines.compose import plan_up
+from devbox.engines.preflight import resource_problems
 
 from .helpers import make_spec
 
@@ -61,7 +62,7 @@ def test_a_project_made_by_another_spec_is_not_touched(tmp_path):
     from types import SimpleNamespace
 
     from devbox.errors import PreflightError
-    from devbox.runner import Project
+    from devbox.project import Project
 
     project = Project(make_spec(tmp_path), tmp_path / ".devbox", say=lambda _: None, environ={})
     mine = SimpleNamespace(labels={"com.docker.compose.project.config_files": project.compose_file})
@@ -73,7 +74,7 @@ def test_a_project_made_by_another_spec_is_not_touched(tmp_path):
 
 
 def test_a_device_missing_on_this_machine_is_named_before_anything_starts(monkeypatch):
-    from devbox.runner import device_problems
+    from devbox.engines.preflight import device_problems
 
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     spec = make_spec(hosts={"a": {"ssh_port": 1, "devices": ["/dev/null", "/dev/nope0:/dev/ttyUSB0"]}})

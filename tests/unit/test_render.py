@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devbox.project import init_project, render_to
+from devbox.project import render_to
 from devbox.render import compose_data, image_files, image_tag, render_dockerfile, render_entrypoint, render_project
+from devbox.scaffold import init_project
 from devbox.spec import load_spec
 
 from .helpers import fake_material, make_spec

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from devbox.engines.swarm import secret_name, service_definition, service_hash
 from devbox.errors import SpecError
+from devbox.layout import secret_sources
 from devbox.render import render_project
-from devbox.swarm import secret_name, secret_sources, service_definition, service_hash
 
 from .helpers import fake_material, make_spec
 
@@ -62,7 +63,7 @@ def test_service_definition_carries_the_hosts_settings():
 def test_secrets_are_named_by_content():
     spec = make_spec(engine="swarm")
     host = spec.hosts[0]
-    assert set(secret_sources(host).values()) == {"devbox_passwords", "devbox_sshd_config",
+    assert set(secret_sources(host.name).values()) == {"devbox_passwords", "devbox_sshd_config",
                                                   "devbox_authorized_keys", "devbox_host_key"}  # fmt: skip
     first = secret_name(spec, host, "devbox_passwords", b"a")
     assert first == secret_name(spec, host, "devbox_passwords", b"a")

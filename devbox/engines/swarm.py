@@ -15,22 +15,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from devbox.errors import EngineError, PreflightError
+from devbox.docker_api import engine_facts
+from devbox.engines.base import Engine, build_image
+from devbox.engines.preflight import port_problems, raise_all, resource_problems
+from devbox.errors import EngineError, UsageError
+from devbox.layout import secret_sources
 from devbox.project import recreating_note
-from devbox.render import HEALTHCHECK, LABEL_PREFIX, RenderedProject, connect_address, host_key_path
+from devbox.render import HEALTHCHECK, LABEL_PREFIX, RenderedProject, connect_address
 from devbox.spec import Host, Spec
 
 if TYPE_CHECKING:
     import docker
 
-    from devbox.runner import Project
+    from devbox.project import Project
 
 GPU_RESOURCE = "NVIDIA-GPU"
 RESTART_CONDITIONS = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
-_SECRET_FILES = {"passwords": "devbox_passwords", "sshd_config": "devbox_sshd_config",
-                 "authorized_keys": "devbox_authorized_keys"}  # fmt: skip
 
 
 def service_name(spec: Spec, host: Host) -> str:
@@ -39,13 +42,6 @@ def service_name(spec: Spec, host: Host) -> str:
 
 def network_name(spec: Spec) -> str:
     return f"{spec.project}_{spec.network.name}"
-
-
-def secret_sources(host: Host) -> dict[str, str]:
-    """Output-folder file -> the name the container finds it under in /run/secrets."""
-    sources = {f"secrets/{host.name}/{name}": target for name, target in _SECRET_FILES.items()}
-    sources[host_key_path(host)] = "devbox_host_key"
-    return sources
 
 
 def secret_name(spec: Spec, host: Host, target: str, content: bytes) -> str:
@@ -114,15 +110,21 @@ def service_definition(spec: Spec, host: Host, tag: str, config_hash: str, secre
 # --------------------------------------------------------------------------- side effects
 
 
-def preflight(project: Project) -> None:
-    """The engine must be a swarm manager, and GPUs must be offered as generic resources."""
+def _manager_problems(project: Project) -> list[str]:
+    """The engine must be a swarm manager."""
     info = project.client.info().get("Swarm") or {}
     if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
-        raise PreflightError("engine: swarm, but this engine is not a swarm manager (run `docker swarm init`, "
-                             "or point DOCKER_HOST at a manager, or use engine: compose)")  # fmt: skip
+        return ["engine: swarm, but this engine is not a swarm manager (run `docker swarm init`, "
+                "or point DOCKER_HOST at a manager, or use engine: compose)"]  # fmt: skip
+    return []
+
+
+def _gpu_node_problems(project: Project) -> list[str]:
+    """GPUs must be offered as generic resources by some node."""
     if any(host.gpus.wanted for host in project.spec.hosts) and not _nodes_offer_gpus(project.client):
-        raise PreflightError(f"hosts want GPUs but no swarm node offers {GPU_RESOURCE} generic resources (set "
-                             "node-generic-resources in each GPU node's daemon.json, or use --no-gpu)")  # fmt: skip
+        return [f"hosts want GPUs but no swarm node offers {GPU_RESOURCE} generic resources (set "
+                "node-generic-resources in each GPU node's daemon.json, or use --no-gpu)"]  # fmt: skip
+    return []
 
 
 def _nodes_offer_gpus(client: docker.DockerClient) -> bool:
@@ -143,7 +145,7 @@ def _ensure_secrets(project: Project, host: Host) -> dict[str, str]:
     ours = {"label": f"{LABEL_PREFIX}project={project.spec.project}"}
     existing = {secret.name for secret in client.secrets.list(filters=ours)}
     wanted = {}
-    for path, target in secret_sources(host).items():
+    for path, target in secret_sources(host.name).items():
         content = (project.folder / path).read_bytes()
         if not content:
             continue
@@ -176,7 +178,7 @@ def _running(service: Any) -> bool:
     return any(task["Status"]["State"] == "running" for task in service.tasks(filters={"desired-state": "running"}))
 
 
-def plan(project: Project, hosts: list[Host], rendered: RenderedProject) -> list[Host]:
+def stale_hosts(project: Project, hosts: list[Host], rendered: RenderedProject) -> list[Host]:
     """Hosts whose service is missing, changed or not running."""
     services = _services(project)
     stale = []
@@ -216,7 +218,9 @@ def deploy(project: Project, hosts: list[Host], rendered: RenderedProject) -> No
 def _wait_gone(project: Project, host: Host, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     label = [f"{LABEL_PREFIX}project={project.spec.project}", f"{LABEL_PREFIX}host={host.name}"]
-    while project.client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
+    # sparse: no inspect of each container, which fails with "no such container" as they go
+    while project.client.containers.list(all=True, sparse=True, filters={"label": label}) \
+            and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
@@ -247,7 +251,7 @@ def _remove_unused_secrets(project: Project) -> None:
                 secret.remove()
 
 
-def down(project: Project, volumes: bool) -> None:
+def remove_all(project: Project, volumes: bool) -> None:
     """Remove the services, then the secrets and the network; named volumes only when asked."""
     services = _services(project)
     for host in project.spec.hosts:
@@ -260,8 +264,10 @@ def down(project: Project, volumes: bool) -> None:
     if volumes:
         for name in {f"{project.spec.project}_{v.source}" for h in project.spec.hosts for v in h.volumes
                      if v.kind == "volume"}:  # fmt: skip
+            # the engine's name filter matches parts of names: another project's volume too
             for volume in project.client.volumes.list(filters={"name": name}):
-                volume.remove(force=True)
+                if volume.name == name:
+                    volume.remove(force=True)
 
 
 def node_addresses(project: Project, hosts: list[Host]) -> dict[str, str]:
@@ -279,3 +285,57 @@ def node_addresses(project: Project, hosts: list[Host]) -> dict[str, str]:
                 break
     return found
 
+
+
+def memory_reservations(project: Project) -> dict[str, int]:
+    """On a swarm, reservations belong to the service (the scheduler honours them), not the container."""
+    reserved = {}
+    for service in _services(project).values():
+        resources = service.attrs["Spec"]["TaskTemplate"].get("Resources") or {}
+        host = service.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}host", "")
+        reserved[host] = int((resources.get("Reservations") or {}).get("MemoryBytes") or 0)
+    return reserved
+
+
+class SwarmEngine(Engine):
+    """An existing swarm: each host a one-replica service made through the SDK."""
+
+    name = "swarm"
+
+    def preflight(self, project: Project) -> list[str]:
+        return _manager_problems(project)
+
+    def gpu_problems(self, project: Project, facts: Mapping[str, Any]) -> list[str]:
+        return _gpu_node_problems(project)
+
+    def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
+        """The same plan as compose's, with services instead of containers."""
+        raise_all(_manager_problems(project) + _gpu_node_problems(project))
+        stale = stale_hosts(project, hosts, rendered)
+        if not stale:
+            project.say(f"nothing changed: {len(hosts)} services already up to date")
+            return
+        facts = engine_facts(project.client)
+        raise_all(port_problems(project, stale, project.containers()) + resource_problems(project.spec, facts))
+        if not project.client.images.list(name=rendered.image_tag):
+            build_image(project, rendered.image_tag)
+        deploy(project, stale, rendered)
+
+    def down(self, project: Project, volumes: bool) -> None:
+        remove_all(project, volumes)
+
+    def addresses(self, project: Project, hosts: list[Host]) -> dict[str, str]:
+        return node_addresses(project, hosts)
+
+    def all_logs(self, project: Project, follow: bool, tail: str) -> None:
+        """The SDK's logs of each host in turn; following several streams at once is refused."""
+        if follow:
+            raise UsageError("on a swarm, follow one host at a time: devbox logs -f HOST")
+        for host in project.spec.hosts:
+            container = project.container(host.name)
+            lines: int | str = int(tail) if tail.isdigit() else "all"
+            for line in container.logs(tail=lines).decode(errors="replace").splitlines():
+                project.say(f"{host.name} | {line}")
+
+    def memory_reservations(self, project: Project) -> dict[str, int] | None:
+        return memory_reservations(project)

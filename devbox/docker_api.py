@@ -1,15 +1,16 @@
-"""Access to the Docker engine: the SDK client, and the Compose v2 CLI for what the SDK lacks.
+"""Docker plumbing: the SDK client, and the Compose v2 CLI for what the SDK lacks.
 
-Every Docker call of devbox goes through here or devbox.runner. The SDK does inspection, exec,
-logs, events and swarm services; `docker compose` (plugin) or a v2 `docker-compose` brings a whole
-project up or down and builds the image (BuildKit, which the SDK cannot drive). Commands are
-argument lists; nothing is ever run through a shell.
+Every Docker call of devbox goes through here, devbox.project or devbox.engines. The SDK does
+inspection, exec, logs, events and swarm services; `docker compose` (plugin) or a v2
+`docker-compose` brings a whole project up or down and builds the image (BuildKit, which the SDK
+cannot drive). Commands are argument lists; nothing is ever run through a shell.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import re
 import shutil
@@ -17,10 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from devbox.errors import EngineError
 
@@ -57,6 +58,42 @@ def connect(timeout: int = 120) -> docker.DockerClient:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def engine_errors() -> Iterator[None]:
+    """Docker SDK and HTTP errors, raised by the SDK anywhere in the block, as one EngineError
+    line with the next step: a command talking to the engine never shows a traceback."""
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"Docker engine: {_short(exc)} (check `devbox doctor`)") from None
+
+
+def talks_to_engine(func: F) -> F:
+    """Decorate an operation that calls the SDK: its Docker and HTTP errors become EngineError
+    (also those raised while a generator operation is iterated)."""
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def generator(*args: Any, **kwargs: Any) -> Any:
+            with engine_errors():
+                yield from func(*args, **kwargs)
+
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with engine_errors():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,173 @@
+"""Checks before anything changes: what this machine or engine cannot give the spec.
+
+Each function returns problems (one line each, with the spec path and the fix); `up` raises
+them all at once before it builds or replaces anything, and `doctor` shows them one by one.
+Both engines use them; what only one engine needs lives with that engine.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from devbox.errors import PreflightError
+from devbox.render import LABEL_PREFIX
+from devbox.spec import Host, Spec
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+    from devbox.project import Project
+
+NVIDIA_TOOLKIT_HINT = (
+    "install the NVIDIA Container Toolkit on the Docker host (nvidia-container-toolkit, then "
+    "restart dockerd), or run CPU-only with `devbox --no-gpu up` or `gpu: off` in the spec"
+)
+
+
+def _port_taken(address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            return exc.errno in (errno.EADDRINUSE, errno.EACCES)
+    return False
+
+
+def engine_is_local() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
+def _published_ports(project: Project) -> dict[int, str]:
+    """Host ports that running containers of other projects publish, with the container's name.
+
+    This is what the engine itself knows, so it also works when the engine is remote.
+    """
+    taken = {}
+    for container in project.client.containers.list():
+        if container.labels.get(f"{LABEL_PREFIX}project") == project.spec.project:
+            continue
+        for bindings in (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).values():
+            for binding in bindings or []:
+                if str(binding.get("HostPort", "")).isdigit():
+                    taken[int(binding["HostPort"])] = container.name
+    return taken
+
+
+def port_problems(project: Project, hosts: list[Host], ours: Mapping[str, Container]) -> list[str]:
+    """Ports another process or container already holds (our own running host may keep its own)."""
+    problems = []
+    published = _published_ports(project)
+    for host in hosts:
+        container = ours.get(host.name)
+        if container is not None and container.status == "running":
+            continue  # it holds its own port; compose recreates it in place
+        path = f"hosts.{host.name}.ssh_port"
+        if host.ssh_port in published:
+            problems.append(f"{path}: port {host.ssh_port} is already published by container "
+                            f"{published[host.ssh_port]} (choose a free ssh_port, or stop it)")  # fmt: skip
+        elif engine_is_local() and _port_taken(host.bind_address, host.ssh_port):
+            problems.append(f"{path}: port {host.ssh_port} on {host.bind_address} is already taken "
+                            "by another program (choose a free ssh_port, or stop it)")  # fmt: skip
+    return problems
+
+
+def device_problems(hosts: list[Host]) -> list[str]:
+    """Devices missing on this machine: the engine would refuse the container at start, after
+    compose has already replaced the host's old one."""
+    if not engine_is_local():
+        return []
+    problems = []
+    for host in hosts:
+        for index, device in enumerate(host.devices):
+            source = device.split(":")[0]
+            if not os.path.exists(source):
+                problems.append(f"hosts.{host.name}.devices[{index}]: {source} does not exist on this machine "
+                                "(connect it, or remove it from the spec)")  # fmt: skip
+    return problems
+
+
+def resource_problems(spec: Spec, facts: Mapping[str, Any]) -> list[str]:
+    """Limits and reservations the machine cannot give."""
+    problems = []
+    cpus, memory = facts["cpus"], facts["memory"]
+    for host in spec.hosts:
+        if host.limits.cpus and cpus and host.limits.cpus > cpus:
+            problems.append(f"hosts.{host.name}.limits.cpus: {host.limits.cpus:g} is more than the "
+                            f"{cpus} CPUs of the engine (lower it)")  # fmt: skip
+        if host.cpuset and cpus:
+            highest = max(int(n) for n in host.cpuset.replace("-", ",").split(","))
+            if highest >= cpus:
+                problems.append(f"hosts.{host.name}.cpuset: CPU {highest} does not exist on the "
+                                f"engine (it has CPUs 0-{cpus - 1})")  # fmt: skip
+    reserved_cpus = sum(h.reservations.cpus or 0 for h in spec.hosts)
+    reserved_memory = sum(h.reservations.memory.bytes for h in spec.hosts if h.reservations.memory)
+    if cpus and reserved_cpus > cpus:
+        problems.append(f"reservations.cpus: the hosts reserve {reserved_cpus:g} CPUs but the engine "
+                        f"has {cpus} (lower the reservations)")  # fmt: skip
+    if memory and reserved_memory > memory:
+        problems.append(f"reservations.memory: the hosts reserve {reserved_memory / 1024**3:.1f} GiB "
+                        f"but the engine has {memory / 1024**3:.1f} GiB (lower the reservations)")  # fmt: skip
+    return problems
+
+
+GPU_PROBE_IMAGE = "devbox-gpu-probe:1"
+
+
+def _gpu_probe_image(client: docker.DockerClient) -> str:
+    """An empty image (no registry needed) to start GPU probe containers from."""
+    import io
+    import tarfile
+
+    if not client.images.list(name=GPU_PROBE_IMAGE):
+        empty = io.BytesIO()
+        tarfile.open(fileobj=empty, mode="w").close()
+        repository, tag = GPU_PROBE_IMAGE.split(":")
+        client.api.import_image_from_data(empty.getvalue(), repository=repository, tag=tag)
+    return GPU_PROBE_IMAGE
+
+
+def gpu_runtime_available(client: docker.DockerClient, facts: Mapping[str, Any]) -> bool:
+    """Whether the engine can hand out NVIDIA GPUs.
+
+    An ``nvidia`` runtime says so; otherwise start a container with a GPU request from an empty
+    image: an engine without the NVIDIA hook refuses it with "could not select device driver",
+    one with it gets as far as running the (missing) program. Nothing runs either way.
+    """
+    import docker.errors
+    from docker.types import DeviceRequest
+
+    if "nvidia" in facts["runtimes"]:
+        return True
+    container = client.containers.create(
+        _gpu_probe_image(client), entrypoint=["/devbox-gpu-probe"], network_mode="none",
+        device_requests=[DeviceRequest(count=1, capabilities=[["gpu"]])],
+    )  # fmt: skip
+    try:
+        container.start()
+    except docker.errors.APIError as exc:
+        return "could not select device driver" not in str(exc)
+    finally:
+        container.remove(force=True)
+    return True
+
+
+def gpu_problems(project: Project, facts: Mapping[str, Any]) -> list[str]:
+    wanting = [h.name for h in project.spec.hosts if h.gpus.wanted]
+    if not wanting or gpu_runtime_available(project.client, facts):
+        return []
+    return [f"hosts {', '.join(wanting)} want GPUs but the engine has no NVIDIA runtime: "
+            f"{NVIDIA_TOOLKIT_HINT}"]  # fmt: skip
+
+
+def raise_all(problems: list[str]) -> None:
+    """Every problem at once, one line each, before anything changes."""
+    if problems:
+        raise PreflightError("\n".join(problems))

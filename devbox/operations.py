@@ -1,0 +1,135 @@
+"""What the commands do, on whichever engine the spec names: up, down, status, logs, exec.
+
+Each operation picks the engine once (devbox.engines.engine_for) and works on a Project.
+Output goes through ``project.say``; errors are raised, never printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from devbox import probe
+from devbox.docker_api import talks_to_engine
+from devbox.engines import engine_for
+from devbox.errors import EngineError, UsageError
+from devbox.render import connect_address
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
+    from devbox.project import Project
+    from devbox.spec import Host, Spec
+
+
+def login_targets(project: Project, hosts: list[Host]) -> list[probe.Target]:
+    """Where and how to log in to each host: the engine knows where it runs."""
+    return project.targets(hosts, engine_for(project.spec).addresses(project, hosts))
+
+
+@talks_to_engine
+def up(project: Project, only: list[str] | None = None,
+       wait_seconds: float = 120.0) -> list[tuple[probe.Target, probe.Result]]:  # fmt: skip
+    """Render, converge on the engine, then wait for SSH logins.
+
+    No host is probed before its container has started (on a swarm, services start after
+    `deploy` returns): see devbox.docker_api.StartWatch. Returns each host's login target (where
+    it was reached) with its result, so callers need not look the addresses up again.
+    """
+    engine = engine_for(project.spec)
+    hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
+    with project.lock():
+        rendered = project.render()
+        with project.start_watch() as started:
+            engine.converge(project, hosts, rendered, only=bool(only))
+            started.see_running()
+            targets = login_targets(project, hosts)
+            results = probe.wait_for_logins(targets, wait_seconds, started.wait, started.failing)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        ours = project.containers()
+        raise EngineError("; ".join(f"{r.name}: {r.detail}{_last_words(ours.get(r.name))}" for r in failed)
+                          + " (see `devbox logs HOST`)")  # fmt: skip
+    return list(zip(targets, results, strict=True))
+
+
+def _last_words(container: Container | None) -> str:
+    """The last line a failed host logged (often the reason: "sshd: not found"), for its error."""
+    if container is None:
+        return ""
+    lines = container.logs(tail=5).decode(errors="replace").strip().splitlines()
+    return f"; it last logged: {lines[-1].strip()[:200]}" if lines else ""
+
+
+@talks_to_engine
+def down(project: Project, volumes: bool) -> None:
+    """Remove the hosts and what the engine made for them; named volumes only when asked."""
+    with project.lock():
+        engine_for(project.spec).down(project, volumes)
+
+
+# --------------------------------------------------------------------------- looking
+
+
+def host_status(spec: Spec, host: Host, container: Container | None) -> dict[str, Any]:
+    """One host as `status` reports it: state, health, port, and the limits Docker applied."""
+    entry: dict[str, Any] = {
+        "host": host.name, "state": "missing", "health": None, "ssh_port": host.ssh_port,
+        "bind_address": host.bind_address, "ssh": f"ssh -p {host.ssh_port} "
+        f"{spec.image.user}@{connect_address(host)}",
+    }  # fmt: skip
+    if container is None:
+        return entry
+    attrs = container.attrs
+    config = attrs.get("HostConfig", {})
+    state = attrs.get("State", {})
+    entry.update(
+        state=state.get("Status", container.status),
+        health=(state.get("Health") or {}).get("Status"),
+        container=container.name,
+        limits={"cpus": (config.get("NanoCpus") or 0) / 1e9 or None, "memory": config.get("Memory") or None},
+        reservations={"memory": config.get("MemoryReservation") or None},
+        cpuset=config.get("CpusetCpus") or None,
+        shm_size=config.get("ShmSize"),
+        gpus=[
+            {"driver": r.get("Driver"), "count": r.get("Count"), "device_ids": r.get("DeviceIDs"),
+             "capabilities": r.get("Capabilities")}
+            for r in config.get("DeviceRequests") or []
+        ],
+        restart=(config.get("RestartPolicy") or {}).get("Name"),
+        restarts=attrs.get("RestartCount", 0),
+    )  # fmt: skip
+    return entry
+
+
+@talks_to_engine
+def status(project: Project) -> list[dict[str, Any]]:
+    ours = project.containers()
+    return [host_status(project.spec, host, ours.get(host.name)) for host in project.spec.hosts]
+
+
+@talks_to_engine
+def stream_logs(project: Project, host: str, follow: bool, tail: str) -> Iterator[bytes]:
+    container = project.container(host)
+    lines: int | str = int(tail) if tail.isdigit() else "all"
+    yield from container.logs(stream=True, follow=follow, tail=lines)
+
+
+@talks_to_engine
+def all_logs(project: Project, follow: bool, tail: str) -> None:
+    """Every host's logs, prefixed with its name."""
+    engine_for(project.spec).all_logs(project, follow, tail)
+
+
+@talks_to_engine
+def exec_in(project: Project, host: str, command: list[str], user: str | None,
+            write: Callable[[bytes], None]) -> int:  # fmt: skip
+    """Run a command in a host, streaming its output; returns its exit code."""
+    container = project.container(host)
+    if container.status != "running":
+        raise UsageError(f"host {host!r} is {container.status} (run `devbox up {host}`)")
+    api = project.client.api
+    exec_id = api.exec_create(container.id, command, user=user or "", stdout=True, stderr=True)
+    for chunk in api.exec_start(exec_id, stream=True):
+        write(chunk)
+    return int(api.exec_inspect(exec_id)["ExitCode"] or 0)

@@ -1,0 +1,42 @@
+"""`devbox init`: a commented spec to start from, and a .gitignore that keeps secrets out of git."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from devbox.errors import UsageError
+from devbox.render import render_template
+from devbox.state import write_if_changed
+
+GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys", ".devbox/")
+
+
+def default_project_name(directory: Path) -> str:
+    """A valid project name from the folder's name (lowercase, - for anything else)."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", directory.resolve().name.lower()).strip("-_")
+    return name[:63] or "devbox"
+
+
+def init_project(directory: Path, project: str | None, *, force: bool, spec_name: str = "devbox.yaml") -> list[Path]:
+    """Write the spec (devbox.yaml unless named) and make .gitignore ignore the output folder.
+
+    Raises UsageError instead of overwriting an existing spec without ``force``; an existing
+    .gitignore is only ever appended to.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    spec_path = directory / spec_name
+    if spec_path.exists() and not force:
+        raise UsageError(f"{spec_path} already exists (pass --force to overwrite it)")
+    name = project or default_project_name(directory)
+    if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", name):
+        raise UsageError(f"--project: {name!r} is not a project name (lowercase letters, digits, - and _)")
+    spec_path.write_text(render_template("devbox.yaml.j2", project=name), encoding="utf-8")
+    written = [spec_path]
+    gitignore = directory / ".gitignore"
+    existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
+    if ".devbox/" not in existing.splitlines():
+        prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
+        write_if_changed(gitignore, prefix + "\n".join(GITIGNORE_LINES) + "\n", 0o644)
+        written.append(gitignore)
+    return written
