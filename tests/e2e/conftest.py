@@ -1,16 +1,23 @@
-"""End-to-end fixtures: real devbox projects on the real engine, removed after each test.
+"""End-to-end fixtures: the real engine, and real devbox projects on it, removed after each test.
 
-Every project gets its own name (e2e-<random>) and free ports on 127.0.0.1; teardown runs
-`devbox down --volumes` and removes the project's images by label, so tests leave nothing behind.
+``scripts/engine.sh`` provides the engine, the local base image and Compose v2; .ci/run calls it
+before pytest. A missing engine fails these tests under CI=true and skips them elsewhere (see
+``lacking`` in tests/conftest.py). Every project gets its own name (e2e-<random>) and free ports
+on 127.0.0.1; teardown runs `devbox down --volumes` and removes the project's images by label,
+so tests leave nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import secrets
+import shutil
+import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,130 @@ import pytest
 import yaml
 
 from devbox.probe import Target, login
+
+# --------------------------------------------------------------------------- the engine
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENGINE_SCRIPT = REPO_ROOT / "scripts" / "engine.sh"
+BASE_IMAGE = "devbox-test/bookworm:base"
+# debootstrap on a fresh machine takes well under a minute here; allow slack.
+ENGINE_SCRIPT_TIMEOUT_S = 1200
+ENGINE_FIX = "run `bash scripts/engine.sh` first"
+
+_engine_script_result: str | None = None  # run scripts/engine.sh at most once
+
+
+def _connect() -> tuple[Any | None, str]:
+    """Return (client, "") if the engine answers a ping, else (None, reason)."""
+    import docker
+
+    client = None
+    error = ""
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:  # any failure means "no engine"
+        error = f"docker.from_env().ping() failed: {type(exc).__name__}: {exc}"
+    if not error:
+        return client, ""
+    if client is not None:
+        client.close()
+    # docker-py leaves the failed connection's socket unclosed; collect it now with
+    # its ResourceWarning silenced, or filterwarnings=error fails a later test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    return None, error
+
+
+def _run_engine_script() -> str:
+    """Run scripts/engine.sh once per session; return "" on success, else why not."""
+    global _engine_script_result
+    if _engine_script_result is not None:
+        return _engine_script_result
+    bash = shutil.which("bash")
+    if bash is None or not ENGINE_SCRIPT.is_file():
+        _engine_script_result = f"cannot run {ENGINE_SCRIPT} (bash or script missing)"
+        return _engine_script_result
+    try:
+        proc = subprocess.run(
+            [bash, str(ENGINE_SCRIPT)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=ENGINE_SCRIPT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _engine_script_result = f"{ENGINE_SCRIPT.name} did not complete: {exc}"
+        return _engine_script_result
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
+        _engine_script_result = f"{ENGINE_SCRIPT.name} exited {proc.returncode}:\n{tail}"
+    else:
+        _engine_script_result = ""
+    return _engine_script_result
+
+
+@pytest.fixture(scope="session")
+def docker_client(lacking: Any) -> Iterator[Any]:
+    """A ``docker.DockerClient`` connected to a live engine.
+
+    Outside CI a missing engine is brought up with scripts/engine.sh (needs root), else the test
+    skips; under CI=true it fails (see ``lacking`` in tests/conftest.py): .ci/run started it.
+    """
+    client, reason = _connect()
+    if client is None and not lacking.required:
+        script_error = _run_engine_script()
+        client, reason = _connect()
+        if client is None and script_error:
+            reason = f"{reason}; {script_error}"
+    if client is None:
+        lacking(f"no Docker engine: {reason} ({ENGINE_FIX})")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: Any, lacking: Any) -> str:
+    """Tag of the local Debian bookworm base image, built by scripts/engine.sh."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(BASE_IMAGE)
+        return BASE_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    script_error = _run_engine_script()
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        lacking(f"image {BASE_IMAGE} is missing: {script_error or 'engine.sh did not build it'} ({ENGINE_FIX})")
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """Factory: ``free_port()`` returns a currently free TCP port on 127.0.0.1,
+    never the same one twice in a test session (so two hosts in one test
+    cannot be handed the same port)."""
+    handed_out: set[int] = set()
+
+    def _free_port() -> int:
+        for _ in range(200):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            if port not in handed_out:
+                handed_out.add(port)
+                return port
+        raise RuntimeError("could not find an unused TCP port on 127.0.0.1")
+
+    return _free_port
+
+
+# --------------------------------------------------------------------------- projects
 
 
 @dataclass
@@ -149,7 +280,6 @@ def engine_without_gpu(docker_client: Any) -> Iterator[str]:
     the main engine needs) and no iptables rules; published ports work through docker-proxy.
     """
     import atexit
-    import shutil
     import time
 
     import docker

@@ -8,7 +8,7 @@ import time
 from devbox import probe
 
 
-def _target(name: str) -> probe.Target:
+def target(name: str) -> probe.Target:
     return probe.Target(name, "127.0.0.1", 1, "developer", "secret", "ssh-ed25519 AAAA")
 
 
@@ -29,7 +29,7 @@ def test_no_host_is_probed_before_its_container_starts(monkeypatch):
 
     monkeypatch.setattr(probe, "login", login)
     threading.Timer(0.3, late_gate.set).start()
-    results = probe.wait_for_logins([_target("early"), _target("late")], 10.0, started)
+    results = probe.wait_for_logins([target("early"), target("late")], 10.0, started)
 
     assert [r.ok for r in results] == [True, True]
     assert attempts["early"][0] < opened["late"]  # one host does not wait for the others
@@ -45,7 +45,7 @@ def test_a_host_that_never_starts_is_tried_once_at_the_deadline(monkeypatch):
 
     monkeypatch.setattr(probe, "login", login)
     began = time.monotonic()
-    results = probe.wait_for_logins([_target("never")], 0.5, lambda _name, timeout: time.sleep(timeout) or False)
+    results = probe.wait_for_logins([target("never")], 0.5, lambda _name, timeout: time.sleep(timeout) or False)
 
     assert not results[0].ok and "cannot connect" in results[0].detail  # the login's own error
     assert len(calls) == 1 and calls[0] - began >= 0.5
@@ -58,7 +58,7 @@ def test_a_host_whose_container_keeps_dying_is_given_up_on_at_once(monkeypatch):
     monkeypatch.setattr(probe, "login", login)
     began = time.monotonic()
     results = probe.wait_for_logins(
-        [_target("fine"), _target("dying")], 60.0, lambda _name, _timeout: True,
+        [target("fine"), target("dying")], 60.0, lambda _name, _timeout: True,
         lambda name: "its container exited with code 127 (2 times)" if name == "dying" else None,
     )  # fmt: skip
     assert [r.ok for r in results] == [True, False]

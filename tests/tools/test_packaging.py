@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import REPO, run
 
 
-def test_wheel_contains_templates_and_console_script(tmp_path):
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+def test_wheel_contains_templates_and_console_script(tmp_path, python_module):
+    result = run([*python_module("build"), "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (wheel,) = tmp_path.glob("devbox-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for template in ("Dockerfile.j2", "entrypoint.sh.j2", "devbox.yaml.j2"):

@@ -1,0 +1,323 @@
+"""The compose engine on a fake Docker client: which containers are a project's, what `status`
+shows, what `up` converges (and removes), what `down` runs, which ports and GPUs preflight refuses.
+
+Compose itself is replaced by a recorder that does to the fake engine what `docker compose` would
+do (from the rendered compose file's labels), so a test reads the argument lists devbox runs.
+SSH logins are replaced too (devbox.probe.login); the e2e tests make real ones.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+import yaml
+
+from devbox import docker_api, probe
+from devbox.docker_api import Compose
+from devbox.engines import compose as compose_engine  # where find_compose and run_compose are looked up
+from devbox.engines.preflight import GPU_PROBE_IMAGE, gpu_runtime_available, port_problems
+from devbox.errors import EngineError, PreflightError
+from devbox.operations import down, status, up
+from devbox.project import Project, recreating_note
+
+from .fake_docker import FakeDockerClient, getent_shadow, serve
+from .helpers import make_spec
+
+COMPOSE = Compose(("docker", "compose"), "2.30.0")
+
+
+def now() -> str:
+    """A container's StartedAt as the engine writes it (after any file a test wrote)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
+@pytest.fixture
+def client(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://fake-engine:2375")  # a remote engine: no local port is bound
+    return serve(monkeypatch, FakeDockerClient())
+
+
+@pytest.fixture
+def said():
+    return []
+
+
+@pytest.fixture
+def make_project(tmp_path, said):
+    def make(**changes: Any) -> Project:
+        return Project(make_spec(tmp_path, **changes), tmp_path / ".devbox", say=said.append, environ={})
+
+    return make
+
+
+@pytest.fixture
+def project(make_project):
+    return make_project()
+
+
+@pytest.fixture
+def compose(monkeypatch, client) -> list[list[str]]:
+    """The compose commands devbox runs, as argument lists; `build`, `up` and `down` act on the
+    fake engine as compose would."""
+    ran: list[list[str]] = []
+
+    def run_compose(found: Compose, compose_file: str | None, project: str, *args: str, quiet: bool = False) -> None:
+        ran.append(found.args(compose_file, project, *args))
+        if args[0] == "build":
+            client.images.add(services(compose_file)[args[1]]["image"])
+        elif args[0] == "up":
+            for host in (a for a in args[1:] if not a.startswith("--")):
+                start(client, compose_file, host)
+        elif args[0] == "down":
+            for container in client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"}):
+                container.remove(force=True)
+
+    for module in (compose_engine, docker_api):  # the image build finds them in docker_api
+        monkeypatch.setattr(module, "find_compose", lambda: COMPOSE)
+        monkeypatch.setattr(module, "run_compose", run_compose)
+    return ran
+
+
+def compose_data(compose_file: str | None) -> dict[str, Any]:
+    assert compose_file, "compose needs the file for this command"
+    return yaml.safe_load(Path(compose_file).read_text(encoding="utf-8"))
+
+
+def services(compose_file: str | None) -> dict[str, Any]:
+    return compose_data(compose_file)["services"]
+
+
+def start(client: FakeDockerClient, compose_file: str | None, host: str) -> Any:
+    """(Re)create a host's container from the compose file, labelled as compose labels it; its
+    accounts have the passwords of the file it mounts (the entrypoint applies them at start)."""
+    data = compose_data(compose_file)
+    service = data["services"][host]
+    labels = {**service["labels"], "com.docker.compose.project": data["name"],
+              "com.docker.compose.project.config_files": compose_file}  # fmt: skip
+    source = next(s["source"] for s in service["secrets"] if s["target"] == "devbox_passwords")
+    passwords = Path(str(compose_file)).parent / data["secrets"][source]["file"]
+    shadow = dict(line.split(":", 1) for line in passwords.read_text().splitlines())
+    for old in client.containers.list(all=True, filters={"label": f"devbox.host={host}"}):
+        old.remove(force=True)
+    return client.containers.add(f"{data['name']}-{host}-1", labels=labels, started_at=now(),
+                                 on_exec=getent_shadow(shadow))  # fmt: skip
+
+
+@pytest.fixture
+def logins(monkeypatch) -> list[str]:
+    """SSH logins that succeed; the hosts tried, in order."""
+    tried: list[str] = []
+
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        tried.append(target.name)
+        return probe.Result(target.name, True, "logged in", 0.01)
+
+    monkeypatch.setattr(probe, "login", login)
+    return tried
+
+
+# --------------------------------------------------------------------------- the project's containers
+
+
+def test_a_projects_containers_are_found_by_label_and_a_running_one_wins(client, project):
+    labels = {"devbox.project": "lab", "devbox.host": "master"}
+    client.containers.add("old", labels=labels, status="exited")
+    running = client.containers.add("new", labels=labels)
+    client.containers.add("theirs", labels={"devbox.project": "other", "devbox.host": "master"})
+    assert project.containers() == {"master": running}
+
+
+def test_containers_made_from_another_spec_are_refused_by_every_command(client, project, compose):
+    project.render()
+    client.containers.add("lab-master-1", labels={
+        "devbox.project": "lab", "devbox.host": "master",
+        "com.docker.compose.project.config_files": "/elsewhere/.devbox/docker-compose.yml"})  # fmt: skip
+    for command in (project.containers, lambda: status(project), lambda: down(project, volumes=False)):
+        with pytest.raises(PreflightError, match=r"^project 'lab' already runs from /elsewhere/.devbox, another"):
+            command()
+    assert compose == []  # down ran nothing
+
+
+def test_containers_from_this_spec_pass_the_owner_check(client, project):
+    client.containers.add("lab-master-1", labels={
+        "devbox.project": "lab", "devbox.host": "master",
+        "com.docker.compose.project.config_files": project.compose_file})  # fmt: skip
+    project.check_owner(project.containers())
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_shows_each_host_with_what_docker_applied(client, project):
+    client.containers.add("lab-master-1", labels={"devbox.project": "lab", "devbox.host": "master"}, host_config={
+        "NanoCpus": 1_500_000_000, "Memory": 2 * 1024**3, "MemoryReservation": 1024**3, "ShmSize": 64 * 1024**2,
+        "CpusetCpus": "0-1", "RestartPolicy": {"Name": "unless-stopped"},
+        "DeviceRequests": [{"Driver": "nvidia", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]]}],
+    })  # fmt: skip
+    master, worker = status(project)
+    assert master["state"] == "running" and master["container"] == "lab-master-1"
+    assert master["limits"] == {"cpus": 1.5, "memory": 2 * 1024**3} and master["reservations"] == {"memory": 1024**3}
+    assert master["cpuset"] == "0-1" and master["restart"] == "unless-stopped" and master["restarts"] == 0
+    assert master["gpus"] == [{"driver": "nvidia", "count": -1, "device_ids": None, "capabilities": [["gpu"]]}]
+    assert worker == {"host": "worker", "state": "missing", "health": None, "ssh_port": 4433,
+                      "bind_address": "127.0.0.1", "ssh": "ssh -p 4433 developer@127.0.0.1"}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- up
+
+
+def test_a_first_up_builds_once_starts_every_host_and_logs_in(client, project, compose, logins, said):
+    results = up(project, wait_seconds=5)
+    tag = project.render().image_tag
+    assert compose == [
+        ["docker", "compose", "-f", project.compose_file, "-p", "lab", "build", "master"],
+        ["docker", "compose", "-f", project.compose_file, "-p", "lab",
+         "up", "--detach", "--no-build", "--quiet-pull", "--remove-orphans", "master", "worker"],
+    ]  # fmt: skip
+    assert client.images.list(name=tag) and sorted(logins) == ["master", "worker"]
+    assert [(target.name, result.ok) for target, result in results] == [("master", True), ("worker", True)]
+    assert f"building image {tag} (once for all hosts)" in said and "starting master, worker" in said
+
+
+def test_a_second_up_runs_no_compose_and_asks_a_running_host_for_its_passwords_once(client, project, compose, logins, said):
+    up(project, wait_seconds=5)
+    compose.clear()
+    client.calls.clear()
+    up(project, wait_seconds=5)
+    assert compose == [] and said[-1] == "nothing changed: 2 hosts already up to date"
+    # started within a clock's slack of their passwords file: asked once, they agree, nothing is set
+    assert [call["cmd"][:2] for call in client.called("container.exec_run")] == [["getent", "shadow"]] * 2
+    client.calls.clear()
+    up(project, wait_seconds=5)
+    assert client.called("container.exec_run") == []  # the record vouches for them now
+
+
+def test_a_changed_host_is_named_as_recreated_and_only_it_starts(client, make_project, compose, logins, said):
+    up(make_project(), wait_seconds=5)
+    compose.clear()
+    changed = make_project(hosts={"master": {"ssh_port": 4432, "hostname": "boss"}, "worker": {"ssh_port": 4433}})
+    up(changed, wait_seconds=5)
+    assert compose == [["docker", "compose", "-f", changed.compose_file, "-p", "lab",
+                        "up", "--detach", "--no-build", "--quiet-pull", "--remove-orphans", "master"]]  # fmt: skip
+    assert recreating_note(["master"]) in said
+
+
+def test_up_removes_the_container_of_a_host_the_spec_dropped(client, make_project, compose, logins, said):
+    up(make_project(hosts={"master": {"ssh_port": 4432}, "solo": {"ssh_port": 4434}}), wait_seconds=5)
+    compose.clear()
+    up(make_project(hosts={"master": {"ssh_port": 4432}}), wait_seconds=5)
+    assert "removing solo: no longer in devbox.yaml (named volumes stay)" in said
+    assert [c.labels["devbox.host"] for c in client.containers.list(all=True)] == ["master"]
+    assert {"name": "lab-solo-1", "force": True} in client.called("container.remove") and compose == []
+
+
+def test_up_of_named_hosts_leaves_the_others_and_orphans_alone(client, make_project, compose, logins):
+    up(make_project(hosts={"master": {"ssh_port": 4432}, "solo": {"ssh_port": 4434}}), wait_seconds=5)
+    compose.clear()
+    project = make_project(hosts={"master": {"ssh_port": 4432, "hostname": "boss"}})
+    up(project, only=["master"], wait_seconds=5)
+    assert compose[0][-2:] == ["--quiet-pull", "master"]  # no --remove-orphans
+    assert len(client.containers.list(all=True, filters={"label": "devbox.host=solo"})) == 1
+
+
+def test_a_host_that_never_logs_in_is_named_with_the_last_line_it_logged(client, project, compose, monkeypatch):
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        return probe.Result(target.name, target.name == "worker", "cannot connect (Connection refused)", 0.0)
+
+    monkeypatch.setattr(probe, "login", login)
+    original = client.containers.add
+
+    def add(name: str, **fields: Any) -> Any:
+        return original(name, **fields, log=b"starting\nsshd: no hostkeys available -- exiting.\n")
+
+    monkeypatch.setattr(client.containers, "add", add)
+    with pytest.raises(EngineError) as info:
+        up(project, wait_seconds=0.3)
+    assert str(info.value) == ("master: cannot connect (Connection refused); it last logged: sshd: no hostkeys "
+                               "available -- exiting. (see `devbox logs HOST`)")  # fmt: skip
+
+
+def test_up_stops_before_compose_when_the_engine_cannot_give_the_resources(client, make_project, compose, logins):
+    client.info_data["NCPU"] = 2
+    project = make_project(hosts={"master": {"ssh_port": 4432, "limits": {"cpus": 4}}})
+    with pytest.raises(PreflightError, match=r"hosts.master.limits.cpus: 4 is more than the 2 CPUs"):
+        up(project, wait_seconds=5)
+    assert compose == []
+
+
+# --------------------------------------------------------------------------- down
+
+
+def test_down_runs_compose_by_project_name_without_the_file(client, project, compose):
+    down(project, volumes=False)
+    down(project, volumes=True)
+    assert compose == [["docker", "compose", "-p", "lab", "down", "--remove-orphans"],
+                       ["docker", "compose", "-p", "lab", "down", "--remove-orphans", "--volumes"]]  # fmt: skip
+
+
+def test_down_removes_a_running_stack(client, project, compose, logins):
+    up(project, wait_seconds=5)
+    down(project, volumes=False)
+    assert client.containers.list(all=True) == []
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def test_a_port_another_container_publishes_is_named_with_that_container(client, project):
+    client.containers.add("web", labels={"devbox.project": "other"},
+                          host_config={"PortBindings": {"22/tcp": [{"HostIp": "", "HostPort": "4433"}]}})  # fmt: skip
+    assert port_problems(project, list(project.spec.hosts), {}) == [
+        "hosts.worker.ssh_port: port 4433 is already published by container web (choose a free ssh_port, or stop it)"]
+
+
+def test_a_running_host_keeps_its_own_port(client, project):
+    ours = client.containers.add("lab-worker-1", labels={"devbox.project": "lab", "devbox.host": "worker"},
+                                 host_config={"PortBindings": {"22/tcp": [{"HostPort": "4433"}]}})  # fmt: skip
+    assert port_problems(project, list(project.spec.hosts), {"worker": ours}) == []
+
+
+def test_a_port_a_local_program_holds_is_named_when_the_engine_is_local(client, make_project, monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        project = make_project(hosts={"master": {"ssh_port": port}})
+        assert port_problems(project, list(project.spec.hosts), {}) == [
+            f"hosts.master.ssh_port: port {port} on 127.0.0.1 is already taken by another program "
+            "(choose a free ssh_port, or stop it)"]  # fmt: skip
+
+
+def test_an_nvidia_runtime_is_enough_for_gpus(client):
+    assert gpu_runtime_available(client, {"runtimes": ["nvidia", "runc"]}) is True
+    assert client.calls == []
+
+
+def test_without_the_nvidia_hook_the_probe_container_is_refused_and_removed(client):
+    client.errors["container.start"] = docker.errors.APIError(
+        'could not select device driver "" with capabilities: [[gpu]]')
+    assert gpu_runtime_available(client, {"runtimes": ["runc"]}) is False
+    (created,) = client.called("containers.create")
+    assert created["image"] == GPU_PROBE_IMAGE and created["network_mode"] == "none"
+    assert created["device_requests"][0]["Capabilities"] == [["gpu"]]
+    (imported,) = client.called("api.import_image_from_data")  # no registry needed: an empty image
+    assert f"{imported['repository']}:{imported['tag']}" == GPU_PROBE_IMAGE
+    assert client.containers.list(all=True) == []  # the probe container is gone
+
+
+def test_with_the_nvidia_hook_the_probe_starts_and_the_empty_image_is_made_once(client):
+    assert gpu_runtime_available(client, {"runtimes": ["runc"]}) is True
+    assert gpu_runtime_available(client, {"runtimes": ["runc"]}) is True
+    assert len(client.called("api.import_image_from_data")) == 1 and len(client.called("container.start")) == 2
+    assert client.containers.list(all=True) == []
+
+
+def test_another_engine_error_at_the_probe_does_not_claim_there_is_no_gpu(client):
+    client.errors["container.start"] = docker.errors.APIError("OCI runtime create failed: /devbox-gpu-probe: no such file")
+    assert gpu_runtime_available(client, {"runtimes": ["runc"]}) is True
