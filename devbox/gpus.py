@@ -119,14 +119,16 @@ def find_nvidia_smi(environ: Mapping[str, str]) -> str | None:
     return shutil.which("nvidia-smi", path=environ.get("PATH", os.defpath))
 
 
-def nvidia_smi_runner(binary: str) -> Run:
-    """Run nvidia-smi; a failure (driver not loaded, timeout) is a PreflightError in one line."""
+def nvidia_smi_runner(binary: str, environ: Mapping[str, str] | None = None) -> Run:
+    """Run nvidia-smi (in ``environ``, default ours); a failure (driver not loaded, timeout) is a
+    PreflightError in one line."""
     import subprocess
 
     def run(args: Sequence[str]) -> str:
         try:
             result = subprocess.run([binary, *args], capture_output=True, text=True,  # noqa: S603 - argument list
-                                    timeout=NVIDIA_SMI_TIMEOUT, check=False)  # fmt: skip
+                                    timeout=NVIDIA_SMI_TIMEOUT, check=False,
+                                    env=None if environ is None else dict(environ))  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise PreflightError(f"nvidia-smi did not run ({exc}); {DRIVER_HINT}") from None
         if result.returncode != 0:
@@ -147,7 +149,7 @@ def discover(environ: Mapping[str, str] | None = None, run: Run | None = None) -
         binary = find_nvidia_smi(os.environ if environ is None else environ)
         if binary is None:
             return None
-        run = nvidia_smi_runner(binary)
+        run = nvidia_smi_runner(binary, environ)
     return parse_machine(run(DISCOVERY_QUERY), run(["-L"]))
 
 
@@ -385,7 +387,7 @@ class _Allocator:
 
     def _shared(self, requests: list[Request]) -> None:
         """Sharing hosts: kept if still valid, else the least-held units (ties: machine order)."""
-        load = Counter(self.held)  # every held unit has one holder
+        load = Counter(self.held.keys())  # every held unit has one holder
         fresh = []
         for request in requests:
             if request.count == "all":
@@ -723,9 +725,10 @@ def _host_of(pid: int, hosts_by_container: Mapping[str, str], cgroup: Callable[[
 
 
 def gpu_report(containers: Iterable[Any], folder: Path, environ: Mapping[str, str] | None = None,
-               cgroup: Callable[[int], str | None] = read_cgroup) -> list[GpuRow]:  # fmt: skip
+               cgroup: Callable[[int], str | None] | None = None) -> list[GpuRow]:  # fmt: skip
     """What `devbox gpus` shows, from this machine's nvidia-smi, the project's ledger in ``folder``
-    and its containers (Docker SDK objects). Raises PreflightError when nvidia-smi cannot be asked."""
+    and its containers (Docker SDK objects); ``cgroup`` reads a PID's cgroup (default: /proc).
+    Raises PreflightError when nvidia-smi cannot be asked, UsageError when the ledger is damaged."""
     environ = os.environ if environ is None else environ
     binary = find_nvidia_smi(environ)
     if binary is None:
@@ -733,8 +736,8 @@ def gpu_report(containers: Iterable[Any], folder: Path, environ: Mapping[str, st
         raise PreflightError(f"the engine runs elsewhere ({where}): run `devbox gpus` on that machine" if where and
                              not where.startswith("unix://") else "nvidia-smi is not on PATH: run `devbox gpus` on "
                              "the GPU machine, with the NVIDIA driver installed")  # fmt: skip
-    run = nvidia_smi_runner(binary)
+    run = nvidia_smi_runner(binary, environ)
     machine = discover(run=run) or Machine()
     facts = [container_facts(c) for c in containers]
     return attribute(machine, parse_usage(run(USAGE_QUERY)), parse_compute_apps(run(APPS_QUERY)),
-                     load_ledger(folder), facts, cgroup)  # fmt: skip
+                     load_ledger(folder), facts, cgroup or read_cgroup)  # fmt: skip
