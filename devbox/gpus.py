@@ -264,6 +264,10 @@ class Assignment:
     all: bool = False
     shared: bool = False
 
+    def compose_fields(self) -> dict[str, Any]:
+        """The part of a compose GPU reservation (or a DeviceRequest) this decides."""
+        return {"count": "all"} if self.all else {"device_ids": list(self.device_ids)}
+
 
 @dataclass(frozen=True)
 class Allocation:
@@ -543,6 +547,23 @@ def ledger_json(ledger: Ledger) -> str:
 def save_ledger(folder: Path, ledger: Ledger) -> bool:
     """Write the ledger atomically (a temporary file renamed over it); returns whether it changed."""
     return write_if_changed(folder / LEDGER_FILE, ledger_json(ledger), 0o644)
+
+
+def assign(requests: Sequence[Request], folder: Path, source: str, *, environ: Mapping[str, str] | None = None,
+           save: bool = True) -> Allocation:  # fmt: skip
+    """What `render`/`up` call before writing docker-compose.yml: read the machine and the ledger in
+    ``folder``, allocate, and (``save``) record the result, so every later `up` gives the same GPUs.
+    `validate` calls it with ``save=False`` to refuse an oversubscribed spec without writing.
+
+    Raises SpecError (oversubscribed, clashing or unknown ids), PreflightError (nvidia-smi
+    failed), UsageError (damaged ledger). Nothing is written when it raises.
+    """
+    previous = load_ledger(folder)
+    machine = discover(environ)
+    allocation = allocate(requests, machine, previous, source)
+    if save:
+        save_ledger(folder, ledger_after(allocation, machine, previous))
+    return allocation
 
 
 # --------------------------------------------------------------------------- attribution

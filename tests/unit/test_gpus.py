@@ -34,6 +34,7 @@ from devbox.gpus import (
     Request,
     Usage,
     allocate,
+    assign,
     attribute,
     container_facts,
     container_of,
@@ -417,6 +418,27 @@ def test_a_damaged_ledger_is_one_line_naming_the_file_and_the_fix(tmp_path, text
     [line] = info.value.lines()
     assert line.startswith(f"{tmp_path / LEDGER_FILE}: not a GPU ledger (")
     assert "remove it and the next `devbox up` assigns GPUs afresh" in line
+
+
+def test_assign_reads_the_machine_allocates_and_records(tmp_path):
+    env = smi_env(tmp_path, "four")
+    folder = tmp_path / "out"
+    first = assign(reqs(("master", 1), ("worker", 1)), folder, "devbox.yaml", environ=env)
+    assert load_ledger(folder).assignments == first.assignments
+    assert load_ledger(folder).machine == discover(env)
+    again_ = assign(reqs(("worker", 1), ("master", 1)), folder, "devbox.yaml", environ=env)
+    assert ids(again_) == ids(first)
+    assert first.of("master").compose_fields() == {"device_ids": [describe("four")["gpus"][0]["uuid"]]}  # type: ignore[union-attr]
+    assert Assignment("a", "all", all=True).compose_fields() == {"count": "all"}
+
+
+def test_assign_writes_nothing_when_it_refuses_or_only_checks(tmp_path):
+    env = smi_env(tmp_path, "two")
+    folder = tmp_path / "out"
+    with pytest.raises(SpecError):
+        assign(reqs(("a", 2), ("b", 1)), folder, "devbox.yaml", environ=env)
+    assign(reqs(("a", 2)), folder, "devbox.yaml", environ=env, save=False)
+    assert not (folder / LEDGER_FILE).exists()
 
 
 # --------------------------------------------------------------------------- attribution
