@@ -413,3 +413,35 @@ def passwd(ctx: Context, host: str, user: str | None) -> None:
 
 def main() -> None:
     cli(prog_name="devbox")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@reports_errors
+def gpus(ctx: Context, as_json: bool) -> None:
+    """Per GPU: the host holding it, memory used, utilisation, and its processes by host."""
+    import json
+
+    from devbox.gpus import gpu_report
+
+    project = _project(ctx)
+    rows = gpu_report(project.containers().values(), project.folder)
+    if as_json:
+        click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
+        return
+    table = [["GPU", "UUID", "MODEL", "MEMORY", "UTIL", "HOLDERS"]]
+    for row in rows:
+        held = [h.host + (f" ({h.device[:12]})" if h.device != row.uuid else "") + (" shared" if h.shared else "")
+                for h in row.holders]  # fmt: skip
+        table.append([
+            str(row.index), row.uuid[:12], row.name,
+            f"{row.memory_used_mib or 0}/{row.memory_total_mib or '?'} MiB",
+            "-" if row.utilization is None else f"{row.utilization}%", ", ".join(held) or "-",
+        ])  # fmt: skip
+    click.echo(_table(table))
+    processes = [["PID", "GPU", "HOST", "MEMORY"]]
+    processes += [[str(p.pid), str(row.index), p.host or "- (not a host of this project)",
+                   f"{p.used_memory_mib} MiB" if p.used_memory_mib is not None else "-"]
+                  for row in rows for p in row.processes]  # fmt: skip
+    click.echo("\n" + _table(processes) if len(processes) > 1 else "no processes on the GPUs")
