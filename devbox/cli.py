@@ -411,22 +411,16 @@ def passwd(ctx: Context, host: str, user: str | None) -> None:
     click.echo(f"new password for {host}/{account} is in {where}" + ("" if live else " (applies at `devbox up`)"))
 
 
-def main() -> None:
-    cli(prog_name="devbox")
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
-@reports_errors
 def gpus(ctx: Context, as_json: bool) -> None:
     """Per GPU: the host holding it, memory used, utilisation, and its processes by host."""
     import json
 
-    from devbox.gpus import gpu_report
+    from devbox.operations import gpu_usage
 
-    project = _project(ctx)
-    rows = gpu_report(project.containers().values(), project.folder)
+    rows = gpu_usage(_project(ctx))
     if as_json:
         click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
@@ -445,3 +439,7 @@ def gpus(ctx: Context, as_json: bool) -> None:
                    f"{p.used_memory_mib} MiB" if p.used_memory_mib is not None else "-"]
                   for row in rows for p in row.processes]  # fmt: skip
     click.echo("\n" + _table(processes) if len(processes) > 1 else "no processes on the GPUs")
+
+
+def main() -> None:
+    cli(prog_name="devbox")

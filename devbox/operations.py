@@ -18,6 +18,7 @@ from devbox.render import connect_address
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
+    from devbox.gpus import GpuRow
     from devbox.project import Project
     from devbox.spec import Host, Spec
 
@@ -133,3 +134,11 @@ def exec_in(project: Project, host: str, command: list[str], user: str | None,
     for chunk in api.exec_start(exec_id, stream=True):
         write(chunk)
     return int(api.exec_inspect(exec_id)["ExitCode"] or 0)
+
+
+@talks_to_engine
+def gpu_usage(project: Project) -> list[GpuRow]:
+    """Per GPU of this machine: who holds it, how busy it is, whose processes run on it."""
+    from devbox.gpus import gpu_report
+
+    return gpu_report(project.containers().values(), project.folder)

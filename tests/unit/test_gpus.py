@@ -545,12 +545,12 @@ hosts:
 def gpus_cli(tmp_path, monkeypatch, use_double):
     """`devbox gpus` against the double, with the project's containers given by the test.
 
-    Project.containers is the one call into the engine layer (devbox.runner for now)."""
-    from devbox import runner
+    Project.containers is the one call into the engine layer."""
+    from devbox.project import Project
 
     (tmp_path / "devbox.yaml").write_text(SPEC)
     found: list[SimpleNamespace] = []
-    monkeypatch.setattr(runner.Project, "containers", lambda self: {c.labels["devbox.host"]: c for c in found})
+    monkeypatch.setattr(Project, "containers", lambda self: {c.labels["devbox.host"]: c for c in found})
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(cli, ["-f", str(tmp_path / "devbox.yaml"), "gpus", *args])

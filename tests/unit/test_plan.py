@@ -1,4 +1,4 @@
-"""The runner's pure parts: what `up` must do, and what the machine cannot give."""
+"""Planning and preflight, the pure parts: what `up` must do, and what the machine cannot give."""
 
 from __future__ import annotations
 
