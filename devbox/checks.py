@@ -14,6 +14,7 @@ from devbox import probe
 from devbox.docker_api import talks_to_engine
 from devbox.engines import engine_for
 from devbox.errors import DevboxError
+from devbox.gpus import Assignment, Ledger, load_ledger
 from devbox.operations import login_targets
 from devbox.spec import THREAD_VARIABLES, Host
 
@@ -70,7 +71,9 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
             running[host.name] = container
             yield Check(host.name, "running", True, container.name)
     up_hosts = [h for h in spec.hosts if h.name in running]
-    reserved = engine_for(spec).memory_reservations(project) or {}
+    engine = engine_for(spec)
+    reserved = engine.memory_reservations(project) or {}
+    ledger = load_ledger(project.folder) if engine.allocates_gpus else Ledger()
     yield from _logins(project, up_hosts)
     for host in up_hosts:
         container = running[host.name]
@@ -79,7 +82,7 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
         yield from _limits(host, container.attrs, reserved.get(host.name))
         yield from _volumes(host, container.attrs)
         yield from _threads(host, container)
-        yield from _gpus(host, container, deep)
+        yield from _gpus(host, container, deep, ledger.of(host.name))
 
 
 def _logins(project: Project, hosts: list[Host]) -> Iterator[Check]:
@@ -157,15 +160,23 @@ def _threads(host: Host, container: Container) -> Iterator[Check]:
         yield Check(host.name, "thread variables", ok, " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
 
 
-def _gpus(host: Host, container: Container, deep: bool) -> Iterator[Check]:
+def _wanted_request(host: Host, assignment: Assignment | None) -> tuple[list[str] | None, int]:
+    """The (DeviceIDs, Count) the container should have: its allocation's devices where devbox
+    allocated them (devbox.gpus), else the spec's request as written."""
+    if assignment is not None:
+        return (None, -1) if assignment.all else (list(assignment.device_ids), 0)
+    wanted_ids = list(host.gpus.device_ids) or None
+    return wanted_ids, -1 if host.gpus.count == "all" else (int(host.gpus.count) if not wanted_ids else 0)
+
+
+def _gpus(host: Host, container: Container, deep: bool, assignment: Assignment | None = None) -> Iterator[Check]:
     requests = container.attrs.get("HostConfig", {}).get("DeviceRequests") or []
     if not host.gpus.wanted:
         if requests:
             yield Check(host.name, "gpus", False, "the container has GPU requests the spec does not ask for")
         return
     request = requests[0] if requests else {}
-    wanted_ids = list(host.gpus.device_ids) or None
-    wanted_count = -1 if host.gpus.count == "all" else (host.gpus.count if not wanted_ids else 0)
+    wanted_ids, wanted_count = _wanted_request(host, assignment)
     ok = bool(request) and request.get("DeviceIDs") == wanted_ids and (request.get("Count") or 0) == wanted_count
     env = start_environment(container)
     visible = env.get("NVIDIA_VISIBLE_DEVICES", "(unset)")

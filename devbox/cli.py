@@ -30,18 +30,17 @@ class Context:
         self.engine = engine
 
     def spec(self) -> Spec:
-        from devbox.docker_api import local_gpu_count
-        from devbox.spec import gpu_count_warnings, load_spec
+        from devbox.spec import load_spec
 
         spec = load_spec(self.spec_file, gpu=None if self.gpu else False, engine=self.engine)
-        warnings = list(spec.warnings)
-        if any(host.gpus.wanted for host in spec.hosts):
-            available = local_gpu_count()
-            if available is not None:
-                warnings += gpu_count_warnings(spec.hosts, available)
-        for warning in warnings:
+        for warning in spec.warnings:
             warn(f"{spec.source}: {warning}")
         return spec
+
+    def allocates_gpus(self, spec: Spec) -> bool:
+        from devbox.engines import engine_for
+
+        return engine_for(spec).allocates_gpus
 
     def folder(self, spec: Spec) -> Path:
         from devbox.state import output_dir
@@ -124,9 +123,12 @@ def init(ctx: Context, directory: str, project: str | None, force: bool) -> None
 @pass_context
 def validate(ctx: Context) -> None:
     """Check the spec and print every problem found."""
+    from devbox.project import allocate_gpus_of
+
     spec = ctx.spec()
     gpus = sum(1 for host in spec.hosts if host.gpus.wanted)
-    for note in spec.notes:
+    allocation = allocate_gpus_of(spec, ctx.folder(spec), os.environ, save=False) if ctx.allocates_gpus(spec) else None
+    for note in (*spec.notes, *(allocation.notes if allocation else ())):
         click.echo(f"note: {note}")
     click.echo(f"{spec.source}: valid ({len(spec.hosts)} hosts, {gpus} with GPUs)")
 
@@ -136,9 +138,11 @@ def _render(ctx: Context) -> tuple[Spec, Path, list[RenderedFile], list[str]]:
 
     spec = ctx.spec()
     folder = ctx.folder(spec)
-    rendered, changed, created = render_to(spec, folder, os.environ)
+    rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=ctx.allocates_gpus(spec))
     for warning in _opt_in_warnings(spec):
         warn(warning)
+    for line in rendered.notes:
+        click.echo(f"note: {line}")
     note = generated_note(folder, created)
     if note:
         click.echo(note)
@@ -194,6 +198,28 @@ def _gpus_text(host: Any) -> str:
     if not host.gpus.wanted:
         return "-"
     return ",".join(host.gpus.device_ids) if host.gpus.device_ids else str(host.gpus.count)
+
+
+def _requests_text(requests: list[dict[str, Any]]) -> str:
+    """GPU requests as Docker applied them: `all`, `2`, or ids `0,1` (never `-1` or a list)."""
+    parts = []
+    for request in requests:
+        ids = request.get("device_ids")
+        parts.append(",".join(ids) if ids else "all" if request.get("count") == -1 else str(request.get("count")))
+    return ";".join(parts) or "-"
+
+
+def _devices_text(devices: list[dict[str, Any]]) -> str:
+    """The ledger's GPUs of a host: index, short UUID and model, e.g. `0 (GPU-6f2b1c) A100`."""
+    shown = []
+    for device in devices:
+        words = [str(device["index"])]
+        if device["uuid"]:
+            words.append(f"({device['uuid'][:10]})")
+        if device["name"]:
+            words.append(device["name"])
+        shown.append(" ".join(words))
+    return ", ".join(shown)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -256,7 +282,7 @@ def status(ctx: Context, as_json: bool) -> None:
     rows = [["HOST", "STATE", "HEALTH", "PORT", "CPUS", "MEMORY", "GPUS"]]
     for entry in entries:
         limits = entry.get("limits", {})
-        gpus = ",".join(str(g.get("device_ids") or g.get("count")) for g in entry.get("gpus", [])) or "-"
+        gpus = _devices_text(entry["gpu_devices"]) or _requests_text(entry.get("gpus", []))
         rows.append([
             entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
             f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,

@@ -277,21 +277,3 @@ def engine_facts(client: docker.DockerClient) -> dict[str, Any]:
         "server_version": info.get("ServerVersion", ""),
         "swarm": (info.get("Swarm") or {}).get("LocalNodeState", "inactive"),
     }
-
-
-def local_gpu_count() -> int | None:
-    """GPUs this machine has per `nvidia-smi -L`, or None when that cannot be known here.
-
-    Docker reports no GPU count, so this is only asked when the engine is local.
-    """
-    docker_host = os.environ.get("DOCKER_HOST", "")
-    binary = shutil.which("nvidia-smi")
-    if binary is None or (docker_host and not docker_host.startswith("unix://")):
-        return None
-    try:
-        result = subprocess.run([binary, "-L"], capture_output=True, text=True, timeout=20, check=False)  # noqa: S603
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if result.returncode != 0:
-        return None
-    return sum(1 for line in result.stdout.splitlines() if line.startswith("GPU "))

@@ -18,7 +18,7 @@ from devbox.render import connect_address
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
-    from devbox.gpus import GpuRow
+    from devbox.gpus import GpuRow, Ledger
     from devbox.project import Project
     from devbox.spec import Host, Spec
 
@@ -40,7 +40,7 @@ def up(project: Project, only: list[str] | None = None,
     engine = engine_for(project.spec)
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
     with project.lock():
-        rendered = project.render()
+        rendered = project.render(allocate_gpus=engine.allocates_gpus)
         with project.start_watch() as started:
             engine.converge(project, hosts, rendered, only=bool(only))
             started.see_running()
@@ -72,12 +72,32 @@ def down(project: Project, volumes: bool) -> None:
 # --------------------------------------------------------------------------- looking
 
 
-def host_status(spec: Spec, host: Host, container: Container | None) -> dict[str, Any]:
-    """One host as `status` reports it: state, health, port, and the limits Docker applied."""
+def gpu_devices(ledger: Ledger, host: str) -> list[dict[str, Any]]:
+    """The GPUs the project's ledger gave a host: index, UUID and model where the machine was
+    read (an index alone where it was not: allocated by index, off the GPU machine)."""
+    assignment = ledger.of(host)
+    if assignment is None:
+        return []
+    if assignment.all:
+        return [{"index": "all", "uuid": None, "name": None}]
+    devices: list[dict[str, Any]] = []
+    for unit in assignment.device_ids:
+        gpu = ledger.machine.gpu_of(unit) if ledger.machine else None
+        if gpu is None:
+            devices.append({"index": unit, "uuid": None, "name": None})
+        else:
+            devices.append({"index": gpu.index, "uuid": unit, "name": gpu.name})
+    return devices
+
+
+def host_status(spec: Spec, host: Host, container: Container | None,
+                devices: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One host as `status` reports it: state, health, port, the limits Docker applied, and the
+    GPUs the ledger gave it (``devices``)."""
     entry: dict[str, Any] = {
         "host": host.name, "state": "missing", "health": None, "ssh_port": host.ssh_port,
         "bind_address": host.bind_address, "ssh": f"ssh -p {host.ssh_port} "
-        f"{spec.image.user}@{connect_address(host)}",
+        f"{spec.image.user}@{connect_address(host)}", "gpu_devices": devices or [],
     }  # fmt: skip
     if container is None:
         return entry
@@ -105,8 +125,12 @@ def host_status(spec: Spec, host: Host, container: Container | None) -> dict[str
 
 @talks_to_engine
 def status(project: Project) -> list[dict[str, Any]]:
+    from devbox.gpus import load_ledger
+
     ours = project.containers()
-    return [host_status(project.spec, host, ours.get(host.name)) for host in project.spec.hosts]
+    ledger = load_ledger(project.folder)
+    return [host_status(project.spec, host, ours.get(host.name), gpu_devices(ledger, host.name))
+            for host in project.spec.hosts]  # fmt: skip
 
 
 @talks_to_engine

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
+    from devbox.gpus import Allocation
+
 Say = Callable[[str], None]
 
 
@@ -73,8 +75,12 @@ class Project:
         if not self.layout.known_hosts.is_file() or not self.layout.compose_file.is_file():
             self.render()
 
-    def render(self) -> RenderedProject:
-        rendered, _changed, created = render_to(self.spec, self.folder, self.environ)
+    def render(self, *, allocate_gpus: bool = True) -> RenderedProject:
+        """Render into the folder; ``allocate_gpus``: give each GPU host devices of its own (an
+        engine that hands out GPUs itself, a swarm, does not want that)."""
+        rendered, _changed, created = render_to(self.spec, self.folder, self.environ, allocate_gpus=allocate_gpus)
+        for line in rendered.notes:
+            self.say(f"note: {line}")
         note = generated_note(self.folder, created)
         if note:
             self.say(note)
@@ -156,17 +162,32 @@ def recreating_note(names: list[str]) -> str:
             "files written outside their volumes start fresh")
 
 
-def render_to(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[RenderedProject, list[str], list[str]]:
-    """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated)."""
+def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *,
+              allocate_gpus: bool = True) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
+    """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated).
+
+    GPU hosts get devices of their own from the project's GPU ledger (devbox.gpus), unless
+    ``allocate_gpus`` is off; an oversubscribed spec is refused before anything is written.
+    """
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} is not a folder (pass --out to choose another output folder)")
     _refuse_foreign_files(folder)
+    gpus = allocate_gpus_of(spec, folder, environ) if allocate_gpus else None
     material, created = prepare(spec, folder, environ)
     key = image_inputs_key(spec)
-    rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key))
+    rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus)
     changed = write_files(folder, rendered.files)
     write_if_changed(Layout(folder).image_key, key + "\n", 0o644)
     return rendered, changed, created
+
+
+def allocate_gpus_of(spec: Spec, folder: Path, environ: Mapping[str, str], *, save: bool = True) -> Allocation | None:
+    """The devices of every GPU host (None when no host wants any), kept in the ledger (``save``)."""
+    if not any(host.gpus.wanted for host in spec.hosts):
+        return None
+    from devbox.gpus import assign, requests_of
+
+    return assign(requests_of(spec.hosts), folder, spec.source, environ=environ, save=save)
 
 
 def _refuse_foreign_files(folder: Path) -> None:

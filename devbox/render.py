@@ -34,6 +34,8 @@ from devbox.spec import Host, Spec
 if TYPE_CHECKING:
     import jinja2
 
+    from devbox.gpus import Allocation, Assignment
+
 BASE_PACKAGES = ("ca-certificates", "openssh-server", "sudo")  # gpgv (in apt) verifies signatures
 LABEL_PREFIX = "devbox."
 
@@ -151,7 +153,22 @@ def _cpus(value: float) -> str:
     return f"{value:g}"
 
 
-def _resources(host: Host) -> dict[str, Any]:
+def _gpu_device(host: Host, assignment: Assignment | None) -> dict[str, Any]:
+    """The host's GPU reservation: the devices its allocation names (devbox.gpus: a count is N
+    GPUs of the host's own, never the engine's "the first N"), or the spec's request as written
+    where there is no allocation (a swarm hands out GPUs by count)."""
+    device: dict[str, Any] = {"driver": "nvidia"}
+    if assignment is not None:
+        device.update(assignment.compose_fields())
+    elif host.gpus.device_ids:
+        device["device_ids"] = list(host.gpus.device_ids)
+    else:
+        device["count"] = host.gpus.count
+    device["capabilities"] = list(host.gpus.capabilities)
+    return device
+
+
+def _resources(host: Host, assignment: Assignment | None = None) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     reservations: dict[str, Any] = {}
     for target, wanted in ((limits, host.limits), (reservations, host.reservations)):
@@ -160,13 +177,7 @@ def _resources(host: Host) -> dict[str, Any]:
         if wanted.memory is not None:
             target["memory"] = wanted.memory.text
     if host.gpus.wanted:
-        device: dict[str, Any] = {"driver": "nvidia"}
-        if host.gpus.device_ids:
-            device["device_ids"] = list(host.gpus.device_ids)
-        else:
-            device["count"] = host.gpus.count
-        device["capabilities"] = list(host.gpus.capabilities)
-        reservations["devices"] = [device]
+        reservations["devices"] = [_gpu_device(host, assignment)]
     resources = {key: value for key, value in (("limits", limits), ("reservations", reservations)) if value}
     return {"resources": resources} if resources else {}
 
@@ -232,7 +243,8 @@ HEALTHCHECK: dict[str, Any] = {
 }
 
 
-def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[str, str]]) -> dict:
+def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[str, str]],
+             assignment: Assignment | None = None) -> dict:  # fmt: skip
     service: dict[str, Any] = {}
     if build:
         # The label finds devbox's images again (tests, clean-ups), as on its containers.
@@ -249,7 +261,7 @@ def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[s
     if host.environment:
         service["environment"] = dict(host.environment)
     service["secrets"] = secrets
-    deploy = _resources(host)
+    deploy = _resources(host, assignment)
     if deploy:
         service["deploy"] = deploy
     service["ports"] = [_port(host)]
@@ -297,15 +309,17 @@ def config_hash(service: Mapping[str, Any], files: list[RenderedFile]) -> str:
     return digest.hexdigest()[:16]
 
 
-def compose_data(spec: Spec, tag: str) -> dict[str, Any]:
-    """docker-compose.yml as data: every host shares ONE image, built by the first host."""
+def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None) -> dict[str, Any]:
+    """docker-compose.yml as data: every host shares ONE image, built by the first host; ``gpus``:
+    the devices each GPU host was allocated."""
     services: dict[str, Any] = {}
     secrets: dict[str, Any] = {}
     volumes: dict[str, Any] = {}
     for index, host in enumerate(spec.hosts):
         mounts, definitions = _secrets(host)
         secrets.update(definitions)
-        service = _service(spec, host, tag, build=index == 0, secrets=mounts)
+        assignment = gpus.of(host.name) if gpus else None
+        service = _service(spec, host, tag, build=index == 0, secrets=mounts, assignment=assignment)
         digest = config_hash(service, settings_files(spec, host))
         service["labels"] = {
             f"{LABEL_PREFIX}project": spec.project,
@@ -437,17 +451,19 @@ class RenderedProject:
     image_tag: str
     config_hashes: dict[str, str]
     password_digests: dict[str, str]
+    notes: tuple[str, ...] = ()  # what the user should know of how it was rendered (GPUs by index)
 
 
 def render_project(
-    spec: Spec, material: Mapping[str, HostMaterial], image: list[RenderedFile] | None = None
-) -> RenderedProject:
+    spec: Spec, material: Mapping[str, HostMaterial], image: list[RenderedFile] | None = None,
+    gpus: Allocation | None = None,
+) -> RenderedProject:  # fmt: skip
     """Every file `devbox render` writes, in a stable order. ``image``: the image files, when the
-    caller knows them already (see image_inputs_key)."""
+    caller knows them already (see image_inputs_key); ``gpus``: each GPU host's devices."""
     files = list(image) if image is not None else image_files(spec)
     tag = image_tag(spec, files)
     files.append(RenderedFile(DOCKERIGNORE, "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
-    data = compose_data(spec, tag)
+    data = compose_data(spec, tag, gpus)
     files.append(RenderedFile(COMPOSE_FILE, _COMPOSE_HEADER.format(origin=_origin(spec)) + dump_yaml(data)))
     digests = {}
     for host in spec.hosts:
@@ -456,4 +472,4 @@ def render_project(
         digests[host.name] = hashlib.sha256(passwords.content.encode()).hexdigest()[:16]
     files.append(RenderedFile(KNOWN_HOSTS, render_known_hosts(spec, material)))
     hashes = {name: service["labels"][f"{LABEL_PREFIX}config-hash"] for name, service in data["services"].items()}
-    return RenderedProject(files, tag, hashes, digests)
+    return RenderedProject(files, tag, hashes, digests, gpus.notes if gpus else ())

@@ -22,6 +22,9 @@ class Engine(ABC):
     what the user should hear goes through ``project.say``."""
 
     name: ClassVar[str]
+    # Whether devbox gives each GPU host devices of its own (devbox.gpus) before rendering; an
+    # engine that places GPU hosts itself (a swarm's generic resources) says no.
+    allocates_gpus: ClassVar[bool] = True
 
     def spec_problems(self, spec: Spec) -> tuple[list[str], list[str]]:
         """What this engine cannot do of a valid spec: (problems, notes), each "path: text"."""

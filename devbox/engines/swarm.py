@@ -301,6 +301,7 @@ class SwarmEngine(Engine):
     """An existing swarm: each host a one-replica service made through the SDK."""
 
     name = "swarm"
+    allocates_gpus = False  # GPUs by count as NVIDIA-GPU generic resources: the swarm assigns them
 
     def preflight(self, project: Project) -> list[str]:
         return _manager_problems(project)

@@ -165,7 +165,7 @@ def test_status_shows_each_host_with_what_docker_applied(client, project):
     assert master["cpuset"] == "0-1" and master["restart"] == "unless-stopped" and master["restarts"] == 0
     assert master["gpus"] == [{"driver": "nvidia", "count": -1, "device_ids": None, "capabilities": [["gpu"]]}]
     assert worker == {"host": "worker", "state": "missing", "health": None, "ssh_port": 4433,
-                      "bind_address": "127.0.0.1", "ssh": "ssh -p 4433 developer@127.0.0.1"}  # fmt: skip
+                      "bind_address": "127.0.0.1", "ssh": "ssh -p 4433 developer@127.0.0.1", "gpu_devices": []}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- up
