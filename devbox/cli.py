@@ -194,9 +194,12 @@ def _size(value: float | None) -> str:
     return f"{value:.0f}b"
 
 
-def _gpus_text(host: Any) -> str:
+def _gpus_text(host: Any, devices: list[dict[str, Any]]) -> str:
+    """A host's GPUs: the indexes it was allocated, else its request (a swarm assigns them)."""
     if not host.gpus.wanted:
         return "-"
+    if devices:
+        return ",".join(str(device["index"]) for device in devices)
     return ",".join(host.gpus.device_ids) if host.gpus.device_ids else str(host.gpus.count)
 
 
@@ -233,10 +236,13 @@ def _table(rows: list[list[str]]) -> str:
 @pass_context
 def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
     """Build once, start the hosts, and wait until each accepts an SSH login."""
+    from devbox.gpus import load_ledger
+    from devbox.operations import gpu_devices
     from devbox.operations import up as run_up
 
     project = _project(ctx)
     reached = run_up(project, list(hosts) or None, wait_seconds=timeout)
+    ledger = load_ledger(project.folder)
     logins = {target.name: (target, result) for target, result in reached}
     rows = [["HOST", "SSH", "PORT", "GPUS", "CPUS", "MEMORY", "LOGIN"]]
     for host in project.spec.hosts:
@@ -245,7 +251,7 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
         target, result = logins[host.name]
         rows.append([
             host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{target.address}",
-            str(host.ssh_port), _gpus_text(host), f"{host.limits.cpus:g}" if host.limits.cpus else "-",
+            str(host.ssh_port), _gpus_text(host, gpu_devices(ledger, host.name)), f"{host.limits.cpus:g}" if host.limits.cpus else "-",
             host.limits.memory.text if host.limits.memory else "-", f"ok {result.seconds:.1f}s",
         ])  # fmt: skip
     click.echo(_table(rows))
