@@ -251,7 +251,8 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
         target, result = logins[host.name]
         rows.append([
             host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{target.address}",
-            str(host.ssh_port), _gpus_text(host, gpu_devices(ledger, host.name)), f"{host.limits.cpus:g}" if host.limits.cpus else "-",
+            str(host.ssh_port), _gpus_text(host, gpu_devices(ledger, host.name)),
+            f"{host.limits.cpus:g}" if host.limits.cpus else "-",
             host.limits.memory.text if host.limits.memory else "-", f"ok {result.seconds:.1f}s",
         ])  # fmt: skip
     click.echo(_table(rows))
