@@ -425,5 +425,20 @@ def passwd(ctx: Context, host: str, user: str | None) -> None:
     click.echo(f"new password for {host}/{account} is in {where}" + ("" if live else " (applies at `devbox up`)"))
 
 
+@cli.command()
+@click.option("--write", is_flag=True, help="Write it beside the spec as .devbox.schema.json (what `init` does).")
+@pass_context
+@reports_errors
+def schema(ctx: Context, write: bool) -> None:
+    """Print the JSON Schema of the spec, for editors to complete and check devbox.yaml."""
+    from devbox.project import write_schema
+    from devbox.spec.schema import schema_text
+
+    if write:
+        click.echo(f"wrote {write_schema(Path(ctx.spec_file).parent)}")
+    else:
+        click.echo(schema_text(), nl=False)
+
+
 def main() -> None:
     cli(prog_name="devbox")
