@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from devbox.spec.fields import SPEC
+from devbox.spec.fields import HOST, IMAGE, NETWORK, SPEC
+from devbox.spec.options import ABSENT, Field, Table
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schema" / "devbox.schema.json"  # the shipped copy
@@ -44,3 +45,35 @@ def schema_text() -> str:
 def modeline(schema_path: str = SPEC_SCHEMA_NAME) -> str:
     """The comment that points yaml-language-server (VS Code's YAML support) at the schema."""
     return f"# yaml-language-server: $schema={schema_path}"
+
+
+def reference() -> str:
+    """The settings as a Markdown table (README's "Every setting"), from the same table."""
+    rows = ["| setting | default | what it is |", "| --- | --- | --- |"]
+    top = [item for item in SPEC.fields.values() if not isinstance(item.option, Table)]
+    for prefix, fields in (("", top), ("network.", NETWORK.fields.values()), ("image.", IMAGE.fields.values()),
+                           ("", HOST.fields.values())):  # fmt: skip
+        for item in fields:
+            rows += _rows(prefix, item)
+    return "\n".join(rows) + "\n"
+
+
+def _rows(prefix: str, item: Field) -> list[str]:
+    option = item.option
+    if isinstance(option, Table) and option.merges:  # limits.cpus, limits.memory
+        return [_row(f"{prefix}{item.name}.", sub) for sub in option.fields.values()]
+    return [_row(prefix, item)]
+
+
+def _row(prefix: str, item: Field) -> str:
+    default = item.default
+    if item.missing:
+        shown = "required"
+    elif default is ABSENT or default is None or default == []:
+        shown = ""
+    elif isinstance(default, list):
+        shown = f"`[{', '.join(default)}]`"
+    else:
+        shown = f"`{json.dumps(default).strip(chr(34))}`"
+    doc = item.doc.replace("|", "\\|")
+    return f"| `{prefix}{item.name}` | {shown} | {doc} |"

@@ -27,12 +27,13 @@ from devbox.cli import cli
 from devbox.errors import SpecError
 from devbox.project import init_project
 from devbox.spec import HOST_ONLY, HOST_SETTINGS, IMAGE_KEYS, NETWORK_KEYS, TOP_KEYS, build_spec, parse_yaml
-from devbox.spec.schema import SCHEMA_FILE, SPEC_SCHEMA_NAME, json_schema, modeline, schema_text
+from devbox.spec.schema import SCHEMA_FILE, SPEC_SCHEMA_NAME, json_schema, modeline, reference, schema_text
 
 from .helpers import spec_data
 from .test_hostile import HYPOTHESIS, accepted_specs, hostile_specs
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+README = Path(__file__).resolve().parents[2] / "README.md"
 VALIDATOR = jsonschema.Draft7Validator(json_schema())
 
 
@@ -52,6 +53,12 @@ def test_the_shipped_schema_is_the_generated_one():
     assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(), (
         "refresh it: python -m devbox schema > devbox/schema/devbox.schema.json"
     )
+
+
+def test_the_readme_lists_every_setting_from_the_table():
+    text = README.read_text(encoding="utf-8")
+    block = text.split("<!-- settings: devbox.spec.schema.reference() -->\n", 1)[1].split("<!-- end", 1)[0]
+    assert block == reference(), "paste devbox.spec.schema.reference() into README's settings block"
 
 
 def test_the_schema_is_a_valid_draft_7_schema_with_a_doc_for_every_setting():
