@@ -474,5 +474,19 @@ def gpus(ctx: Context, as_json: bool) -> None:
     click.echo("\n" + _table(processes) if len(processes) > 1 else "no processes on the GPUs")
 
 
+@cli.command()
+@click.option("--write", is_flag=True, help="Write it beside the spec as .devbox.schema.json (what `init` does).")
+@pass_context
+def schema(ctx: Context, write: bool) -> None:
+    """Print the JSON Schema of the spec, for editors to complete and check devbox.yaml."""
+    from devbox.scaffold import write_schema
+    from devbox.spec.schema import schema_text
+
+    if write:
+        click.echo(f"wrote {write_schema(Path(ctx.spec_file).parent)}")
+    else:
+        click.echo(schema_text(), nl=False)
+
+
 def main() -> None:
     cli(prog_name="devbox")

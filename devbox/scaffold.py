@@ -7,6 +7,7 @@ from pathlib import Path
 
 from devbox.errors import UsageError
 from devbox.render import render_template
+from devbox.spec.schema import SPEC_SCHEMA_NAME, modeline, schema_text
 from devbox.state import write_if_changed
 
 GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys", ".devbox/")
@@ -31,8 +32,8 @@ def init_project(directory: Path, project: str | None, *, force: bool, spec_name
     name = project or default_project_name(directory)
     if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", name):
         raise UsageError(f"--project: {name!r} is not a project name (lowercase letters, digits, - and _)")
-    spec_path.write_text(render_template("devbox.yaml.j2", project=name), encoding="utf-8")
-    written = [spec_path]
+    spec_path.write_text(render_template("devbox.yaml.j2", project=name, modeline=modeline()), encoding="utf-8")
+    written = [spec_path, write_schema(directory)]
     gitignore = directory / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     if ".devbox/" not in existing.splitlines():
@@ -40,3 +41,11 @@ def init_project(directory: Path, project: str | None, *, force: bool, spec_name
         write_if_changed(gitignore, prefix + "\n".join(GITIGNORE_LINES) + "\n", 0o644)
         written.append(gitignore)
     return written
+
+
+def write_schema(directory: Path) -> Path:
+    """Write the spec's JSON Schema beside it, where the modeline `init` writes points editors:
+    a relative path works offline, on every machine, and in a cloned repository."""
+    path = directory / SPEC_SCHEMA_NAME
+    write_if_changed(path, schema_text(), 0o644)
+    return path

@@ -14,5 +14,6 @@ def test_wheel_contains_templates_and_console_script(tmp_path, python_module):
     names = zipfile.ZipFile(wheel).namelist()
     for template in ("Dockerfile.j2", "entrypoint.sh.j2", "devbox.yaml.j2"):
         assert f"devbox/templates/{template}" in names
+    assert "devbox/schema/devbox.schema.json" in names and "devbox/spec/__init__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "devbox = devbox.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -32,7 +32,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import devbox.spec as spec_module
+import devbox.spec.fields as spec_fields
 from devbox.cli import cli
 from devbox.errors import SpecError, UsageError
 from devbox.render import (
@@ -43,7 +43,7 @@ from devbox.render import (
     render_entrypoint,
     render_project,
 )
-from devbox.spec import _HOST_ONLY, _HOST_SETTINGS, _IMAGE_KEYS, _NETWORK_KEYS, _TOP_KEYS, Spec, build_spec, parse_yaml
+from devbox.spec import HOST_ONLY, HOST_SETTINGS, IMAGE_KEYS, NETWORK_KEYS, TOP_KEYS, Spec, build_spec, parse_yaml
 from devbox.state import write_files
 
 from .helpers import fake_material, spec_data
@@ -103,7 +103,7 @@ def _near_miss(key: str, how: int) -> str:
     return key + "s"
 
 
-KNOWN_KEYS = sorted({*_TOP_KEYS, *_NETWORK_KEYS, *_IMAGE_KEYS, *_HOST_SETTINGS, *_HOST_ONLY, "cpus", "memory"})
+KNOWN_KEYS = sorted({*TOP_KEYS, *NETWORK_KEYS, *IMAGE_KEYS, *HOST_SETTINGS, *HOST_ONLY, "cpus", "memory"})
 keys = st.one_of(
     st.sampled_from(KNOWN_KEYS),
     st.builds(_near_miss, st.sampled_from(KNOWN_KEYS), st.integers(0, 3)),
@@ -138,10 +138,10 @@ VALID: dict[str, Any] = {
 ANY = object()  # a slot whose key is drawn too
 SLOTS: list[tuple[Any, ...]] = [
     (ANY,), ("project",), ("version",), ("gpu",), ("hosts",), ("defaults",), ("image",), ("network",),
-    *[("network", key) for key in (*_NETWORK_KEYS, ANY)],
-    *[("image", key) for key in (*_IMAGE_KEYS, ANY)],
-    *[("defaults", key) for key in (*_HOST_SETTINGS, ANY)],
-    *[("hosts", "master", key) for key in (*_HOST_SETTINGS, *_HOST_ONLY, ANY)],
+    *[("network", key) for key in (*NETWORK_KEYS, ANY)],
+    *[("image", key) for key in (*IMAGE_KEYS, ANY)],
+    *[("defaults", key) for key in (*HOST_SETTINGS, ANY)],
+    *[("hosts", "master", key) for key in (*HOST_SETTINGS, *HOST_ONLY, ANY)],
     ("hosts", ANY), ("hosts", ANY, "ssh_port"),
     ("hosts", "master", "environment", ANY), ("defaults", "environment", ANY),
     ("hosts", "master", "limits", ANY), ("hosts", "master", "ulimits", ANY),
@@ -182,14 +182,14 @@ ONE_LINE_TEXT = st.one_of(nasty_text, st.text()).filter(lambda v: not {"\n", "\r
 @st.composite
 def accepted_specs(draw: st.DrawFn) -> dict[str, Any]:
     """Specs built from the most awkward values validation lets through, to check their rendering."""
-    names = draw(st.lists(_matching(spec_module._DNS_LABEL), min_size=1, max_size=3, unique=True))
+    names = draw(st.lists(_matching(spec_fields.DNS_LABEL), min_size=1, max_size=3, unique=True))
     hosts = {}
     for port, name in enumerate(names, start=2000):
-        volume = draw(_matching(spec_module._VOLUME_NAME))
+        volume = draw(_matching(spec_fields.VOLUME_NAME))
         hosts[name] = {
             "ssh_port": port,
             "hostname": f"h{port}",
-            "environment": draw(st.dictionaries(_matching(spec_module._ENV_KEY), ONE_LINE_TEXT, max_size=4)),
+            "environment": draw(st.dictionaries(_matching(spec_fields.ENV_KEY), ONE_LINE_TEXT, max_size=4)),
             "volumes": [
                 f"{volume}:/mnt/{volume}",
                 {"source": volume + "x", "target": "/" + draw(ONE_LINE_TEXT).replace(":", "")},
@@ -198,13 +198,13 @@ def accepted_specs(draw: st.DrawFn) -> dict[str, Any]:
             "bind_address": draw(st.ip_addresses()).exploded,
         }
     return {
-        "project": draw(_matching(spec_module._PROJECT)),
-        "network": {"name": draw(_matching(spec_module._VOLUME_NAME))},
+        "project": draw(_matching(spec_fields.PROJECT_NAME)),
+        "network": {"name": draw(_matching(spec_fields.VOLUME_NAME))},
         "image": {
             "base": "debian:bookworm",
-            "user": draw(_matching(spec_module._USER)),
-            "packages": draw(st.lists(_matching(spec_module._PACKAGE), max_size=4)),
-            "timezone": draw(_matching(spec_module._TIMEZONE)),
+            "user": draw(_matching(spec_fields.USER_NAME)),
+            "packages": draw(st.lists(_matching(spec_fields.PACKAGE), max_size=4)),
+            "timezone": draw(_matching(spec_fields.TIMEZONE)),
             "shell": draw(st.sampled_from(["bash", "zsh"])),
             "docker_cli": draw(st.booleans()),
             "uid": draw(st.one_of(st.none(), st.integers(1, 2**31 - 2))),
@@ -516,7 +516,7 @@ def test_a_binary_requirements_file_is_a_spec_error(tmp_path):
 def test_keys_with_line_breaks_stay_on_one_line():
     problems = problems_of(spec_data(hosts={"master": {"ssh_port": 1, "x\nerror: fake": 1}}))
     assert problems == [
-        "hosts.master.'x\\nerror: fake': unknown key (known keys: " + ", ".join((*_HOST_SETTINGS, *_HOST_ONLY)) + ")"
+        "hosts.master.'x\\nerror: fake': unknown key (known keys: " + ", ".join((*HOST_SETTINGS, *HOST_ONLY)) + ")"
     ]
 
 

@@ -1,0 +1,221 @@
+"""Every setting of devbox.yaml, declared once: its key, option type, one-line doc and default.
+
+Modelled on mkdocs' ``config/defaults.py``. The key lists (and so the "known keys" and "did you
+mean" hints), the defaults, the JSON Schema and its descriptions all come from these tables;
+``devbox.spec.load`` reads a spec with them and builds the model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from devbox.spec.model import DEFAULT_BASE_IMAGE, DEFAULT_PACKAGES
+from devbox.spec.options import (
+    Choice,
+    Cpus,
+    Field,
+    Flag,
+    Integer,
+    ListOf,
+    MapOf,
+    Nullable,
+    Option,
+    Reading,
+    Schema,
+    Size,
+    Table,
+    Text,
+    js_pattern,
+    type_name,
+)
+from devbox.spec.values import (
+    DNS_LABEL,
+    ENV_KEY,
+    USER_NAME,
+    VOLUME_NAME,
+    AccountId,
+    Address,
+    CpuSet,
+    Device,
+    EnvName,
+    EnvValue,
+    GpuId,
+    GpuRequest,
+    ImageRef,
+    ImageUser,
+    MemoryLimit,
+    OneLine,
+    PublicKeys,
+    RestartPolicy,
+    Subnet,
+    TextFile,
+    UlimitValue,
+    Version,
+    VolumeSpec,
+)
+
+ENGINES = ("compose", "swarm")
+GPU_CAPABILITIES = ("gpu", "compute", "utility", "graphics", "video", "display", "compat32")
+ULIMIT_NAMES = (
+    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+    "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
+)  # fmt: skip
+CAPABILITIES = (
+    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER",
+    "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN",
+    "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP",
+    "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE",
+    "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+)  # fmt: skip
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# name[=[epoch:]version] as Debian policy spells them; no '~' after '=' or ':', where bash (the
+# RUN shell when docker_cli is on) would expand it like a home directory
+PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=([0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~-]*)?$")
+TIMEZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+IMAGE_REF = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+MISSING_PORT = "missing (the host port for SSH, e.g. 4432)"
+
+NETWORK = Table([
+    Field("name", Text(VOLUME_NAME, "letters, digits, _ . -"), "The network's name.", "net"),
+    Field("driver", Choice(("bridge",), "{value!r} is not supported (use bridge)"), "Only bridge.", "bridge"),
+    Field("subnet", Nullable(Subnet()), "Its IP range in CIDR form, e.g. 172.28.0.0/16 (default: Docker picks)."),
+])  # fmt: skip
+
+IMAGE = Table([
+    Field("base", ImageRef(IMAGE_REF, "an image reference such as nvidia/cuda:12.6.3-cudnn-devel-ubuntu22.04"),
+          "Base image, pinned to a tag (latest is refused).", DEFAULT_BASE_IMAGE),
+    Field("timezone", Text(TIMEZONE, "a tz database name such as UTC or Europe/Berlin"),
+          "tz database name.", "UTC"),
+    Field("packages", ListOf(Text(PACKAGE, "a Debian package name")),
+          "apt packages, name or name=version.", list(DEFAULT_PACKAGES)),
+    Field("pip_requirements", Nullable(TextFile()), "A requirements.txt to pip install, relative to the spec."),
+    Field("shell", Choice(("zsh", "bash"), "{value!r} is not supported (use zsh or bash)", fallback="zsh"),
+          "The user's login shell.", "zsh"),
+    Field("user", ImageUser(USER_NAME, "lowercase letters, digits, _ and -, at most 32"),
+          "The login user, with sudo (never root).", "developer"),
+    Field("uid", AccountId("SUDO_UID", os.getuid), "The user's UID, or auto for yours (for bind mounts)."),
+    Field("gid", AccountId("SUDO_GID", os.getgid), "The user's GID, or auto for yours."),
+    Field("docker_cli", Flag(), "Install the docker CLI (use it with docker_socket).", False),
+    Field("extra_lines", ListOf(OneLine()), "Verbatim Dockerfile lines, an escape hatch.", []),
+])  # fmt: skip
+
+RESOURCES = (
+    Field("cpus", Cpus(), "CPU cores, fractions allowed (8, 0.5)."),
+    Field("memory", Size(), "Memory: a whole number with a unit b, k, m or g (16g, 16000M)."),
+)
+LIMITS = Table([RESOURCES[0], Field("memory", MemoryLimit(), RESOURCES[1].doc)], merges=True)
+RESERVATIONS = Table(RESOURCES, merges=True)
+
+# Settings a host takes from itself first, then from defaults (mappings merge key by key).
+HOST_SETTINGS_FIELDS = (
+    Field("limits", LIMITS, "CPU and memory the host may use at most."),
+    Field("reservations", RESERVATIONS, "CPU and memory set aside for the host (within its limits)."),
+    Field("gpus", GpuRequest(ListOf(GpuId(), unique=(str, "lists a GPU id twice"))),
+          "GPUs: 0, a count, all, or a list of indexes or UUIDs.", 0),
+    Field("gpu_capabilities", ListOf(Choice(GPU_CAPABILITIES, "{value!r} is not a GPU capability (use "
+                                            f"{', '.join(GPU_CAPABILITIES)})", normalize=lambda v: str(v).strip()),
+                                     split=","),
+          "NVIDIA driver capabilities, a list or comma-separated.", ["gpu"]),
+    Field("bind_address", Address(), "Where the SSH port listens: 127.0.0.1 (this machine) or 0.0.0.0.",
+          "127.0.0.1"),
+    Field("volumes", ListOf(VolumeSpec(), unique=(lambda v: v.target, "mounts two volumes on the same container path")),
+          "Named volumes (NAME:/path) or bind mounts (./dir:/path), optionally :ro.", []),
+    Field("environment", MapOf(ENV_KEY.fullmatch, "is not a variable name (letters, digits and _)",
+                               {"pattern": js_pattern(ENV_KEY)}, EnvValue()),
+          "Environment variables of the host and its SSH logins."),
+    Field("restart", RestartPolicy(), "no, always, unless-stopped or on-failure[:N].", "unless-stopped"),
+    Field("root_login", Flag(), "Allow root over SSH, with its own password.", False),
+    Field("password_auth", Flag(), "Allow password logins (false: keys only).", True),
+    Field("authorized_keys", ListOf(PublicKeys()), "Public SSH keys, or files of them relative to the spec.", []),
+    Field("password_env", MapOf(USER_NAME.fullmatch, "is not an account name",
+                                {"pattern": js_pattern(USER_NAME)}, EnvName()),
+          "Take an account's password from an environment variable: {account: VARIABLE}."),
+    Field("docker_socket", Flag(), "Mount the engine's socket: root on the machine.", False),
+    Field("privileged", Flag(), "Lift every restriction on the container.", False),
+    Field("shm_size", Nullable(Size()), "Shared memory, /dev/shm (default 2g, or half the memory limit below 4g)."),
+    Field("ulimits", MapOf(ULIMIT_NAMES.__contains__, f"unknown ulimit (use {', '.join(ULIMIT_NAMES)})",
+                           {"enum": list(ULIMIT_NAMES)}, UlimitValue()),
+          "Process limits, e.g. {memlock: -1, nofile: {soft: 1024, hard: 65536}}."),
+    Field("devices", ListOf(Device()), "Devices to pass through: /dev/x or /dev/host:/dev/container[:rwm].", []),
+    Field("cap_add", ListOf(Choice(CAPABILITIES, "{value!r} is not a Linux capability (e.g. SYS_PTRACE, IPC_LOCK)",
+                                   normalize=lambda v: str(v).upper().removeprefix("CAP_"))),
+          "Linux capabilities to add, e.g. SYS_PTRACE.", []),
+    Field("ipc", Nullable(Choice(("host", "private", "shareable"),
+                                 "{value!r} is not supported (use host, private or shareable)")),
+          "IPC namespace: host, private or shareable."),
+    Field("cpuset", Nullable(CpuSet()), "Pinned CPUs, e.g. 0-3 or 0,2,4: hard CPU isolation."),
+)  # fmt: skip
+# Settings only a host itself can have.
+HOST_ONLY_FIELDS = (
+    Field("ssh_port", Integer(1, 65535, "a TCP port"), "The port on this machine for the host's SSH.",
+          missing=MISSING_PORT),
+    Field("hostname", Text(DNS_LABEL, "a DNS label: lowercase letters, digits and -"),
+          "The host's hostname (default: its name)."),
+)
+
+
+class Layer(Table):
+    """Host settings as written in ``defaults`` or in one host: read as they are (unknown keys
+    reported), since each host reads its settings from both layers (see devbox.spec.load)."""
+
+    def read(self, value: Any, path: str, reading: Reading) -> Any:
+        return self.node(value, path, reading)
+
+
+class Hosts(Option):
+    """The hosts: a mapping of host names (DNS labels) to their settings, read one by one."""
+
+    def read(self, value: Any, path: str, reading: Reading) -> Mapping:
+        if value is None or (isinstance(value, Mapping) and not value):
+            reading.add(path, "no hosts defined (add at least one under hosts:)")
+            return {}
+        if not isinstance(value, Mapping):
+            reading.add(path, f"must be a mapping of host names, not {type_name(value)}")
+            return {}
+        return value
+
+    def schema(self) -> Schema:
+        return {"type": "object", "minProperties": 1, "propertyNames": {"pattern": js_pattern(DNS_LABEL)},
+                "additionalProperties": {**HOST.schema(), "type": "object"}}  # fmt: skip
+
+
+DEFAULTS = Layer(HOST_SETTINGS_FIELDS)
+HOST = Layer((*HOST_SETTINGS_FIELDS, *HOST_ONLY_FIELDS))
+SPEC = Table([
+    Field("version", Version(), "The spec format: 1.", 1),
+    Field("project", Text(PROJECT_NAME, "lowercase letters, digits, - and _; starts with a letter or digit"),
+          "Project name: names the containers, network and volumes.",
+          missing="missing (name the project, e.g. project: gpu-lab)"),
+    Field("engine", Choice(ENGINES, "{value!r} is not an engine (use compose or swarm)"),
+          "compose (this machine) or swarm (services of an existing swarm).", "compose"),
+    Field("network", NETWORK, "The one bridge network every host joins.", None),
+    Field("image", IMAGE, "The one image every host runs, built once.", None),
+    Field("gpu", Choice(("on", "off", True, False), "{value!r} is not a GPU switch (use on or off)"),
+          "off: the same stack CPU-only, whatever the hosts ask (like --no-gpu).", "on"),
+    Field("defaults", DEFAULTS, "Host settings every host gets unless it sets them itself.", None),
+    Field("hosts", Hosts(), "The hosts, by name (a DNS label).",
+          missing="no hosts defined (add at least one under hosts:)"),
+])  # fmt: skip
+
+TOP_KEYS = SPEC.keys
+NETWORK_KEYS = NETWORK.keys
+IMAGE_KEYS = IMAGE.keys
+HOST_SETTINGS = DEFAULTS.keys
+HOST_ONLY = tuple(item.name for item in HOST_ONLY_FIELDS)
+RESOURCE_KEYS = RESERVATIONS.keys
+
+
+def allowed_keys(section: str) -> tuple[str, ...]:
+    """The keys a section of the spec accepts: "" (the top), network, image, defaults, a host
+    ("hosts.NAME"), limits or reservations."""
+    tables = {"": SPEC, "network": NETWORK, "image": IMAGE, "defaults": DEFAULTS, "limits": LIMITS,
+              "reservations": RESERVATIONS}  # fmt: skip
+    return HOST.keys if section.startswith("hosts.") else tables[section].keys

@@ -1,0 +1,124 @@
+"""Reading one host: each setting from the host first, then from ``defaults``.
+
+A host's mapping settings (limits, environment, ...) merge key by key; every other setting is
+taken whole from the first layer that has it. Where each came from is kept in ``Host.origins``,
+so a problem names the line to change (``defaults.gpus`` or ``hosts.worker.gpus``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from devbox.spec.fields import HOST, MISSING_PORT
+from devbox.spec.model import DEFAULT_SHM, THREAD_VARIABLES, Gpus, Host, Resources, Size, Ulimit
+from devbox.spec.options import ABSENT, Entry, Field, Reading, join, mapping_entries
+
+Layers = list[tuple[Mapping, str]]  # (settings as written, where: "hosts.NAME" or "defaults")
+
+
+def read_host(name: str, layers: Layers, gpu_enabled: bool, reading: Reading) -> Host | None:
+    """The host called ``name``, or None (reported) when it has no SSH port to be reached on."""
+    port = _lookup(layers, "ssh_port")
+    if port is None or port[0] is None:
+        reading.add(join(port[1] if port else f"hosts.{name}", "ssh_port"), MISSING_PORT)
+        return None
+    origins: dict[str, str] = {}
+    values = {item.name: _setting(item, layers, origins, reading) for item in HOST.fields.values()}
+    return _assemble(name, values, origins, gpu_enabled, reading)
+
+
+def _lookup(layers: Layers, key: str) -> tuple[Any, str] | None:
+    for node, where in layers:
+        if key in node:
+            return node[key], where
+    return None
+
+
+def _setting(item: Field, layers: Layers, origins: dict[str, str], reading: Reading) -> Any:
+    """One setting's value, read where it is written (or its default), its origin recorded."""
+    if item.option.merges:
+        return item.option.read_entries(_merged(layers, item.name, origins, reading), reading)  # type: ignore[attr-defined]
+    found = _lookup(layers, item.name)
+    if found is None:
+        default = item.default
+        return None if default is ABSENT else item.option.read(default, join(layers[0][1], item.name), reading)
+    value, where = found
+    origins[item.name] = where
+    return item.option.read(value, join(where, item.name), reading)
+
+
+def _merged(layers: Layers, key: str, origins: dict[str, str], reading: Reading) -> list[Entry]:
+    """The entries of a mapping setting, host first; an entry's origin is kept as "key.entry"."""
+    seen: set[str] = set()
+    entries = []
+    for node, where in layers:
+        if key not in node:
+            continue
+        origins.setdefault(key, where)
+        for entry in mapping_entries(node[key], join(where, key), reading):
+            if entry.key not in seen:
+                seen.add(entry.key)
+                origins[f"{key}.{entry.key}"] = where
+                entries.append(entry)
+    return entries
+
+
+def _assemble(name: str, v: dict[str, Any], origins: dict[str, str], gpu_enabled: bool, reading: Reading) -> Host:
+    """The Host from its read settings, with the rules that tie settings together."""
+    limits, reservations = Resources(**v["limits"]), Resources(**v["reservations"])
+    _check_reservations(name, limits, reservations, reading)
+    where = {key: join(origins.get(key, f"hosts.{name}"), key) for key in ("shm_size", "password_auth")}
+    count, ids = v["gpus"]
+    capabilities = tuple(v["gpu_capabilities"]) or ("gpu",)
+    host = Host(
+        name=name, hostname=v["hostname"] or name, ssh_port=v["ssh_port"] or 0, bind_address=v["bind_address"],
+        limits=limits, reservations=reservations,
+        gpus=Gpus(count, ids, capabilities) if gpu_enabled else Gpus(0, capabilities=capabilities),
+        volumes=tuple(v["volumes"]), environment=_environment(v["environment"], limits), restart=v["restart"],
+        root_login=v["root_login"] or False, password_auth=v["password_auth"] is not False,
+        authorized_keys=tuple(key for keys in v["authorized_keys"] for key in keys),
+        password_env=tuple(sorted(v["password_env"].items())),
+        docker_socket=v["docker_socket"] or False, privileged=v["privileged"] or False,
+        shm_size=_shm(v["shm_size"], where["shm_size"], limits, reading),
+        ulimits=tuple(Ulimit(key, *pair) for key, pair in sorted(v["ulimits"].items())),
+        devices=tuple(v["devices"]), cap_add=tuple(v["cap_add"]), ipc=v["ipc"], cpuset=v["cpuset"],
+        origins=tuple(sorted(origins.items())),
+    )  # fmt: skip
+    if not host.password_auth and not host.authorized_keys:
+        reading.add(where["password_auth"], "password_auth is false but no "
+                    "authorized_keys are given: nobody could log in")  # fmt: skip
+    return host
+
+
+def _check_reservations(name: str, limits: Resources, reservations: Resources, reading: Reading) -> None:
+    path = f"hosts.{name}.reservations"
+    if limits.cpus and reservations.cpus and reservations.cpus > limits.cpus:
+        reading.add(f"{path}.cpus", f"{reservations.cpus:g} is above the limit "
+                    f"{limits.cpus:g} (a reservation must fit within the limit)")  # fmt: skip
+    if limits.memory and reservations.memory and reservations.memory.bytes > limits.memory.bytes:
+        reading.add(f"{path}.memory", f"{reservations.memory.text} is above the limit "
+                    f"{limits.memory.text} (a reservation must fit within the limit)")  # fmt: skip
+
+
+def _environment(env: dict[str, str], limits: Resources) -> tuple[tuple[str, str], ...]:
+    """The host's variables, plus thread counts that follow its CPU limit unless it sets them."""
+    env = dict(env)
+    if limits.cpus:
+        threads = str(max(1, int(limits.cpus)))
+        for variable in THREAD_VARIABLES:
+            env.setdefault(variable, threads)
+    return tuple(sorted(env.items()))
+
+
+def _shm(size: Size | None, path: str, limits: Resources, reading: Reading) -> Size:
+    """Shared memory (/dev/shm): as asked (within the memory limit), else 2g or half a memory limit below 4g."""
+    if size is None:
+        if limits.memory and limits.memory.bytes < 2 * DEFAULT_SHM.bytes:
+            half = limits.memory.bytes // 2 // 1024**2
+            return Size(f"{half}m", half * 1024**2)
+        return DEFAULT_SHM
+    if limits.memory and size.bytes > limits.memory.bytes:
+        reading.add(path, f"{size.text} is above the memory limit {limits.memory.text}"
+                    " (shared memory counts against it)")  # fmt: skip
+    return size

@@ -1,0 +1,113 @@
+"""Load and validate a spec: ``load_spec(path)`` and ``build_spec(data)`` give a Spec or raise
+one SpecError listing every problem, each with its spec path (``hosts.worker.limits.memory``).
+
+Pure: it reads the spec (and checks that files it names exist), nothing else. What each
+setting accepts is declared in ``devbox.spec.fields``; this module puts the sections together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from devbox.errors import SpecError
+from devbox.spec.fields import HOST, SPEC
+from devbox.spec.hosts import read_host
+from devbox.spec.model import DEFAULT_BASE_IMAGE, Host, Image, Network, Spec
+from devbox.spec.options import Reading, join, type_name
+from devbox.spec.parse import parse_yaml
+from devbox.spec.rules import check_password_accounts, cross_checks, swarm_problems
+from devbox.spec.values import DNS_LABEL
+
+
+def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None, engine: str | None = None) -> Spec:
+    """Read and validate a spec file. Raises SpecError listing every problem.
+
+    ``gpu=False`` turns every GPU request off (``--no-gpu``), whatever the spec says; ``engine``
+    (``--engine``) overrides the spec's ``engine:``.
+    """
+    spec_path = Path(path)
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            str(spec_path), ["no such file (run `devbox init` to create one, or pass --file)"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(spec_path), [f"cannot read it ({exc})"]) from None
+    data = parse_yaml(text, str(spec_path))
+    return build_spec(data, spec_path.resolve().parent, source=str(spec_path), gpu=gpu, engine=engine)
+
+
+def build_spec(
+    data: Any, directory: Path, *, source: str = "devbox.yaml", gpu: bool | None = None, engine: str | None = None
+) -> Spec:
+    """Validate already-parsed spec data. Raises SpecError listing every problem."""
+    reading = Reading(directory)
+    if engine is not None and isinstance(data, Mapping):
+        data = {**data, "engine": engine}
+    spec = _read_spec(data, gpu, reading)
+    if spec is not None and spec.engine == "swarm":
+        problems, notes = swarm_problems(spec)
+        for line in problems:
+            reading.add("", line)
+        spec = dataclasses.replace(spec, notes=(*spec.notes, *notes))
+    if reading.problems or spec is None:
+        raise SpecError(source, reading.problems.items)
+    return dataclasses.replace(spec, source=source)
+
+
+def _read_spec(data: Any, gpu: bool | None, reading: Reading) -> Spec | None:
+    """The Spec if every setting is valid (rules across hosts may still add problems)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        reading.add("", f"the spec must be a mapping of settings, not {type_name(data)}")
+        return None
+    top = SPEC.read(data, "", reading)
+    image = _image(top["image"])
+    gpu_enabled = top["gpu"] in ("on", True) and gpu is not False
+    hosts = _hosts(top.get("hosts") or {}, top["defaults"], gpu_enabled, reading)
+    check_password_accounts(hosts, image, reading)
+    if reading.problems or top.get("project") is None:
+        return None
+    warnings = cross_checks(hosts, reading)
+    network = top["network"]
+    return Spec(
+        project=top["project"], engine=top["engine"], image=image, hosts=tuple(hosts), directory=reading.directory,
+        network=Network(name=network["name"] or "devbox", driver="bridge", subnet=network.get("subnet")),
+        gpu_enabled=gpu_enabled, warnings=tuple(warnings), notes=tuple(reading.notes),
+    )  # fmt: skip
+
+
+def _image(values: dict[str, Any]) -> Image:
+    return Image(
+        base=values["base"] or DEFAULT_BASE_IMAGE,
+        timezone=values["timezone"] or "UTC",
+        packages=tuple(values["packages"]),
+        pip_requirements=values.get("pip_requirements"),
+        shell=values["shell"],
+        user=values["user"] or "developer",
+        uid=values.get("uid"),
+        gid=values.get("gid"),
+        docker_cli=bool(values["docker_cli"]),
+        extra_lines=tuple(line for line in values["extra_lines"] if line),
+    )
+
+
+def _hosts(raw: Mapping, defaults: Mapping, gpu_enabled: bool, reading: Reading) -> list[Host]:
+    """Every host whose name is valid and that has an SSH port; the others are reported."""
+    hosts = []
+    for name, node in raw.items():
+        path = join("hosts", str(name))
+        if not isinstance(name, str) or not DNS_LABEL.fullmatch(name):
+            reading.add(path, "invalid host name (lowercase letters, digits and -, "
+                        "at most 63, not starting or ending with -)")  # fmt: skip
+            continue
+        host = read_host(name, [(HOST.read(node, path, reading), path), (defaults, "defaults")], gpu_enabled, reading)
+        if host is not None:
+            hosts.append(host)
+    return hosts

@@ -1,0 +1,181 @@
+"""The validated spec: frozen dataclasses, built only by ``devbox.spec.build_spec``.
+
+Everything here is plain data with a few derived properties; reading and checking a
+``devbox.yaml`` lives in ``options``/``fields`` (what each setting accepts) and ``load``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BASE_IMAGE = "nvidia/cuda:12.6.3-cudnn-devel-ubuntu22.04"
+DEFAULT_PACKAGES = ("net-tools", "iputils-ping", "curl", "wget", "git", "python3-pip")
+DEFAULT_SHM_SIZE = "2g"
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class Network:
+    """The one bridge network every host joins; hosts reach each other by name on it."""
+
+    name: str
+    driver: str = "bridge"
+    subnet: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    """How the single shared image is built. Hosts with this config share one build."""
+
+    base: str = DEFAULT_BASE_IMAGE
+    timezone: str = "UTC"
+    packages: tuple[str, ...] = DEFAULT_PACKAGES
+    pip_requirements: Path | None = None
+    shell: str = "zsh"
+    user: str = "developer"
+    uid: int | None = None
+    gid: int | None = None
+    docker_cli: bool = False
+    extra_lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Size:
+    """A memory size as the user wrote it (rendered back verbatim) and in bytes (compared)."""
+
+    text: str
+    bytes: int
+
+
+DEFAULT_SHM = Size(DEFAULT_SHM_SIZE, 2 * 1024**3)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPU (in cores) and memory, as a limit or a reservation."""
+
+    cpus: float | None = None
+    memory: Size | None = None
+
+
+@dataclass(frozen=True)
+class Gpus:
+    """GPU request: ``count`` (an int or ``"all"``) or explicit ``device_ids``, never both."""
+
+    count: int | str = 0
+    device_ids: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ("gpu",)
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.device_ids) or self.count != 0
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A named volume (``kind='volume'``) or a bind mount of a host path (``kind='bind'``)."""
+
+    kind: str
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class Host:
+    """One development host: a container with sshd, its own limits, GPUs, port and volumes.
+
+    ``origins`` records where each setting was written ("hosts.NAME" or "defaults"), so a rule
+    checked on the validated spec (an engine's, say) can name the line the user must change. It
+    is bookkeeping, not configuration: it takes no part in comparing or hashing hosts.
+    """
+
+    name: str
+    hostname: str
+    ssh_port: int
+    bind_address: str = "127.0.0.1"
+    limits: Resources = field(default_factory=Resources)
+    reservations: Resources = field(default_factory=Resources)
+    gpus: Gpus = field(default_factory=Gpus)
+    volumes: tuple[Volume, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
+    restart: str = "unless-stopped"
+    root_login: bool = False
+    password_auth: bool = True
+    authorized_keys: tuple[str, ...] = ()
+    password_env: tuple[tuple[str, str], ...] = ()
+    docker_socket: bool = False
+    privileged: bool = False
+    shm_size: Size = DEFAULT_SHM
+    ulimits: tuple[Ulimit, ...] = ()
+    devices: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    ipc: str | None = None
+    cpuset: str | None = None
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def accounts(self) -> tuple[str, ...]:
+        """Accounts whose passwords devbox manages: root only when root login is allowed."""
+        return ("root",) if self.root_login else ()
+
+    def origin(self, setting: str) -> str:
+        """Where ``setting`` (e.g. ``gpus``, or ``password_env.developer`` for one entry of a
+        mapping) was written: ``hosts.NAME`` or ``defaults``; ``hosts.NAME`` when it was not
+        written at all, the place to add it."""
+        return dict(self.origins).get(setting, f"hosts.{self.name}")
+
+
+def gpu_count_warnings(hosts: tuple[Host, ...], available: int) -> list[str]:
+    """Hosts asking for more GPUs (or higher indexes) than the machine has."""
+    warnings = []
+    for host in hosts:
+        count = host.gpus.count
+        if isinstance(count, int) and count > available:
+            warnings.append(f"hosts.{host.name}.gpus: asks for {count} GPUs but this machine has {available}")
+        have = f"GPUs 0-{available - 1}" if available else "no GPUs"
+        for gpu in host.gpus.device_ids:
+            if gpu.isdigit() and int(gpu) >= available:
+                warnings.append(f"hosts.{host.name}.gpus: GPU {gpu} does not exist here ({have})")
+    return warnings
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated devbox.yaml. ``directory`` is where relative paths in it are resolved."""
+
+    project: str
+    network: Network
+    image: Image
+    hosts: tuple[Host, ...]
+    directory: Path
+    engine: str = "compose"  # or "swarm": the same hosts as services of an existing swarm
+    source: str = "devbox.yaml"
+    gpu_enabled: bool = True
+    warnings: tuple[str, ...] = ()  # shown whenever the spec is used
+    notes: tuple[str, ...] = ()  # facts worth knowing, shown by `validate` and `check`
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+    def accounts(self, host: Host) -> tuple[str, ...]:
+        """Every account on ``host`` that gets a password: the image user, and root if allowed."""
+        return (self.image.user, *host.accounts)
