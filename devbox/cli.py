@@ -30,7 +30,7 @@ class Context:
         self.engine = engine
 
     def spec(self) -> Spec:
-        from devbox.spec import load_spec
+        from devbox.engines import load_spec
 
         spec = load_spec(self.spec_file, gpu=None if self.gpu else False, engine=self.engine)
         for warning in spec.warnings:

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from devbox.project import Project
 
 GPU_RESOURCE = "NVIDIA-GPU"
+# What a swarm service cannot express (Docker's service API has no such fields), by host setting.
+SWARM_UNSUPPORTED = ("ulimits", "devices", "privileged", "ipc", "cpuset")
+_WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
 RESTART_CONDITIONS = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
 
 
@@ -105,6 +108,24 @@ def service_definition(spec: Spec, host: Host, tag: str, config_hash: str, secre
         "cap_add": list(host.cap_add) or None,
         "mode": ServiceMode("replicated", replicas=1),
     }
+
+
+def swarm_spec_problems(spec: Spec) -> tuple[list[str], list[str]]:
+    """What a swarm service cannot do, as ``path: problem`` lines named where the spec asks for
+    it, and notes on what works differently there."""
+    problems: list[str] = []
+    notes = []
+    for host in spec.hosts:
+        found = [f"{host.origin(setting)}.{setting}: not supported by swarm services (use engine: compose)"
+                 for setting in SWARM_UNSUPPORTED if getattr(host, setting) not in (None, (), False)]  # fmt: skip
+        if host.gpus.device_ids or host.gpus.count == "all":
+            found.append(f"{host.origin('gpus')}.gpus: swarm hands out GPUs by count only (NVIDIA-GPU generic "
+                         "resources): use a number")  # fmt: skip
+        problems += [line for line in found if line not in problems]
+        if host.bind_address not in _WILDCARDS:
+            notes.append(f"hosts.{host.name}.bind_address: swarm publishes ports on every interface "
+                         f"of the node, not only {host.bind_address}")  # fmt: skip
+    return problems, notes
 
 
 # --------------------------------------------------------------------------- side effects
@@ -302,6 +323,9 @@ class SwarmEngine(Engine):
 
     name = "swarm"
     allocates_gpus = False  # GPUs by count as NVIDIA-GPU generic resources: the swarm assigns them
+
+    def spec_problems(self, spec: Spec) -> tuple[list[str], list[str]]:
+        return swarm_spec_problems(spec)
 
     def preflight(self, project: Project) -> list[str]:
         return _manager_problems(project)

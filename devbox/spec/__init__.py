@@ -3,7 +3,7 @@
 Layout: ``model`` (the dataclasses), ``options`` (reusable option types: a size, a port, a list
 of ...), ``values`` (devbox's own option types: a volume, a GPU request, ...), ``fields`` (every
 setting, declared once as a table), ``parse`` (safe YAML), ``hosts`` (a host over ``defaults``),
-``rules`` (rules across hosts, swarm's), ``load`` (``load_spec``/``build_spec``) and ``schema``
+``rules`` (rules across hosts), ``load`` (``load_spec``/``build_spec``) and ``schema``
 (the JSON Schema generated from the table). Pure: nothing here talks to Docker.
 """
 
@@ -35,17 +35,15 @@ from devbox.spec.model import (
     Spec,
     Ulimit,
     Volume,
-    gpu_count_warnings,
 )
 from devbox.spec.options import SIZE_HELP
 from devbox.spec.parse import MAX_YAML_NODES, parse_yaml
-from devbox.spec.rules import SWARM_UNSUPPORTED, swarm_problems
 from devbox.spec.values import MIN_MEMORY_LIMIT, RESTART_POLICIES
 
 __all__ = [
     "CAPABILITIES", "DEFAULT_BASE_IMAGE", "DEFAULT_PACKAGES", "DEFAULT_SHM_SIZE", "ENGINES", "GPU_CAPABILITIES",
     "HOST_ONLY", "HOST_SETTINGS", "IMAGE_KEYS", "MAX_YAML_NODES", "MIN_MEMORY_LIMIT", "NETWORK_KEYS",
-    "RESOURCE_KEYS", "RESTART_POLICIES", "SIZE_HELP", "SWARM_UNSUPPORTED", "THREAD_VARIABLES", "TOP_KEYS",
+    "RESOURCE_KEYS", "RESTART_POLICIES", "SIZE_HELP", "THREAD_VARIABLES", "TOP_KEYS",
     "ULIMIT_NAMES", "Gpus", "Host", "Image", "Network", "Resources", "Size", "Spec", "Ulimit", "Volume",
-    "allowed_keys", "build_spec", "gpu_count_warnings", "load_spec", "parse_yaml", "swarm_problems",
+    "allowed_keys", "build_spec", "load_spec", "parse_yaml",
 ]  # fmt: skip

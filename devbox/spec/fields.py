@@ -119,7 +119,9 @@ HOST_SETTINGS_FIELDS = (
     Field("limits", LIMITS, "CPU and memory the host may use at most."),
     Field("reservations", RESERVATIONS, "CPU and memory set aside for the host (within its limits)."),
     Field("gpus", GpuRequest(ListOf(GpuId(), unique=(str, "lists a GPU id twice"))),
-          "GPUs: 0, a count, all, or a list of indexes or UUIDs.", 0),
+          "GPUs: 0, a count of the host's own, all, or a list of indexes or UUIDs (GPU-..., MIG-...).", 0),
+    Field("gpu_share", Flag(), "May use GPUs other hosts hold (a light notebook host); holds none itself.",
+          False),
     Field("gpu_capabilities", ListOf(Choice(GPU_CAPABILITIES, "{value!r} is not a GPU capability (use "
                                             f"{', '.join(GPU_CAPABILITIES)})", normalize=lambda v: str(v).strip()),
                                      split=","),

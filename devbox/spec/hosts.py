@@ -75,6 +75,7 @@ def _assemble(name: str, v: dict[str, Any], origins: dict[str, str], gpu_enabled
         name=name, hostname=v["hostname"] or name, ssh_port=v["ssh_port"] or 0, bind_address=v["bind_address"],
         limits=limits, reservations=reservations,
         gpus=Gpus(count, ids, capabilities) if gpu_enabled else Gpus(0, capabilities=capabilities),
+        gpu_share=v["gpu_share"] or False,
         volumes=tuple(v["volumes"]), environment=_environment(v["environment"], limits), restart=v["restart"],
         root_login=v["root_login"] or False, password_auth=v["password_auth"] is not False,
         authorized_keys=tuple(key for keys in v["authorized_keys"] for key in keys),

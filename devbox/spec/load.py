@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,15 @@ from devbox.spec.hosts import read_host
 from devbox.spec.model import DEFAULT_BASE_IMAGE, Host, Image, Network, Spec
 from devbox.spec.options import Reading, join, type_name
 from devbox.spec.parse import parse_yaml
-from devbox.spec.rules import check_password_accounts, cross_checks, swarm_problems
+from devbox.spec.rules import check_password_accounts, cross_checks
 from devbox.spec.values import DNS_LABEL
 
+# An engine's rules for a valid spec: (problems, notes), each "path: text".
+EngineRules = Callable[[Spec], tuple[list[str], list[str]]]
 
-def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None, engine: str | None = None) -> Spec:
+
+def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None, engine: str | None = None,
+              rules: EngineRules | None = None) -> Spec:  # fmt: skip
     """Read and validate a spec file. Raises SpecError listing every problem.
 
     ``gpu=False`` turns every GPU request off (``--no-gpu``), whatever the spec says; ``engine``
@@ -39,19 +43,24 @@ def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None, engine: 
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(spec_path), [f"cannot read it ({exc})"]) from None
     data = parse_yaml(text, str(spec_path))
-    return build_spec(data, spec_path.resolve().parent, source=str(spec_path), gpu=gpu, engine=engine)
+    return build_spec(data, spec_path.resolve().parent, source=str(spec_path), gpu=gpu, engine=engine, rules=rules)
 
 
 def build_spec(
-    data: Any, directory: Path, *, source: str = "devbox.yaml", gpu: bool | None = None, engine: str | None = None
-) -> Spec:
-    """Validate already-parsed spec data. Raises SpecError listing every problem."""
+    data: Any, directory: Path, *, source: str = "devbox.yaml", gpu: bool | None = None, engine: str | None = None,
+    rules: EngineRules | None = None,
+) -> Spec:  # fmt: skip
+    """Validate already-parsed spec data. Raises SpecError listing every problem.
+
+    ``rules``: what the spec's engine cannot do of a valid spec (devbox.engines gives it), as
+    (problems, notes); its problems are reported with the others, all at once.
+    """
     reading = Reading(directory)
     if engine is not None and isinstance(data, Mapping):
         data = {**data, "engine": engine}
     spec = _read_spec(data, gpu, reading)
-    if spec is not None and spec.engine == "swarm":
-        problems, notes = swarm_problems(spec)
+    if spec is not None and rules is not None:
+        problems, notes = rules(spec)
         for line in problems:
             reading.add("", line)
         spec = dataclasses.replace(spec, notes=(*spec.notes, *notes))
@@ -74,12 +83,12 @@ def _read_spec(data: Any, gpu: bool | None, reading: Reading) -> Spec | None:
     check_password_accounts(hosts, image, reading)
     if reading.problems or top.get("project") is None:
         return None
-    warnings = cross_checks(hosts, reading)
+    cross_checks(hosts, reading)
     network = top["network"]
     return Spec(
         project=top["project"], engine=top["engine"], image=image, hosts=tuple(hosts), directory=reading.directory,
         network=Network(name=network["name"] or "devbox", driver="bridge", subnet=network.get("subnet")),
-        gpu_enabled=gpu_enabled, warnings=tuple(warnings), notes=tuple(reading.notes),
+        gpu_enabled=gpu_enabled, notes=tuple(reading.notes),
     )  # fmt: skip
 
 

@@ -112,6 +112,7 @@ class Host:
     limits: Resources = field(default_factory=Resources)
     reservations: Resources = field(default_factory=Resources)
     gpus: Gpus = field(default_factory=Gpus)
+    gpu_share: bool = False
     volumes: tuple[Volume, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     restart: str = "unless-stopped"
@@ -139,20 +140,6 @@ class Host:
         mapping) was written: ``hosts.NAME`` or ``defaults``; ``hosts.NAME`` when it was not
         written at all, the place to add it."""
         return dict(self.origins).get(setting, f"hosts.{self.name}")
-
-
-def gpu_count_warnings(hosts: tuple[Host, ...], available: int) -> list[str]:
-    """Hosts asking for more GPUs (or higher indexes) than the machine has."""
-    warnings = []
-    for host in hosts:
-        count = host.gpus.count
-        if isinstance(count, int) and count > available:
-            warnings.append(f"hosts.{host.name}.gpus: asks for {count} GPUs but this machine has {available}")
-        have = f"GPUs 0-{available - 1}" if available else "no GPUs"
-        for gpu in host.gpus.device_ids:
-            if gpu.isdigit() and int(gpu) >= available:
-                warnings.append(f"hosts.{host.name}.gpus: GPU {gpu} does not exist here ({have})")
-    return warnings
 
 
 @dataclass(frozen=True)

@@ -28,17 +28,18 @@ def test_every_gpu_form_reaches_the_engine_and_the_container(make_stack, docker_
                                                                   "reservations": {"memory": "64m"}})  # fmt: skip
     hosts = stack.spec["hosts"]
     hosts["one"]["gpus"] = 1
-    hosts["every"]["gpus"] = "all"
+    hosts["every"].update(gpus="all", gpu_share=True)  # all of them, beside hosts that hold some
     hosts["ids"]["gpus"] = [0, "GPU-6f2b1c3d-1111-2222-3333-444455556666"]
     hosts["pair"].update(gpus=2, gpu_capabilities="compute,utility")
     stack.write_spec()
     stack.devbox("up")
+    # A count is GPUs of the host's own (by index here: no nvidia-smi), after the pinned ones.
     expected = {
-        "one": ({"Count": 1, "DeviceIDs": None, "Capabilities": [["gpu"]]}, "0"),
+        "one": ({"Count": 0, "DeviceIDs": ["1"], "Capabilities": [["gpu"]]}, "1"),
         "every": ({"Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]]}, "all"),
         "ids": ({"Count": 0, "DeviceIDs": ["0", "GPU-6f2b1c3d-1111-2222-3333-444455556666"],
                  "Capabilities": [["gpu"]]}, "0,GPU-6f2b1c3d-1111-2222-3333-444455556666"),  # fmt: skip
-        "pair": ({"Count": 2, "DeviceIDs": None, "Capabilities": [["compute", "utility"]]}, "0,1"),
+        "pair": ({"Count": 0, "DeviceIDs": ["2", "3"], "Capabilities": [["compute", "utility"]]}, "2,3"),
     }
     for host, (request, visible) in expected.items():
         container = stack.container(docker_client, host)
@@ -51,7 +52,7 @@ def test_every_gpu_form_reaches_the_engine_and_the_container(make_stack, docker_
         assert stack.ssh(host, "printenv NVIDIA_VISIBLE_DEVICES").strip() == visible
     assert init_environment(stack.container(docker_client, "pair"))["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
     check = stack.devbox("check", check=False)
-    assert "PASS  pair       gpu request" in check.stdout and "NVIDIA_VISIBLE_DEVICES=0,1" in check.stdout
+    assert "PASS  pair       gpu request" in check.stdout and "NVIDIA_VISIBLE_DEVICES=2,3" in check.stdout
     assert "SKIP  pair       nvidia-smi: no nvidia-smi in the container" in check.stdout
     assert check.returncode == 0, check.stdout
 

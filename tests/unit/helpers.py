@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from devbox.engines import spec_rules
 from devbox.render import HostMaterial
 from devbox.spec import Spec, build_spec
 
@@ -28,7 +29,7 @@ def spec_data(**changes: Any) -> dict[str, Any]:
 
 
 def make_spec(directory: Path | None = None, **changes: Any) -> Spec:
-    return build_spec(spec_data(**changes), directory or Path("/nonexistent"))
+    return build_spec(spec_data(**changes), directory or Path("/nonexistent"), rules=spec_rules)
 
 
 def fake_material(spec: Spec) -> dict[str, HostMaterial]:

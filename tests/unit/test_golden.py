@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from devbox.gpus import allocate, requests_of
 from devbox.render import render_project
 from devbox.spec import load_spec
 
@@ -25,7 +26,8 @@ CASES = sorted(path.name for path in GOLDEN.iterdir() if (path / "devbox.yaml").
 def test_rendered_files_match_golden(case):
     folder = GOLDEN / case
     spec = load_spec(folder / "devbox.yaml")
-    files = render_project(spec, fake_material(spec)).files
+    gpus = allocate(requests_of(spec.hosts), machine=None)  # as `render` allocates without nvidia-smi
+    files = render_project(spec, fake_material(spec), gpus=gpus).files
     expected_dir = folder / "expected"
     if os.environ.get("DEVBOX_UPDATE_GOLDEN") == "1":
         for file in files:

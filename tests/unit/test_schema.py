@@ -25,7 +25,7 @@ from hypothesis import given, settings
 
 from devbox.cli import cli
 from devbox.errors import SpecError
-from devbox.project import init_project
+from devbox.scaffold import init_project
 from devbox.spec import HOST_ONLY, HOST_SETTINGS, IMAGE_KEYS, NETWORK_KEYS, TOP_KEYS, build_spec, parse_yaml
 from devbox.spec.schema import SCHEMA_FILE, SPEC_SCHEMA_NAME, json_schema, modeline, reference, schema_text
 

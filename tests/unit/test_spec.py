@@ -186,9 +186,11 @@ def test_missing_spec_file_says_how_to_create_one(tmp_path):
     assert "devbox init" in info.value.lines()[0]
 
 
-def test_shared_gpu_id_is_a_warning_not_an_error():
-    spec = make_spec(hosts={"a": {"ssh_port": 1, "gpus": [0]}, "b": {"ssh_port": 2, "gpus": [0, 1]}})
-    assert any("GPU 0 is also pinned" in w for w in spec.warnings)
+def test_gpu_share_is_read_per_host_and_from_defaults():
+    spec = make_spec(defaults={"gpu_share": True}, hosts={"a": {"ssh_port": 1, "gpus": 1},
+                                                          "b": {"ssh_port": 2, "gpus": 1, "gpu_share": False}})  # fmt: skip
+    assert [h.gpu_share for h in spec.hosts] == [True, False]
+    assert problems(hosts={"a": {"ssh_port": 1, "gpu_share": "yes please"}})
 
 
 def test_bind_paths_and_key_files_resolve_relative_to_the_spec(tmp_path):
@@ -212,17 +214,6 @@ def test_uid_auto_takes_the_invoking_user(monkeypatch):
 def test_shm_default_fits_a_small_memory_limit():
     host = make_spec(hosts={"a": {"ssh_port": 1, "limits": {"memory": "1g"}}}).hosts[0]
     assert host.shm_size.text == "512m"
-
-
-def test_gpu_counts_above_the_machine_are_warned():
-    from devbox.spec import gpu_count_warnings
-
-    spec = make_spec(hosts={"a": {"ssh_port": 1, "gpus": 4}, "b": {"ssh_port": 2, "gpus": [1, 7]},
-                            "c": {"ssh_port": 3, "gpus": "all"}})  # fmt: skip
-    assert gpu_count_warnings(spec.hosts, 2) == [
-        "hosts.a.gpus: asks for 4 GPUs but this machine has 2",
-        "hosts.b.gpus: GPU 7 does not exist here (GPUs 0-1)",
-    ]
 
 
 def test_a_password_env_entry_in_defaults_is_reported_once():
