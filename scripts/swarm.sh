@@ -61,7 +61,11 @@ wait_for() {
 }
 
 # ---- iptables: bridged frames go through FORWARD (br_netfilter), whose policy is DROP ----
+# Each rule is inserted at the top, in this order: the last one ends up first. The two INPUT
+# rules keep the rig's addresses (the registry) to the machine itself and the rig's network.
 RULES=(
+  "filter INPUT -d $NET.0/24 ! -i $BRIDGE -j DROP"
+  "filter INPUT -d $NET.0/24 -i lo -j ACCEPT"
   "filter FORWARD -i $BRIDGE -o $BRIDGE -j ACCEPT"
   "filter FORWARD -i $BRIDGE ! -o $BRIDGE -j ACCEPT"
   "filter FORWARD -o $BRIDGE -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
@@ -210,7 +214,13 @@ unmount_under() {   # lazily unmount everything mounted below a directory, deepe
     | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 node_down() {
-  local node=$1 pid exec_root=/var/run/docker-$1
+  local node=$1 pid ids exec_root=/var/run/docker-$1
+  # containers first, killed: dockerd alone would give each one 10 s to stop
+  ids=$(on "$node" ps -aq 2>/dev/null)
+  # shellcheck disable=SC2086  # one word per container id
+  [ -z "$ids" ] || on "$node" rm -f $ids >/dev/null 2>&1
+  # and out of the swarm: a manager stopped while still in it takes ~10 s to give up its raft
+  on "$node" swarm leave --force >/dev/null 2>&1
   pid=$(cat "/var/run/docker-$node.pid" 2>/dev/null || true)
   kill_pid "$pid" "docker-$node"
   # what dockerd leaves when killed: its containerd and the shims, found by their socket path

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 SERVE = ("use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => 8080, Listen => 5, ReuseAddr => 1)"
          " or die $!; while (my $c = $s->accept) { print $c `hostname`; close $c }")  # fmt: skip
 ASK = 'use IO::Socket::INET; my $c = IO::Socket::INET->new(PeerAddr => $ARGV[0], Timeout => 5) or die "$@\\n"; print <$c>'
+QUICK_STOP = {"stop_grace_period": 10**9}  # 1 s: perl and sleep as PID 1 ignore SIGTERM
 HOST_PORT = 18080  # published in host mode: on the address of the node that runs the task
 
 
@@ -72,12 +73,18 @@ def tasks_left(clients: dict[str, Any], prefix: str) -> list[str]:
             if c.labels[label].startswith(f"{prefix}-")]  # fmt: skip
 
 
-def ask(client: Any, service_name: str, peer: str) -> str:
-    """From inside the service's task container on this node: connect to peer, return its answer."""
+def ask(client: Any, service_name: str, peer: str, timeout: float = 30) -> str:
+    """From inside the service's task container on this node: connect to peer, return its answer.
+    Retried for a while: a new task's name reaches the other nodes by gossip, not at once."""
     container = client.containers.list(filters={"label": f"com.docker.swarm.service.name={service_name}"})[0]
-    code, output = container.exec_run(["perl", "-e", ASK, peer])
-    assert code == 0, output
-    return output.decode().strip()
+    deadline = time.monotonic() + timeout
+    while True:
+        code, output = container.exec_run(["perl", "-e", ASK, peer])
+        if code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert code == 0, f"{service_name} -> {peer}: {output.decode().strip()}"
+    return str(output.decode().strip())
 
 
 def test_three_nodes_registry_overlay_and_host_ports(multinode_swarm, rig_clients, pushed_image):  # noqa: F811
@@ -100,10 +107,11 @@ def test_three_nodes_registry_overlay_and_host_ports(multinode_swarm, rig_client
             services.append(manager.services.create(
                 pushed_image, ["perl", "-e", SERVE], name=f"{prefix}-{node}", hostname=f"task-on-{node}",
                 constraints=[f"node.hostname=={node}"], networks=[network.id],
-                endpoint_spec=EndpointSpec(mode="dnsrr", ports={HOST_PORT: (8080, "tcp", "host")}),
+                endpoint_spec=EndpointSpec(mode="dnsrr", ports={HOST_PORT: (8080, "tcp", "host")}), **QUICK_STOP,
             ))  # fmt: skip
         services.append(manager.services.create(  # unpinned, wants a GPU: only the GPU node can run it
             pushed_image, ["sleep", "600"], name=f"{prefix}-gpu", resources=Resources(generic_resources={"NVIDIA-GPU": 1}),
+            **QUICK_STOP,
         ))  # fmt: skip
         for node in rig.nodes:
             assert wait_until(lambda n=node: running_node(manager, f"{prefix}-{n}"), f"{prefix}-{node}") == node
