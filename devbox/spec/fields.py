@@ -28,6 +28,7 @@ from devbox.spec.options import (
     Size,
     Table,
     Text,
+    any_case,
     js_pattern,
     type_name,
 )
@@ -148,7 +149,8 @@ HOST_SETTINGS_FIELDS = (
           "Process limits, e.g. {memlock: -1, nofile: {soft: 1024, hard: 65536}}."),
     Field("devices", ListOf(Device()), "Devices to pass through: /dev/x or /dev/host:/dev/container[:rwm].", []),
     Field("cap_add", ListOf(Choice(CAPABILITIES, "{value!r} is not a Linux capability (e.g. SYS_PTRACE, IPC_LOCK)",
-                                   normalize=lambda v: str(v).upper().removeprefix("CAP_"))),
+                                   normalize=lambda v: str(v).upper().removeprefix("CAP_"),
+                                   spelled=any_case(CAPABILITIES, "CAP_"))),
           "Linux capabilities to add, e.g. SYS_PTRACE.", []),
     Field("ipc", Nullable(Choice(("host", "private", "shareable"),
                                  "{value!r} is not supported (use host, private or shareable)")),

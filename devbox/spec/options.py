@@ -207,7 +207,7 @@ class Size(Option):
         return SizeValue(str(value).strip(), int(number) * _SIZE_UNITS[unit.lower()])
 
     def schema(self) -> Schema:
-        return {"type": ["string", "integer"], "pattern": "^[0-9]{1,30}[bkmgBKMG]?$", "minimum": 1}
+        return {"type": ["string", "integer"], "pattern": "^\\s*[0-9]{1,30}[bkmgBKMG]?\\s*$", "minimum": 1}
 
 
 class Cpus(Option):
@@ -231,11 +231,13 @@ class Cpus(Option):
 
 
 class Choice(Option):
-    """One of ``choices`` (after ``normalize``); ``message`` is a format string of ``value``."""
+    """One of ``choices`` (after ``normalize``); ``message`` is a format string of ``value``.
+    ``spelled``: a pattern of what ``normalize`` accepts, for the schema (else the choices)."""
 
     def __init__(self, choices: tuple[Any, ...], message: str, *, fallback: Any = None,
-                 normalize: Callable[[Any], Any] | None = None) -> None:  # fmt: skip
+                 normalize: Callable[[Any], Any] | None = None, spelled: str | None = None) -> None:  # fmt: skip
         self.choices, self.message, self.fallback, self.normalize = choices, message, fallback, normalize
+        self.spelled = spelled
 
     def read(self, value: Any, path: str, reading: Reading) -> Any:
         key = self.normalize(value) if self.normalize else value
@@ -245,7 +247,18 @@ class Choice(Option):
         return key
 
     def schema(self) -> Schema:
+        if self.spelled is not None:
+            return {"type": "string", "pattern": self.spelled}
         return {"enum": list(self.choices)}
+
+
+def any_case(words: tuple[str, ...], prefix: str = "") -> str:
+    """A schema pattern of ``words`` in any letter case, each after an optional ``prefix``."""
+    def letters(text: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in text)
+
+    optional = f"(?:{letters(prefix)})?" if prefix else ""
+    return f"^{optional}(?:{'|'.join(letters(word) for word in words)})$"
 
 
 class ListOf(Option):

@@ -119,6 +119,8 @@ ACCEPTED = [
                            "ipc": "private", "cpuset": 0, "devices": ["/dev/null"], "password_auth": True,
                            "password_env": {"developer": "PW"}, "root_login": True}}),
     spec_data(network={"name": "net", "driver": "bridge", "subnet": None}, image=None, defaults=None),
+    # validate normalises these spellings; the schema must not refuse them
+    spec_data(hosts={"a": {"ssh_port": 1, "cap_add": ["sys_ptrace", "CAP_NET_ADMIN"], "shm_size": " 1g "}}),
 ]  # fmt: skip
 
 
