@@ -6,6 +6,7 @@ it needs. Every DevboxError becomes one red line per problem and its exit code, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -151,8 +152,11 @@ def _render(ctx: Context) -> tuple[Spec, Path, list[RenderedFile], list[str]]:
 
 def _opt_in_warnings(spec: Spec) -> list[str]:
     """What the spec opens up that the user should hear about every time."""
+    from devbox.hazards import mount_warnings
+
     warnings = []
     for host in spec.hosts:
+        warnings += mount_warnings(host)
         if host.docker_socket:
             warnings.append(f"hosts.{host.name}.docker_socket: the host's users get the Docker "
                             "socket, which is root on this machine")  # fmt: skip
@@ -338,6 +342,8 @@ def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
     from devbox.render import render_ssh_config
     from devbox.state import write_if_changed
 
+    if address is not None:
+        _check_address(address)
     project = _project(ctx)
     project.rendered_once()
     text = render_ssh_config(project.spec, str(project.layout.known_hosts), address)
@@ -345,10 +351,33 @@ def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
         click.echo(text, nl=False)
         return
     target = Path.home() / ".ssh" / "devbox" / f"{project.spec.project}.conf"
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in (target.parent.parent, target.parent):  # ~/.ssh holds private keys: 0700 as ssh makes it
+        folder.mkdir(exist_ok=True, mode=0o700)
     write_if_changed(target, text, 0o600)
     click.echo(f"wrote {target}")
     click.echo("add this line at the top of ~/.ssh/config (once): Include ~/.ssh/devbox/*.conf")
+
+
+def _check_address(address: str) -> None:
+    """--address lands in the config as ``HostName``: anything but a host name or an IP address
+    (a space, a newline and a ``ProxyCommand``...) could add directives that run on this machine.
+
+    Raises UsageError (exit 2) naming the value.
+    """
+    import ipaddress
+    import re
+
+    from devbox.errors import UsageError
+
+    label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    if len(address) <= 253 and re.fullmatch(rf"{label}(\.{label})*\.?", address):
+        return
+    with contextlib.suppress(ValueError):
+        # an IPv6 scope (fe80::1%eth0) may be any text to ipaddress: only an interface name here
+        if re.fullmatch(r"[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?", address) and ipaddress.ip_address(address):
+            return
+    raise UsageError(f"--address {address!r} is not a host name or an IP address "
+                     "(use e.g. gpu1.example.org or 192.0.2.10)")  # fmt: skip
 
 
 def _tail(value: str) -> str:

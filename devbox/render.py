@@ -97,10 +97,51 @@ def _origin(spec: Spec) -> str:
     return name if name.isprintable() else repr(name)
 
 
+@dataclass(frozen=True)
+class SshdHardening:
+    """sshd's algorithms, best first, and its limits: Mozilla's OpenSSH guideline ("modern") and
+    ssh-audit's hardening guides, without what ssh-audit flags (NIST curves, finite-field DH,
+    SHA-1, encrypt-and-MAC, 64-bit tags). The image keeps the names its sshd knows, so one list
+    serves OpenSSH 8.9 (Ubuntu 22.04), 9.2 (Debian 12), 9.6 (Ubuntu 24.04) and 10 alike.
+
+    curve25519 stays after the post-quantum hybrids: devbox's own login probe (paramiko) and
+    clients older than OpenSSH 8.5 have nothing else. The AEAD ciphers need no MAC; the MACs
+    (encrypt-then-MAC only) are what a client without AEAD would be offered, and paramiko has
+    AES-GCM since 3.5.
+    """
+
+    kex: tuple[str, ...] = (
+        "mlkem768x25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
+        "curve25519-sha256", "curve25519-sha256@libssh.org",
+    )  # fmt: skip
+    ciphers: tuple[str, ...] = ("chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com")
+    macs: tuple[str, ...] = (
+        "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "umac-128-etm@openssh.com",
+    )  # fmt: skip
+    host_keys: tuple[str, ...] = ("ssh-ed25519",)
+    # Password guessing and connection floods: 4 tries per connection (a client offering many
+    # agent keys still reaches the password prompt), 30 s to log in, at most 10 logins in
+    # progress before sshd starts dropping new ones (all of them at 40), LogLevel VERBOSE
+    # records each key's fingerprint (Mozilla).
+    limits: tuple[str, ...] = (
+        "MaxAuthTries 4", "LoginGraceTime 30", "MaxStartups 10:30:40", "LogLevel VERBOSE",
+    )  # fmt: skip
+    # Only where this sshd accepts them: 5 logins in progress per source address (8.5+), and
+    # penalties (9.8+) that refuse a source for a while after failed logins.
+    if_accepted: tuple[str, ...] = (
+        "PerSourceMaxStartups 5",
+        "PerSourcePenalties authfail:10 noauth:1 grace-exceeded:20 max:600 min:15",
+    )  # fmt: skip
+
+
+SSHD_HARDENING = SshdHardening()
+
+
 def render_dockerfile(spec: Spec) -> str:
     return render_template(
-        "Dockerfile.j2", image=spec.image, packages=image_packages(spec), source=_origin(spec)
-    )
+        "Dockerfile.j2", image=spec.image, packages=image_packages(spec), source=_origin(spec),
+        sshd=SSHD_HARDENING,
+    )  # fmt: skip
 
 
 def render_entrypoint(spec: Spec) -> str:

@@ -6,6 +6,12 @@ set -eu
 secrets=/run/secrets
 user=developer
 
+# Secrets reach root only: a compose secret is a bind mount owned by the file's owner on the
+# machine, which can be the account's own UID. The image makes the folder 0700; keep it so.
+if [ "$(stat -c %a "$secrets")" != 700 ]; then
+    chmod 700 "$secrets"
+fi
+
 # Password hashes ("account:hash" lines, SHA-512 crypt) are applied as they are: chpasswd -e
 # never sees a plaintext password.
 if [ -s "$secrets/devbox_passwords" ]; then
