@@ -28,6 +28,16 @@ def spec_data(**changes: Any) -> dict[str, Any]:
     return data
 
 
+def with_value(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    """The base spec data with one value set at ``path`` (mappings made on the way)."""
+    data = spec_data()
+    node = data
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return data
+
+
 def make_spec(directory: Path | None = None, **changes: Any) -> Spec:
     return build_spec(spec_data(**changes), directory or Path("/nonexistent"), rules=spec_rules)
 

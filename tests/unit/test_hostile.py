@@ -46,7 +46,7 @@ from devbox.render import (
 from devbox.spec import HOST_ONLY, HOST_SETTINGS, IMAGE_KEYS, NETWORK_KEYS, TOP_KEYS, Spec, build_spec, parse_yaml
 from devbox.state import write_files
 
-from .helpers import fake_material, spec_data
+from .helpers import fake_material, spec_data, with_value
 
 HYPOTHESIS = settings(
     max_examples=200,
@@ -411,15 +411,6 @@ def problems_of(data: dict[str, Any], directory: Path = Path("/nonexistent-devbo
         build_spec(data, directory)
     assert_problems_are_lines(info.value)
     return info.value.problems
-
-
-def with_value(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    data = spec_data()
-    node = data
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    node[path[-1]] = value
-    return data
 
 
 SHELL_ATTEMPTS = ("vim; rm -rf /", "$(id)", "`id`", "a\nRUN evil", "vim\n", "a && id", "a|sh", "'a'", "../x", "a b")

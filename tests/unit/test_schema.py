@@ -29,7 +29,7 @@ from devbox.scaffold import init_project
 from devbox.spec import HOST_ONLY, HOST_SETTINGS, IMAGE_KEYS, NETWORK_KEYS, TOP_KEYS, build_spec, parse_yaml
 from devbox.spec.schema import SCHEMA_FILE, SPEC_SCHEMA_NAME, json_schema, modeline, reference, schema_text
 
-from .helpers import spec_data
+from .helpers import spec_data, with_value
 from .test_hostile import HYPOTHESIS, accepted_specs, hostile_specs
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -142,15 +142,6 @@ def test_the_schema_accepts_the_most_awkward_accepted_specs(data):
 def test_whatever_validate_accepts_the_schema_accepts(data):
     if validate_accepts(data):
         VALIDATOR.validate(data)
-
-
-def with_value(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    data = spec_data()
-    node = data
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    node[path[-1]] = value
-    return data
 
 
 REJECTED = [
