@@ -1,0 +1,86 @@
+"""Issue 14: what validates, runs; what you wrote, the container gets.
+
+Each case the issue lists, as a unit test: a value reaches the host as written, and a spec the
+engine would refuse at `up` is refused by `validate` instead (exit 2, with the fix).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devbox.engines import spec_rules
+from devbox.errors import SpecError
+from devbox.spec import build_spec, parse_yaml
+
+from .helpers import make_spec
+
+
+def problems(**changes) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        make_spec(**changes)
+    return info.value.problems
+
+
+def from_yaml(text: str, directory: Path = Path("/nonexistent")):
+    return build_spec(parse_yaml(text, "devbox.yaml"), directory, rules=spec_rules)
+
+
+# --------------------------------------------------------------------------- YAML 1.1 rewrites
+
+SPEC_TEXT = """
+project: lab
+image: {base: "debian:bookworm"}
+common: &common
+  ssh_port: 4432
+hosts:
+  on:
+    <<: *common
+    environment: {VER: 3.10, UMASK: 0022, T: 1:30, H: 0x1F, X: yes, N: no, E: 1e3, Q: "3.10",
+                  YES: 1, OFF: 2, D: 2024-01-01, B: true, EQ: =}
+"""
+
+
+def test_numbers_and_yes_no_keep_their_written_form_where_text_is_expected():
+    spec = from_yaml(SPEC_TEXT.replace("common: &common\n  ssh_port: 4432\n", "").replace(
+        "<<: *common", "ssh_port: 4432"))  # fmt: skip
+    (host,) = spec.hosts
+    assert host.name == "on"
+    env = dict(host.environment)
+    assert env == {"VER": "3.10", "UMASK": "0022", "T": "1:30", "H": "0x1F", "X": "yes", "N": "no", "E": "1e3",
+                   "Q": "3.10", "YES": "1", "OFF": "2", "D": "2024-01-01", "B": "true", "EQ": "="}  # fmt: skip
+
+
+def test_merge_keys_work_and_own_keys_win():
+    data = parse_yaml("a: &a {x: 1, y: 2}\nb: {<<: *a, y: 3}\n", "devbox.yaml")
+    assert data["b"] == {"x": 1, "y": 3}
+    text = SPEC_TEXT.replace("common: &common", "x-common: &common")
+    with pytest.raises(SpecError) as info:  # an unknown top key is still reported...
+        from_yaml(text)
+    assert info.value.problems == ["x-common: unknown key (known keys: version, project, engine, network, image, "
+                                   "gpu, defaults, hosts)"]  # fmt: skip
+    # ...and the anchor may live in defaults-like places a spec allows: a host merging another
+    text = SPEC_TEXT.replace("common: &common\n  ssh_port: 4432\n", "").replace(
+        "hosts:\n", "hosts:\n  base: &common {ssh_port: 4431}\n").replace("<<: *common", "<<: *common\n    ssh_port: 4432")
+    spec = from_yaml(text)
+    assert [(h.name, h.ssh_port) for h in spec.hosts] == [("base", 4431), ("on", 4432)]
+
+
+def test_numbers_still_count_where_numbers_are_expected():
+    spec = from_yaml("project: lab\nimage: {base: 'debian:bookworm'}\n"
+                     "hosts: {a: {ssh_port: 4432, limits: {cpus: 2.50}, gpus: [0, 1], privileged: true}}\n")
+    (host,) = spec.hosts
+    assert host.ssh_port == 4432 and host.limits.cpus == 2.5 and host.gpus.device_ids == ("0", "1") and host.privileged
+
+
+def test_yes_is_not_a_boolean_and_the_problem_says_so():
+    with pytest.raises(SpecError) as info:
+        from_yaml("project: lab\nimage: {base: 'debian:bookworm'}\nhosts: {a: {ssh_port: 4432, privileged: yes}}\n")
+    assert info.value.problems == ["hosts.a.privileged: must be true or false, not 'yes'"]
+
+
+def test_sexagesimal_is_not_a_port():
+    with pytest.raises(SpecError) as info:
+        from_yaml("project: lab\nimage: {base: 'debian:bookworm'}\nhosts: {a: {ssh_port: 1:30}}\n")
+    assert "'1:30' is not a TCP port" in info.value.problems[0]
