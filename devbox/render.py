@@ -408,8 +408,10 @@ def render_known_hosts(spec: Spec, material: Mapping[str, HostMaterial]) -> str:
 
 
 def connect_address(host: Host) -> str:
-    """Where a client on this machine reaches a host's SSH port."""
-    return "127.0.0.1" if host.bind_address in ("0.0.0.0", "::") else host.bind_address  # noqa: S104
+    """Where a client on this machine reaches a host's SSH port: the loopback of the wildcard's
+    family (a port published on :: listens on IPv6 only), else the address itself."""
+    wildcards = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - mapping, not binding
+    return wildcards.get(host.bind_address, host.bind_address)
 
 
 def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None) -> str:
@@ -426,6 +428,19 @@ def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None) 
             "    StrictHostKeyChecking yes\n"
         )
     return "\n".join(blocks)
+
+
+def ssh_argv(spec: Spec, host: Host, known_hosts: str, command: tuple[str, ...] = ()) -> list[str]:
+    """The system ssh's arguments for `devbox ssh`. ssh reads each -o through its config parser,
+    which splits an unquoted value at spaces (UserKnownHostsFile takes a list of files): a
+    project folder with a space in its path would check the host key against no file."""
+    return [
+        "ssh", "-p", str(host.ssh_port), "-l", spec.image.user,
+        "-o", f"UserKnownHostsFile={_ssh_quote(known_hosts)}",
+        "-o", f"HostKeyAlias={host_key_alias(spec, host)}",
+        "-o", "StrictHostKeyChecking=yes",
+        connect_address(host), *command,
+    ]  # fmt: skip
 
 
 def _ssh_quote(path: str) -> str:

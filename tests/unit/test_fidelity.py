@@ -84,3 +84,37 @@ def test_sexagesimal_is_not_a_port():
     with pytest.raises(SpecError) as info:
         from_yaml("project: lab\nimage: {base: 'debian:bookworm'}\nhosts: {a: {ssh_port: 1:30}}\n")
     assert "'1:30' is not a TCP port" in info.value.problems[0]
+
+
+# --------------------------------------------------------------------------- addresses and ssh
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("192.0.2.1", "a documentation address"), ("2001:db8::1", "a documentation address"),
+    ("224.0.0.1", "a multicast address"), ("ff02::1", "a multicast address"),
+    ("255.255.255.255", "a broadcast address"), ("240.0.0.1", "a reserved address"),
+    ("0.0.0.1", "not an address of any machine"), ("fe80::1", "IPv6 link-local needs an interface"),
+])  # fmt: skip
+def test_addresses_nothing_can_listen_on_are_refused(address, why):
+    assert problems(defaults={"bind_address": address}) == [
+        f"defaults.bind_address: {address!r} cannot be listened on: {why} (use 127.0.0.1, 0.0.0.0 or an "
+        "address of this machine)"]  # fmt: skip
+
+
+def test_ipv6_wildcard_is_reached_on_ipv6_loopback():
+    from devbox.render import connect_address, render_ssh_config
+
+    spec = make_spec(defaults={"bind_address": "::"})
+    assert {connect_address(host) for host in spec.hosts} == {"::1"}
+    assert "HostName ::1" in render_ssh_config(spec, "/k")
+    v4 = make_spec(defaults={"bind_address": "0.0.0.0"})  # noqa: S104 - spec text
+    assert {connect_address(host) for host in v4.hosts} == {"127.0.0.1"}
+
+
+def test_devbox_ssh_quotes_a_known_hosts_path_with_a_space():
+    from devbox.render import ssh_argv
+
+    spec = make_spec()
+    argv = ssh_argv(spec, spec.hosts[0], "/my project/.devbox/known_hosts", ("--", "true"))
+    assert 'UserKnownHostsFile="/my project/.devbox/known_hosts"' in argv
+    assert argv[-3:] == ["127.0.0.1", "--", "true"] and argv[argv.index("-l") + 1] == "developer"
