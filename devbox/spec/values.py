@@ -43,6 +43,7 @@ SSH_KEY = re.compile(
     r" [A-Za-z0-9+/=]+( [^\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]*)?$"
 )
 _ONE_LINE = r"^[^\n\r\x00]*$"
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 
 def existing(directory: Path, text: str, is_kind: Callable[[Path], bool]) -> Path | None:
@@ -168,19 +169,49 @@ class Subnet(Option):
 
 
 class Address(Option):
-    """An IP address to listen on."""
+    """An IP address to listen on: a wildcard (0.0.0.0, ::) or one address of this machine.
+
+    Addresses no machine can listen on are refused here, not by the engine at `up`: multicast,
+    broadcast, the documentation ranges (192.0.2.0/24, 2001:db8::/32, ...), reserved ones, and
+    IPv6 link-local (it needs an interface, which a bind address cannot name)."""
+
+    _UNUSABLE = tuple(ipaddress.ip_network(net) for net in (
+        "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "255.255.255.255/32",
+    ))  # fmt: skip
 
     def read(self, value: Any, path: str, reading: Reading) -> str:
         text = Text().read(value, path, reading)
         try:
-            address = str(ipaddress.ip_address(text or ""))
-            if "%" in address:  # a scope id is free text, e.g. "::1%]:9:22"
+            address = ipaddress.ip_address(text or "")
+            if "%" in str(address):  # a scope id is free text, e.g. "::1%]:9:22"
                 raise ValueError(address)
-            return address
         except ValueError:
             reading.add(path, f"{text!r} is not an IP address (use 0.0.0.0 for every "
                         "interface or 127.0.0.1 for this machine only)")  # fmt: skip
             return "127.0.0.1"
+        why = self._unusable(address)
+        if why:
+            reading.add(path, f"{text!r} cannot be listened on: {why} (use 127.0.0.1, 0.0.0.0 "
+                        "or an address of this machine)")  # fmt: skip
+            return "127.0.0.1"
+        return str(address)
+
+    def _unusable(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        if address.is_multicast:
+            return "a multicast address"
+        if any(address in net for net in self._UNUSABLE):
+            return "a broadcast address" if str(address) == "255.255.255.255" else "a documentation address"
+        if str(address) in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+            return ""
+        if address.is_unspecified or address in _THIS_NETWORK:
+            return "not an address of any machine"
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return f"an IPv4 address written as IPv6 (write {address.ipv4_mapped})"
+        if isinstance(address, ipaddress.IPv6Address) and address.is_link_local:
+            return "IPv6 link-local needs an interface"
+        if isinstance(address, ipaddress.IPv4Address) and address.is_reserved:
+            return "a reserved address"
+        return ""
 
     def schema(self) -> Schema:
         return {"type": "string", "pattern": "^[0-9a-fA-F:.]+$"}
