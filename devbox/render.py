@@ -138,12 +138,27 @@ def image_inputs_key(spec: Spec) -> str:
     return digest.hexdigest()
 
 
+_IMAGE_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+
 def image_tag(spec: Spec, files: list[RenderedFile]) -> str:
     """A tag that names the build context's content, so an unchanged image is never rebuilt."""
     digest = hashlib.sha256()
     for file in files:
         digest.update(f"{file.path}\0{file.mode}\0{file.content}\0".encode())
-    return f"devbox-{spec.project}:{digest.hexdigest()[:12]}"
+    return f"{image_repository(spec.project)}:{digest.hexdigest()[:12]}"
+
+
+def image_repository(project: str) -> str:
+    """The image's name for a project. A project name may hold runs like ``-_`` or ``___`` and end
+    in ``-``, which image names may not (separators are one ``.``, ``_``, ``__`` or dashes, between
+    letters or digits): such a name gets its separator runs collapsed to one ``-`` and a short hash
+    of the project name, so two projects never share an image name."""
+    name = f"devbox-{project}"
+    if _IMAGE_NAME.fullmatch(name):
+        return name
+    collapsed = re.sub(r"[-_]+", "-", name).strip("-")
+    return f"{collapsed}-{hashlib.sha256(project.encode()).hexdigest()[:6]}"
 
 
 # --------------------------------------------------------------------------- compose

@@ -118,3 +118,45 @@ def test_devbox_ssh_quotes_a_known_hosts_path_with_a_space():
     argv = ssh_argv(spec, spec.hosts[0], "/my project/.devbox/known_hosts", ("--", "true"))
     assert 'UserKnownHostsFile="/my project/.devbox/known_hosts"' in argv
     assert argv[-3:] == ["127.0.0.1", "--", "true"] and argv[argv.index("-l") + 1] == "developer"
+
+
+# --------------------------------------------------------------------------- project names
+
+# Docker's reference grammar for a repository path component (distribution/reference).
+DOCKER_NAME = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+
+
+@pytest.mark.parametrize("project", ["a-_b", "x___y", "x-", "x_", "a__b", "lab", "0", "a-b"])
+def test_every_project_name_gives_an_image_name_the_engine_accepts(project):
+    import re
+
+    from devbox.render import image_repository, render_project
+
+    from .helpers import fake_material
+
+    spec = make_spec(project=project)
+    tag = render_project(spec, fake_material(spec)).image_tag
+    name, _, _ = tag.partition(":")
+    assert re.fullmatch(DOCKER_NAME, name), tag
+    assert name == image_repository(project)
+    if re.fullmatch(DOCKER_NAME, f"devbox-{project}"):
+        assert name == f"devbox-{project}"  # names that were valid keep their image
+    assert image_repository("a-_b") != image_repository("a-b")
+
+
+@pytest.mark.parametrize(("folder", "project"), [("ünï", "uni"), ("Café Lab", "cafe-lab"), ("a-_b", "a-_b"),
+                                                 ("___", "devbox"), ("x" * 62 + "-y", "x" * 62)])  # fmt: skip
+def test_init_derives_a_readable_project_name_from_the_folder(tmp_path, folder, project):
+    from devbox.scaffold import default_project_name
+
+    assert default_project_name(tmp_path / folder) == project
+
+
+@pytest.mark.parametrize("folder", ["实验", "Ωmega", "проект"])
+def test_init_asks_for_a_project_name_when_the_folder_has_none_in_ascii(tmp_path, folder):
+    from devbox.errors import UsageError
+    from devbox.scaffold import init_project
+
+    with pytest.raises(UsageError, match=r"devbox init --project NAME"):
+        init_project(tmp_path / folder, None, force=False)
+    assert init_project(tmp_path / folder, "lab", force=False)
