@@ -89,13 +89,29 @@ class ImageRef(Text):
         return base
 
 
+# Accounts and groups Debian and Ubuntu base images (and what the Dockerfile installs: sshd,
+# the docker group) already have: useradd fails on them, so the build would.
+BASE_ACCOUNTS = frozenset((
+    "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
+    "backup", "list", "irc", "gnats", "nobody", "_apt", "ubuntu", "sshd", "messagebus", "systemd-network",
+    "systemd-resolve", "systemd-timesync", "systemd-journal", "adm", "tty", "disk", "kmem", "dialout", "fax",
+    "voice", "cdrom", "floppy", "tape", "sudo", "audio", "dip", "operator", "src", "shadow", "utmp", "video",
+    "sasl", "plugdev", "staff", "users", "nogroup", "input", "kvm", "render", "sgx", "_ssh", "ssh",
+    "crontab", "netdev", "docker", "lxd",
+))  # fmt: skip
+
+
 class ImageUser(Text):
-    """The image's login user: an account name, never root."""
+    """The image's login user: an account name, never root, nor an account or group the base
+    image already has."""
 
     def read(self, value: Any, path: str, reading: Reading) -> str | None:
         user = super().read(value, path, reading)
         if user == "root":
             reading.add(path, "must not be root (root login is a separate opt-in)")
+        elif user in BASE_ACCOUNTS:
+            reading.add(path, f"{user!r} is an account or group the base image already has "
+                        "(choose another name, e.g. developer)")  # fmt: skip
         return user
 
 

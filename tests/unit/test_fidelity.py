@@ -160,3 +160,13 @@ def test_init_asks_for_a_project_name_when_the_folder_has_none_in_ascii(tmp_path
     with pytest.raises(UsageError, match=r"devbox init --project NAME"):
         init_project(tmp_path / folder, None, force=False)
     assert init_project(tmp_path / folder, "lab", force=False)
+
+
+# --------------------------------------------------------------------------- specs the engine refuses at up
+
+
+@pytest.mark.parametrize("user", ["daemon", "sudo", "bin", "nobody", "sshd", "users", "ubuntu"])
+def test_an_image_user_the_base_already_has_is_refused(user):
+    assert problems(image={"base": "debian:bookworm", "user": user}) == [
+        f"image.user: {user!r} is an account or group the base image already has (choose another name, "
+        "e.g. developer)"]  # fmt: skip
