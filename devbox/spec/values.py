@@ -401,6 +401,20 @@ class PublicKeys(Option):
         return {"type": "string"}
 
 
+_NR_OPEN_DEFAULT = 1048576
+
+
+def _ulimit_ceiling(name: str) -> int | None:
+    """The most the kernel takes for a limit, where it has a bound: open files up to fs.nr_open
+    (this machine's, else the kernel default), nice 0-40, real-time priority 0-99."""
+    if name == "nofile":
+        try:
+            return int(Path("/proc/sys/fs/nr_open").read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return _NR_OPEN_DEFAULT
+    return {"nice": 40, "rtprio": 99}.get(name)
+
+
 class UlimitValue(Option):
     """One limit for both soft and hard, or {soft, hard}; -1 is unlimited. Returns (soft, hard)."""
 
@@ -417,6 +431,12 @@ class UlimitValue(Option):
             return None
         if hard_n != -1 and (soft_n == -1 or soft_n > hard_n):
             reading.add(path, "soft limit is above the hard limit")
+        name = path.rsplit(".", 1)[-1]
+        high = _ulimit_ceiling(name)
+        if high is not None and (max(soft_n, hard_n) > high or (name == "nofile" and -1 in (soft_n, hard_n))):
+            reading.add(path, f"the kernel takes at most {high} for {name} (lower it; -1 is not possible)"
+                        if name == "nofile" else f"the kernel takes at most {high} for {name} (lower it)")
+            return None
         return soft_n, hard_n
 
     def schema(self) -> Schema:
@@ -455,6 +475,10 @@ class CpuSet(Option):
         if not _CPUSET.fullmatch(text):
             reading.add(path, f"{value!r} is not a CPU list (e.g. 0-3 or 0,2,4)")
             return None
+        for low, _, high in (part.partition("-") for part in text.split(",")):
+            if high and int(high) < int(low):
+                reading.add(path, f"{low}-{high} is backwards (write the lower CPU first: {high}-{low})")
+                return None
         cores = os.cpu_count() or 1
         highest = max(int(n) for n in re.split(r"[-,]", text))
         if highest >= cores:

@@ -170,3 +170,31 @@ def test_an_image_user_the_base_already_has_is_refused(user):
     assert problems(image={"base": "debian:bookworm", "user": user}) == [
         f"image.user: {user!r} is an account or group the base image already has (choose another name, "
         "e.g. developer)"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("setting", "value"), [("limits", {"memory": "99999999999g"}),
+                                                ("reservations", {"memory": "9999999999999999999"})])  # fmt: skip
+def test_a_size_beyond_what_the_engine_reads_is_refused(setting, value):
+    assert problems(defaults={setting: value}) == [
+        f"defaults.{setting}.memory: {value['memory']!r} is too large (at most 8388608g)"]
+
+
+def test_a_shared_memory_size_beyond_what_the_engine_reads_is_refused():
+    assert problems(defaults={"shm_size": "99999999999g"}) == [
+        "defaults.shm_size: '99999999999g' is too large (at most 8388608g)"]
+
+
+@pytest.mark.parametrize(("ulimits", "problem"), [
+    ({"nofile": 2**40}, "ulimits.nofile: the kernel takes at most {nr_open} for nofile (lower it; -1 is not possible)"),
+    ({"nofile": -1}, "ulimits.nofile: the kernel takes at most {nr_open} for nofile (lower it; -1 is not possible)"),
+    ({"nice": 41}, "ulimits.nice: the kernel takes at most 40 for nice (lower it)"),
+    ({"rtprio": {"soft": 1, "hard": 100}}, "ulimits.rtprio: the kernel takes at most 99 for rtprio (lower it)"),
+])  # fmt: skip
+def test_ulimits_beyond_the_kernel_range_are_refused(ulimits, problem):
+    nr_open = Path("/proc/sys/fs/nr_open").read_text().strip()
+    assert problems(defaults={"ulimits": ulimits}) == [f"defaults.{problem.format(nr_open=nr_open)}"]
+    assert make_spec(defaults={"ulimits": {"nofile": 1024, "memlock": -1, "nice": 40}})
+
+
+def test_a_backwards_cpu_range_is_refused():
+    assert problems(defaults={"cpuset": "1-0"}) == ["defaults.cpuset: 1-0 is backwards (write the lower CPU first: 0-1)"]
