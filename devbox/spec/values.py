@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -278,6 +279,27 @@ class GpuRequest(Option):
         return {"anyOf": [self.count.schema(), {"enum": ["all", "none", False, None]}, self.ids.schema()]}
 
 
+# Container paths a volume may not cover: the engine refuses "/", /proc/..., /sys/... and the
+# files it writes itself; /dev, /sys and /run/secrets would hide devices, sysfs and devbox's secrets.
+_REFUSED_TARGETS = (
+    ("/proc", "the kernel's process files"), ("/sys", "the kernel's sysfs"), ("/dev", "the container's devices"),
+    ("/run/secrets", "devbox's secrets"), ("/etc/hosts", "a file the engine writes"),
+    ("/etc/hostname", "a file the engine writes"), ("/etc/resolv.conf", "a file the engine writes"),
+    ("/var/run/docker.sock", "the engine's socket (use docker_socket: true)"),
+)  # fmt: skip
+
+
+def _refused_target(target: str) -> str:
+    """Why a volume cannot be mounted on ``target`` ("" if it can)."""
+    normal = posixpath.normpath(target)
+    if normal in ("/", "//"):
+        return "it would replace the container's whole file system"
+    for prefix, why in _REFUSED_TARGETS:
+        if normal == prefix or normal.startswith(prefix + "/"):
+            return why
+    return ""
+
+
 class VolumeSpec(Option):
     """A named volume or a bind mount: ``SOURCE:/path[:ro]`` or {source, target, read_only}."""
 
@@ -301,6 +323,10 @@ class VolumeSpec(Option):
         if not target.startswith("/") or "/../" in f"{target}/" or ":" in target or not target.isprintable():
             reading.add(path, f"{target!r} is not an absolute container path (write it as "
                         "SOURCE:/path/in/the/host, e.g. data:/opt)")  # fmt: skip
+            return None
+        why = _refused_target(target)
+        if why:
+            reading.add(path, f"{target!r} cannot be a mount target: {why} (mount it on another path, e.g. /data)")
             return None
         return self._source(source, target, read_only, path, reading)
 

@@ -198,3 +198,17 @@ def test_ulimits_beyond_the_kernel_range_are_refused(ulimits, problem):
 
 def test_a_backwards_cpu_range_is_refused():
     assert problems(defaults={"cpuset": "1-0"}) == ["defaults.cpuset: 1-0 is backwards (write the lower CPU first: 0-1)"]
+
+
+@pytest.mark.parametrize(("volume", "why"), [
+    ("data:/", "it would replace the container's whole file system"),
+    ("data:/.", "it would replace the container's whole file system"),
+    ("data:/proc", "the kernel's process files"), ("data:/proc/x", "the kernel's process files"),
+    ("data:/sys/", "the kernel's sysfs"), ("data:/dev/shm", "the container's devices"),
+    ("data:/etc/hosts", "a file the engine writes"), ("data:/run/secrets", "devbox's secrets"),
+])  # fmt: skip
+def test_volume_targets_the_engine_refuses_are_refused(volume, why):
+    target = volume.split(":", 1)[1]
+    assert problems(defaults={"volumes": [volume]}) == [
+        f"defaults.volumes[0]: {target!r} cannot be a mount target: {why} (mount it on another path, e.g. /data)"]
+    assert make_spec(defaults={"volumes": ["data:/data", "data2:/etc/devices", "d:/procfs"]})
