@@ -123,6 +123,10 @@ class OneLine(Text):
         line = super().read(value, path, reading)
         if line is not None and ("\n" in line or "\r" in line):
             reading.add(path, "must be one line each")
+        elif line is not None and re.search(r"\\[ \t]*$", line):
+            reading.add(path, "ends in \\, which would continue it into the next instruction "
+                        "(join the lines into one, or drop the \\)")  # fmt: skip
+            return None
         return line
 
     def schema(self) -> Schema:

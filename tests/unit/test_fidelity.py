@@ -212,3 +212,18 @@ def test_volume_targets_the_engine_refuses_are_refused(volume, why):
     assert problems(defaults={"volumes": [volume]}) == [
         f"defaults.volumes[0]: {target!r} cannot be a mount target: {why} (mount it on another path, e.g. /data)"]
     assert make_spec(defaults={"volumes": ["data:/data", "data2:/etc/devices", "d:/procfs"]})
+
+
+BACKSLASH = "\\"
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("RUN apt-get install -y " + BACKSLASH, "ends in " + BACKSLASH),
+    ("RUN echo a " + BACKSLASH + " \t", "ends in " + BACKSLASH),
+    ("RUN x\nRUN y", "must be one line each"),
+    ("RUN x\r", "must be one line each"),
+])  # fmt: skip
+def test_extra_lines_that_would_run_into_the_next_instruction_are_refused(line, problem):
+    (found,) = problems(image={"base": "debian:bookworm", "extra_lines": [line]})
+    assert found.startswith(f"image.extra_lines[0]: {problem}")
+    assert make_spec(image={"base": "debian:bookworm", "extra_lines": ["RUN echo a" + BACKSLASH + "b"]})
