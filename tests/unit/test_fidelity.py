@@ -227,3 +227,17 @@ def test_extra_lines_that_would_run_into_the_next_instruction_are_refused(line, 
     (found,) = problems(image={"base": "debian:bookworm", "extra_lines": [line]})
     assert found.startswith(f"image.extra_lines[0]: {problem}")
     assert make_spec(image={"base": "debian:bookworm", "extra_lines": ["RUN echo a" + BACKSLASH + "b"]})
+
+
+def test_an_environment_larger_than_the_kernel_passes_is_refused():
+    big = "x" * 140_000
+    assert problems(hosts={"master": {"ssh_port": 4432, "environment": {"BIG": big}}}) == [
+        "hosts.master.environment.BIG: is 140005 bytes, more than the kernel passes in one variable (131072; "
+        "put it in a file, e.g. a volume)"]  # fmt: skip
+    many = {f"V{i}": "y" * 100_000 for i in range(11)}
+    assert problems(defaults={"environment": many}) == [
+        "defaults.environment: host master's variables take 1100045 bytes, more than a process can safely be "
+        "started with (1048576; put large values in files)",
+        "defaults.environment: host worker's variables take 1100045 bytes, more than a process can safely be "
+        "started with (1048576; put large values in files)"]  # fmt: skip
+    assert make_spec(defaults={"environment": {"OK": "z" * 120_000}})
