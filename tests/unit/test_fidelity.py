@@ -241,3 +241,16 @@ def test_an_environment_larger_than_the_kernel_passes_is_refused():
         "defaults.environment: host worker's variables take 1100045 bytes, more than a process can safely be "
         "started with (1048576; put large values in files)"]  # fmt: skip
     assert make_spec(defaults={"environment": {"OK": "z" * 120_000}})
+
+
+def test_a_hostname_that_names_another_host_is_refused():
+    assert problems(hosts={"master": {"ssh_port": 4432}, "worker": {"ssh_port": 4433, "hostname": "master"}}) == [
+        "hosts.worker.hostname: 'master' is already the hostname of 'master'"]
+    assert problems(hosts={"master": {"ssh_port": 4432, "hostname": "head"},
+                           "worker": {"ssh_port": 4433, "hostname": "master"}}) == [
+        "hosts.worker.hostname: 'master' is the name of host 'master', which other hosts reach by that name "
+        "(choose another hostname)"]  # fmt: skip
+    assert problems(hosts={"master": {"ssh_port": 4432, "hostname": "worker"}, "worker": {"ssh_port": 4433}}) == [
+        "hosts.worker.hostname: 'worker' is already the hostname of 'master'"]
+    swapped = {"a": {"ssh_port": 1, "hostname": "b"}, "b": {"ssh_port": 2, "hostname": "a"}}
+    assert len(problems(hosts=swapped)) == 2
