@@ -254,3 +254,14 @@ def test_a_hostname_that_names_another_host_is_refused():
         "hosts.worker.hostname: 'worker' is already the hostname of 'master'"]
     swapped = {"a": {"ssh_port": 1, "hostname": "b"}, "b": {"ssh_port": 2, "hostname": "a"}}
     assert len(problems(hosts=swapped)) == 2
+
+
+# --------------------------------------------------------------------------- other things found
+
+
+def test_status_shows_gpus_as_all_and_a_list_of_ids():
+    from devbox.cli import _requests_text
+
+    assert _requests_text([{"count": -1, "device_ids": None}]) == "all"
+    assert _requests_text([{"count": 0, "device_ids": ["0", "1"]}]) == "0,1"
+    assert _requests_text([]) == "-"
