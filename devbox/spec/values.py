@@ -349,6 +349,10 @@ class VolumeSpec(Option):
             reading.add(path, f"{source!r} is not a volume name (letters, digits, _ . -) "
                         "nor a path (start host paths with / or ./)")  # fmt: skip
             return None
+        if len(source) == 1 and source.isalpha():
+            reading.add(path, f"{source!r}: Compose reads a one-letter volume name before ':' as a Windows "
+                        "drive (name the volume with two or more characters)")  # fmt: skip
+            return None
         return Volume("volume", source, target, read_only)
 
     def schema(self) -> Schema:

@@ -211,7 +211,7 @@ def test_volume_targets_the_engine_refuses_are_refused(volume, why):
     target = volume.split(":", 1)[1]
     assert problems(defaults={"volumes": [volume]}) == [
         f"defaults.volumes[0]: {target!r} cannot be a mount target: {why} (mount it on another path, e.g. /data)"]
-    assert make_spec(defaults={"volumes": ["data:/data", "data2:/etc/devices", "d:/procfs"]})
+    assert make_spec(defaults={"volumes": ["data:/data", "data2:/etc/devices", "dd:/procfs"]})
 
 
 BACKSLASH = "\\"
@@ -265,3 +265,11 @@ def test_status_shows_gpus_as_all_and_a_list_of_ids():
     assert _requests_text([{"count": -1, "device_ids": None}]) == "all"
     assert _requests_text([{"count": 0, "device_ids": ["0", "1"]}]) == "0,1"
     assert _requests_text([]) == "-"
+
+
+def test_a_one_letter_volume_name_compose_takes_for_a_drive_is_refused():
+    # found by tests/e2e/test_accepted_up.py (seed 7): the engine refused 'o:/mnt/o' as a relative path
+    assert problems(defaults={"volumes": ["o:/mnt/o"]}) == [
+        "defaults.volumes[0]: 'o': Compose reads a one-letter volume name before ':' as a Windows drive (name "
+        "the volume with two or more characters)"]  # fmt: skip
+    assert make_spec(defaults={"volumes": ["o1:/mnt/o"]})
