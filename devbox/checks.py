@@ -74,7 +74,7 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
     engine = engine_for(spec)
     reserved = engine.memory_reservations(project) or {}
     ledger = load_ledger(project.folder) if engine.allocates_gpus else Ledger()
-    yield from _logins(project, up_hosts)
+    yield from _logins(project, up_hosts, running)
     for host in up_hosts:
         container = running[host.name]
         container.reload()
@@ -85,7 +85,9 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
         yield from _gpus(host, container, deep, ledger.of(host.name))
 
 
-def _logins(project: Project, hosts: list[Host]) -> Iterator[Check]:
+def _logins(project: Project, hosts: list[Host], running: dict[str, Container]) -> Iterator[Check]:
+    """A real login on each host, and the hostname it answers with. A key-only host takes no
+    login devbox can make (it has no private key): its hostname comes from the container."""
     from concurrent.futures import ThreadPoolExecutor
 
     targets = login_targets(project, hosts)
@@ -96,7 +98,8 @@ def _logins(project: Project, hosts: list[Host]) -> Iterator[Check]:
     for result in results:
         detail = result.detail
         if result.ok:
-            detail += f", hostname {result.output.strip()} ({result.seconds:.2f}s)"
+            hostname = result.output.strip() or _exec(running[result.name], ["hostname"])[1] or "?"
+            detail += f", hostname {hostname} ({result.seconds:.2f}s)"
         yield Check(result.name, "ssh login", result.ok, detail)
 
 

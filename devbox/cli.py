@@ -312,7 +312,7 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
     """Log in to HOST with the system ssh client (host key checked): devbox ssh HOST [-- CMD]."""
     import shutil
 
-    from devbox.render import connect_address, host_key_alias
+    from devbox.render import ssh_argv
 
     project = _project(ctx)
     target = project.host(host)
@@ -322,13 +322,7 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
 
         raise UsageError("no ssh client on PATH (install openssh-client)")
     project.rendered_once()
-    argv = [
-        "ssh", "-p", str(target.ssh_port),
-        "-o", f"UserKnownHostsFile={project.layout.known_hosts}",
-        "-o", f"HostKeyAlias={host_key_alias(project.spec, target)}",
-        "-o", "StrictHostKeyChecking=yes",
-        f"{project.spec.image.user}@{connect_address(target)}", *command,
-    ]  # fmt: skip
+    argv = ssh_argv(project.spec, target, str(project.layout.known_hosts), command)
     os.execv(binary, argv)  # noqa: S606 - replaces devbox with ssh, argument list only
 
 

@@ -179,12 +179,27 @@ def image_inputs_key(spec: Spec) -> str:
     return digest.hexdigest()
 
 
+_IMAGE_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+
 def image_tag(spec: Spec, files: list[RenderedFile]) -> str:
     """A tag that names the build context's content, so an unchanged image is never rebuilt."""
     digest = hashlib.sha256()
     for file in files:
         digest.update(f"{file.path}\0{file.mode}\0{file.content}\0".encode())
-    return f"devbox-{spec.project}:{digest.hexdigest()[:12]}"
+    return f"{image_repository(spec.project)}:{digest.hexdigest()[:12]}"
+
+
+def image_repository(project: str) -> str:
+    """The image's name for a project. A project name may hold runs like ``-_`` or ``___`` and end
+    in ``-``, which image names may not (separators are one ``.``, ``_``, ``__`` or dashes, between
+    letters or digits): such a name gets its separator runs collapsed to one ``-`` and a short hash
+    of the project name, so two projects never share an image name."""
+    name = f"devbox-{project}"
+    if _IMAGE_NAME.fullmatch(name):
+        return name
+    collapsed = re.sub(r"[-_]+", "-", name).strip("-")
+    return f"{collapsed}-{hashlib.sha256(project.encode()).hexdigest()[:6]}"
 
 
 # --------------------------------------------------------------------------- compose
@@ -449,8 +464,10 @@ def render_known_hosts(spec: Spec, material: Mapping[str, HostMaterial]) -> str:
 
 
 def connect_address(host: Host) -> str:
-    """Where a client on this machine reaches a host's SSH port."""
-    return "127.0.0.1" if host.bind_address in ("0.0.0.0", "::") else host.bind_address  # noqa: S104
+    """Where a client on this machine reaches a host's SSH port: the loopback of the wildcard's
+    family (a port published on :: listens on IPv6 only), else the address itself."""
+    wildcards = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - mapping, not binding
+    return wildcards.get(host.bind_address, host.bind_address)
 
 
 def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None) -> str:
@@ -467,6 +484,19 @@ def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None) 
             "    StrictHostKeyChecking yes\n"
         )
     return "\n".join(blocks)
+
+
+def ssh_argv(spec: Spec, host: Host, known_hosts: str, command: tuple[str, ...] = ()) -> list[str]:
+    """The system ssh's arguments for `devbox ssh`. ssh reads each -o through its config parser,
+    which splits an unquoted value at spaces (UserKnownHostsFile takes a list of files): a
+    project folder with a space in its path would check the host key against no file."""
+    return [
+        "ssh", "-p", str(host.ssh_port), "-l", spec.image.user,
+        "-o", f"UserKnownHostsFile={_ssh_quote(known_hosts)}",
+        "-o", f"HostKeyAlias={host_key_alias(spec, host)}",
+        "-o", "StrictHostKeyChecking=yes",
+        connect_address(host), *command,
+    ]  # fmt: skip
 
 
 def _ssh_quote(path: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 from devbox.errors import UsageError
@@ -14,9 +15,20 @@ GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys"
 
 
 def default_project_name(directory: Path) -> str:
-    """A valid project name from the folder's name (lowercase, - for anything else)."""
-    name = re.sub(r"[^a-z0-9_-]+", "-", directory.resolve().name.lower()).strip("-_")
-    return name[:63] or "devbox"
+    """A valid project name from the folder's name: accents dropped (``ünï`` is ``uni``),
+    lowercase, ``-`` for anything else.
+
+    Raises UsageError when the name has letters with no ASCII form (``实验``): dropping them would
+    leave a name that says nothing (or collides), so `init` asks for --project instead."""
+    folder = directory.resolve().name
+    ascii_name = unicodedata.normalize("NFKD", folder).encode("ascii", "ignore").decode()
+    lost = [char for char in unicodedata.normalize("NFKD", folder)
+            if not char.isascii() and unicodedata.category(char).startswith(("L", "N"))]  # fmt: skip
+    if lost:
+        raise UsageError(f"the folder name {folder!r} has no project name in a-z, 0-9, - and _ "
+                         "(name one: devbox init --project NAME)")  # fmt: skip
+    name = re.sub(r"[^a-z0-9_-]+", "-", ascii_name.lower()).strip("-_")
+    return name[:63].rstrip("-_") or "devbox"
 
 
 def init_project(directory: Path, project: str | None, *, force: bool, spec_name: str = "devbox.yaml") -> list[Path]:

@@ -29,15 +29,31 @@ NVIDIA_TOOLKIT_HINT = (
 )
 
 
-def _port_taken(address: str, port: int) -> bool:
+def _bind_problem(address: str, port: int) -> tuple[str, str] | None:
+    """Why this machine cannot listen on ``address:port`` ("" if it can): taken, or an address
+    that is not this machine's (the engine would fail at start, after replacing the old host).
+    Returns (the setting to change, the problem), or None."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
         except OSError as exc:
-            return exc.errno in (errno.EADDRINUSE, errno.EACCES)
-    return False
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return "ssh_port", (f"port {port} on {address} is already taken by another program "
+                                    "(choose a free ssh_port, or stop it)")  # fmt: skip
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                return "bind_address", (f"{address} is not an address of this machine (use 127.0.0.1, "
+                                        "0.0.0.0 or one that `ip addr` lists)")  # fmt: skip
+    return None
+
+
+_WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 - comparing, not binding
+
+
+def _clash(first: str, second: str) -> bool:
+    """Whether ports published on two addresses collide (a wildcard collides with every address)."""
+    return first == second or first in _WILDCARDS or second in _WILDCARDS
 
 
 def engine_is_local() -> bool:
@@ -45,8 +61,9 @@ def engine_is_local() -> bool:
     return not host or host.startswith("unix://")
 
 
-def _published_ports(project: Project) -> dict[int, str]:
-    """Host ports that running containers of other projects publish, with the container's name.
+def _published_ports(project: Project) -> dict[tuple[str, int], str]:
+    """(address, port) pairs that running containers of other projects publish, with the
+    container's name ("" is every address).
 
     This is what the engine itself knows, so it also works when the engine is remote.
     """
@@ -57,7 +74,7 @@ def _published_ports(project: Project) -> dict[int, str]:
         for bindings in (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).values():
             for binding in bindings or []:
                 if str(binding.get("HostPort", "")).isdigit():
-                    taken[int(binding["HostPort"])] = container.name
+                    taken[(str(binding.get("HostIp") or ""), int(binding["HostPort"]))] = container.name
     return taken
 
 
@@ -70,12 +87,13 @@ def port_problems(project: Project, hosts: list[Host], ours: Mapping[str, Contai
         if container is not None and container.status == "running":
             continue  # it holds its own port; compose recreates it in place
         path = f"hosts.{host.name}.ssh_port"
-        if host.ssh_port in published:
+        holder = next((name for (address, port), name in published.items()
+                       if port == host.ssh_port and _clash(address, host.bind_address)), None)  # fmt: skip
+        if holder is not None:
             problems.append(f"{path}: port {host.ssh_port} is already published by container "
-                            f"{published[host.ssh_port]} (choose a free ssh_port, or stop it)")  # fmt: skip
-        elif engine_is_local() and _port_taken(host.bind_address, host.ssh_port):
-            problems.append(f"{path}: port {host.ssh_port} on {host.bind_address} is already taken "
-                            "by another program (choose a free ssh_port, or stop it)")  # fmt: skip
+                            f"{holder} (choose a free ssh_port, or stop it)")  # fmt: skip
+        elif engine_is_local() and (problem := _bind_problem(host.bind_address, host.ssh_port)):
+            problems.append(f"hosts.{host.name}.{problem[0]}: {problem[1]}")
     return problems
 
 

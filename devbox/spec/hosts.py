@@ -86,6 +86,7 @@ def _assemble(name: str, v: dict[str, Any], origins: dict[str, str], gpu_enabled
         devices=tuple(v["devices"]), cap_add=tuple(v["cap_add"]), ipc=v["ipc"], cpuset=v["cpuset"],
         origins=tuple(sorted(origins.items())),
     )  # fmt: skip
+    _check_environment(name, host.environment, origins, reading)
     if not host.password_auth and not host.authorized_keys:
         reading.add(where["password_auth"], "password_auth is false but no "
                     "authorized_keys are given: nobody could log in")  # fmt: skip
@@ -110,6 +111,27 @@ def _environment(env: dict[str, str], limits: Resources) -> tuple[tuple[str, str
         for variable in THREAD_VARIABLES:
             env.setdefault(variable, threads)
     return tuple(sorted(env.items()))
+
+
+MAX_ARG_STRLEN = 128 * 1024  # the kernel's limit on one NAME=value string handed to a process
+MAX_ENVIRONMENT = 1024 * 1024  # half the usual ARG_MAX (2 MiB), leaving room for the image's own
+
+
+def _check_environment(name: str, env: tuple[tuple[str, str], ...], origins: dict[str, str], reading: Reading) -> None:
+    """Variables the kernel would not hand to a process: the host would fail at start with
+    "argument list too long"."""
+    total = 0
+    for key, value in env:
+        size = len(f"{key}={value}".encode()) + 1
+        total += size
+        if size > MAX_ARG_STRLEN:
+            where = join(join(origins.get(f"environment.{key}", f"hosts.{name}"), "environment"), key)
+            reading.add(where, f"is {size} bytes, more than the kernel passes in one variable "
+                        f"({MAX_ARG_STRLEN}; put it in a file, e.g. a volume)")  # fmt: skip
+    if total > MAX_ENVIRONMENT:
+        where = join(origins.get("environment", f"hosts.{name}"), "environment")
+        reading.add(where, f"host {name}'s variables take {total} bytes, more than a process can safely "
+                    f"be started with ({MAX_ENVIRONMENT}; put large values in files)")  # fmt: skip
 
 
 def _shm(size: Size | None, path: str, limits: Resources, reading: Reading) -> Size:

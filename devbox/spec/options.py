@@ -19,6 +19,7 @@ from devbox.spec.model import Size as SizeValue
 
 SIZE_HELP = "use a whole number with a unit b, k, m or g, e.g. 16g, 16000M, 512m"
 _SIZE = re.compile(r"^([0-9]{1,30})([bkmg]?)$", re.IGNORECASE)
+MAX_SIZE = 2**53  # 8 PiB: far above any machine, exact in the engine's float parsing, no int64 overflow
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # Where a misplaced key of a host most likely belongs (``memory:`` at the top of a host).
 _NESTED_HINTS = {"cpus": "limits.cpus", "memory": "limits.memory"}
@@ -204,7 +205,11 @@ class Size(Option):
             reading.add(path, f"{str(value)!r} is not a size ({SIZE_HELP})")
             return None
         number, unit = match.groups()
-        return SizeValue(str(value).strip(), int(number) * _SIZE_UNITS[unit.lower()])
+        size = int(number) * _SIZE_UNITS[unit.lower()]
+        if size > MAX_SIZE:  # the engine reads sizes into 64-bit numbers: more overflows
+            reading.add(path, f"{str(value)!r} is too large (at most {MAX_SIZE // 1024**3}g)")
+            return None
+        return SizeValue(str(value).strip(), size)
 
     def schema(self) -> Schema:
         return {"type": ["string", "integer"], "pattern": "^\\s*[0-9]{1,30}[bkmgBKMG]?\\s*$", "minimum": 1}

@@ -1,40 +1,149 @@
 """YAML to Python data, safely: duplicate keys, alias bombs and syntax errors become SpecErrors.
 
 Every failure names the file and, where YAML knows it, the line and column.
+
+Values keep the text they were written as. PyYAML follows YAML 1.1, which turns ``3.10`` into
+3.1, ``0022`` into 18, ``1:30`` into 90 and ``yes``/``on`` into true: an environment variable,
+a host name or a package would then not be what the spec says. So the loader resolves plain
+scalars by the YAML 1.2 core schema (booleans are only true/false, no sexagesimal or 0-octal
+numbers, no timestamps), a number remembers its source text (``str()`` gives it back, so where a
+setting expects text it gets ``3.10``, not ``3.1``), and mapping keys are always their text
+(``YES:`` is a variable named YES, a host ``on`` is named on). Merge keys (``<<: *common``) work.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import yaml
 
 from devbox.errors import SpecError
 
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+_MERGE = "tag:yaml.org,2002:merge"
 
 
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
+class WrittenInt(int):
+    """An integer that remembers how it was written (``0022``, ``0x1F``): str() gives that back."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> WrittenInt:
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return WrittenInt, (int(self), self.text)
+
+
+class WrittenFloat(float):
+    """A float that remembers how it was written (``3.10``, ``1e3``): str() gives that back."""
+
+    text: str
+
+    def __new__(cls, value: float, text: str) -> WrittenFloat:
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return WrittenFloat, (float(self), self.text)
+
+
+# The YAML 1.2 core schema's plain scalars (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
+_CORE_RESOLVERS = (
+    ("tag:yaml.org,2002:null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:bool", r"true|True|TRUE|false|False|FALSE", list("tTfF")),
+    ("tag:yaml.org,2002:int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789")),
+    ("tag:yaml.org,2002:float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+     r"|[-+]?(?:\.inf|\.Inf|\.INF)|\.nan|\.NaN|\.NAN", list("-+.0123456789")),  # fmt: skip
+    (_MERGE, r"<<", ["<"]),
+)
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core scalars, numbers that keep their text, text keys, and no
+    duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+
+
+for _tag, _pattern, _first in _CORE_RESOLVERS:
+    _SpecLoader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), _first)
+
+
+def _bad_scalar(node: yaml.ScalarNode, what: str) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(None, None, f"{node.value!r} is not {what}", node.start_mark)
+
+
+def _construct_int(loader: _SpecLoader, node: yaml.ScalarNode) -> int:
+    text = str(node.value)
+    sign, body = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
+    base = {"0o": 8, "0x": 16}.get(body[:2].lower(), 10)
+    if not re.fullmatch("[0-9a-fA-F]+", body[2:] if base != 10 else body):
+        raise _bad_scalar(node, "an integer")
+    return WrittenInt(sign * int(body[2:] if base != 10 else body, base), text)  # over 4300 digits: ValueError
+
+
+def _construct_float(loader: _SpecLoader, node: yaml.ScalarNode) -> float:
+    text = str(node.value)
+    special = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}.get(text.lower())
+    try:
+        return WrittenFloat(special if special is not None else float(text), text)
+    except ValueError:  # an explicit !!float on something else
+        raise _bad_scalar(node, "a number") from None
+
+
+def _construct_bool(loader: _SpecLoader, node: yaml.ScalarNode) -> bool:
+    text = str(node.value).lower()
+    if text not in ("true", "false"):
+        raise _bad_scalar(node, "true or false")
+    return text == "true"
+
+
+def _key(loader: _SpecLoader, node: yaml.Node) -> Any:
+    """A mapping key: a scalar is its text as written; anything else is constructed (and then
+    refused where a spec reads it, or reported as unhashable)."""
+    if isinstance(node, yaml.ScalarNode):
+        return str(node.value)
+    return loader.construct_object(node)  # type: ignore[no-untyped-call]
+
+
+def _construct_mapping(loader: _SpecLoader, node: yaml.MappingNode) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key_node.tag == _MERGE:
+            continue
+        key = _key(loader, key_node)
         try:
             hash(key)
         except TypeError:
-            continue  # construct_mapping reports the unhashable key with its line
-        if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+                "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
+            ) from None
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
-    return loader.construct_mapping(node)
+    loader.flatten_mapping(node)  # type: ignore[no-untyped-call]  # merge keys: own keys win
+    return {_key(loader, k): loader.construct_object(v) for k, v in node.value}  # type: ignore[no-untyped-call]
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_SpecLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_SpecLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+_SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 MAX_YAML_NODES = 100_000  # far above any real spec; stops "billion laughs" alias bombs
@@ -55,7 +164,7 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
 
 
 def _compose_and_construct(text: str, source: str) -> Any:
-    loader = _UniqueKeyLoader(text)
+    loader = _SpecLoader(text)
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:

@@ -34,6 +34,11 @@ def cross_checks(hosts: list[Host], reading: Reading) -> None:
             if other.hostname == host.hostname:
                 reading.add(f"hosts.{host.name}.hostname", f"{host.hostname!r} is "
                             f"already the hostname of {other.name!r}")  # fmt: skip
+            for named, called in ((host, other), (other, host)):
+                if named.hostname == called.name and named.hostname != called.hostname:
+                    reading.add(f"hosts.{named.name}.hostname", f"{named.hostname!r} is the name of host "
+                                f"{called.name!r}, which other hosts reach by that name "
+                                "(choose another hostname)")  # fmt: skip
     reserving = [host.name for host in hosts if host.reservations.cpus]
     if reserving:
         reading.notes.append(f"reservations.cpus (hosts {', '.join(reserving)}): a single "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ SSH_KEY = re.compile(
     r" [A-Za-z0-9+/=]+( [^\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]*)?$"
 )
 _ONE_LINE = r"^[^\n\r\x00]*$"
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 
 def existing(directory: Path, text: str, is_kind: Callable[[Path], bool]) -> Path | None:
@@ -88,13 +90,29 @@ class ImageRef(Text):
         return base
 
 
+# Accounts and groups Debian and Ubuntu base images (and what the Dockerfile installs: sshd,
+# the docker group) already have: useradd fails on them, so the build would.
+BASE_ACCOUNTS = frozenset((
+    "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
+    "backup", "list", "irc", "gnats", "nobody", "_apt", "ubuntu", "sshd", "messagebus", "systemd-network",
+    "systemd-resolve", "systemd-timesync", "systemd-journal", "adm", "tty", "disk", "kmem", "dialout", "fax",
+    "voice", "cdrom", "floppy", "tape", "sudo", "audio", "dip", "operator", "src", "shadow", "utmp", "video",
+    "sasl", "plugdev", "staff", "users", "nogroup", "input", "kvm", "render", "sgx", "_ssh", "ssh",
+    "crontab", "netdev", "docker", "lxd",
+))  # fmt: skip
+
+
 class ImageUser(Text):
-    """The image's login user: an account name, never root."""
+    """The image's login user: an account name, never root, nor an account or group the base
+    image already has."""
 
     def read(self, value: Any, path: str, reading: Reading) -> str | None:
         user = super().read(value, path, reading)
         if user == "root":
             reading.add(path, "must not be root (root login is a separate opt-in)")
+        elif user in BASE_ACCOUNTS:
+            reading.add(path, f"{user!r} is an account or group the base image already has "
+                        "(choose another name, e.g. developer)")  # fmt: skip
         return user
 
 
@@ -105,6 +123,10 @@ class OneLine(Text):
         line = super().read(value, path, reading)
         if line is not None and ("\n" in line or "\r" in line):
             reading.add(path, "must be one line each")
+        elif line is not None and re.search(r"\\[ \t]*$", line):
+            reading.add(path, "ends in \\, which would continue it into the next instruction "
+                        "(join the lines into one, or drop the \\)")  # fmt: skip
+            return None
         return line
 
     def schema(self) -> Schema:
@@ -168,19 +190,49 @@ class Subnet(Option):
 
 
 class Address(Option):
-    """An IP address to listen on."""
+    """An IP address to listen on: a wildcard (0.0.0.0, ::) or one address of this machine.
+
+    Addresses no machine can listen on are refused here, not by the engine at `up`: multicast,
+    broadcast, the documentation ranges (192.0.2.0/24, 2001:db8::/32, ...), reserved ones, and
+    IPv6 link-local (it needs an interface, which a bind address cannot name)."""
+
+    _UNUSABLE = tuple(ipaddress.ip_network(net) for net in (
+        "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "255.255.255.255/32",
+    ))  # fmt: skip
 
     def read(self, value: Any, path: str, reading: Reading) -> str:
         text = Text().read(value, path, reading)
         try:
-            address = str(ipaddress.ip_address(text or ""))
-            if "%" in address:  # a scope id is free text, e.g. "::1%]:9:22"
+            address = ipaddress.ip_address(text or "")
+            if "%" in str(address):  # a scope id is free text, e.g. "::1%]:9:22"
                 raise ValueError(address)
-            return address
         except ValueError:
             reading.add(path, f"{text!r} is not an IP address (use 0.0.0.0 for every "
                         "interface or 127.0.0.1 for this machine only)")  # fmt: skip
             return "127.0.0.1"
+        why = self._unusable(address)
+        if why:
+            reading.add(path, f"{text!r} cannot be listened on: {why} (use 127.0.0.1, 0.0.0.0 "
+                        "or an address of this machine)")  # fmt: skip
+            return "127.0.0.1"
+        return str(address)
+
+    def _unusable(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        if address.is_multicast:
+            return "a multicast address"
+        if any(address in net for net in self._UNUSABLE):
+            return "a broadcast address" if str(address) == "255.255.255.255" else "a documentation address"
+        if str(address) in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+            return ""
+        if address.is_unspecified or address in _THIS_NETWORK:
+            return "not an address of any machine"
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return f"an IPv4 address written as IPv6 (write {address.ipv4_mapped})"
+        if isinstance(address, ipaddress.IPv6Address) and address.is_link_local:
+            return "IPv6 link-local needs an interface"
+        if isinstance(address, ipaddress.IPv4Address) and address.is_reserved:
+            return "a reserved address"
+        return ""
 
     def schema(self) -> Schema:
         return {"type": "string", "pattern": "^[0-9a-fA-F:.]+$"}
@@ -231,6 +283,27 @@ class GpuRequest(Option):
         return {"anyOf": [self.count.schema(), {"enum": ["all", "none", False, None]}, self.ids.schema()]}
 
 
+# Container paths a volume may not cover: the engine refuses "/", /proc/..., /sys/... and the
+# files it writes itself; /dev, /sys and /run/secrets would hide devices, sysfs and devbox's secrets.
+_REFUSED_TARGETS = (
+    ("/proc", "the kernel's process files"), ("/sys", "the kernel's sysfs"), ("/dev", "the container's devices"),
+    ("/run/secrets", "devbox's secrets"), ("/etc/hosts", "a file the engine writes"),
+    ("/etc/hostname", "a file the engine writes"), ("/etc/resolv.conf", "a file the engine writes"),
+    ("/var/run/docker.sock", "the engine's socket (use docker_socket: true)"),
+)  # fmt: skip
+
+
+def _refused_target(target: str) -> str:
+    """Why a volume cannot be mounted on ``target`` ("" if it can)."""
+    normal = posixpath.normpath(target)
+    if normal in ("/", "//"):
+        return "it would replace the container's whole file system"
+    for prefix, why in _REFUSED_TARGETS:
+        if normal == prefix or normal.startswith(prefix + "/"):
+            return why
+    return ""
+
+
 class VolumeSpec(Option):
     """A named volume or a bind mount: ``SOURCE:/path[:ro]`` or {source, target, read_only}."""
 
@@ -255,6 +328,10 @@ class VolumeSpec(Option):
             reading.add(path, f"{target!r} is not an absolute container path (write it as "
                         "SOURCE:/path/in/the/host, e.g. data:/opt)")  # fmt: skip
             return None
+        why = _refused_target(target)
+        if why:
+            reading.add(path, f"{target!r} cannot be a mount target: {why} (mount it on another path, e.g. /data)")
+            return None
         return self._source(source, target, read_only, path, reading)
 
     def _source(self, source: str, target: str, read_only: bool, path: str, reading: Reading) -> Volume | None:
@@ -271,6 +348,10 @@ class VolumeSpec(Option):
         if not VOLUME_NAME.fullmatch(source):
             reading.add(path, f"{source!r} is not a volume name (letters, digits, _ . -) "
                         "nor a path (start host paths with / or ./)")  # fmt: skip
+            return None
+        if len(source) == 1 and source.isalpha():
+            reading.add(path, f"{source!r}: Compose reads a one-letter volume name before ':' as a Windows "
+                        "drive (name the volume with two or more characters)")  # fmt: skip
             return None
         return Volume("volume", source, target, read_only)
 
@@ -354,6 +435,20 @@ class PublicKeys(Option):
         return {"type": "string"}
 
 
+_NR_OPEN_DEFAULT = 1048576
+
+
+def _ulimit_ceiling(name: str) -> int | None:
+    """The most the kernel takes for a limit, where it has a bound: open files up to fs.nr_open
+    (this machine's, else the kernel default), nice 0-40, real-time priority 0-99."""
+    if name == "nofile":
+        try:
+            return int(Path("/proc/sys/fs/nr_open").read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return _NR_OPEN_DEFAULT
+    return {"nice": 40, "rtprio": 99}.get(name)
+
+
 class UlimitValue(Option):
     """One limit for both soft and hard, or {soft, hard}; -1 is unlimited. Returns (soft, hard)."""
 
@@ -370,6 +465,12 @@ class UlimitValue(Option):
             return None
         if hard_n != -1 and (soft_n == -1 or soft_n > hard_n):
             reading.add(path, "soft limit is above the hard limit")
+        name = path.rsplit(".", 1)[-1]
+        high = _ulimit_ceiling(name)
+        if high is not None and (max(soft_n, hard_n) > high or (name == "nofile" and -1 in (soft_n, hard_n))):
+            reading.add(path, f"the kernel takes at most {high} for {name} (lower it; -1 is not possible)"
+                        if name == "nofile" else f"the kernel takes at most {high} for {name} (lower it)")
+            return None
         return soft_n, hard_n
 
     def schema(self) -> Schema:
@@ -408,6 +509,10 @@ class CpuSet(Option):
         if not _CPUSET.fullmatch(text):
             reading.add(path, f"{value!r} is not a CPU list (e.g. 0-3 or 0,2,4)")
             return None
+        for low, _, high in (part.partition("-") for part in text.split(",")):
+            if high and int(high) < int(low):
+                reading.add(path, f"{low}-{high} is backwards (write the lower CPU first: {high}-{low})")
+                return None
         cores = os.cpu_count() or 1
         highest = max(int(n) for n in re.split(r"[-,]", text))
         if highest >= cores:

@@ -118,3 +118,19 @@ def test_a_container_with_gpus_the_spec_does_not_ask_for_fails(client, logins, t
     add_host(client, host, host_config=applied(host, DeviceRequests=[{"Count": 1, "Capabilities": [["gpu"]]}]))
     (failed,) = [c for c in check_stack(project) if c.name == "gpus"]
     assert failed.ok is False and failed.detail == "the container has GPU requests the spec does not ask for"
+
+
+def test_a_key_only_host_shows_its_hostname_from_the_container(client, monkeypatch, tmp_path):
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGood me@x"
+    project = make_project(tmp_path, {"solo": {"ssh_port": 4432, "hostname": "box", "password_auth": False,
+                                               "authorized_keys": [key]}})  # fmt: skip
+    (host,) = project.spec.hosts
+
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        assert target.key_only  # devbox has no private key: sshd only shows it asks for one
+        return probe.Result(target.name, True, "host key verified; sshd accepts public keys only", 0.05)
+
+    monkeypatch.setattr(probe, "login", login)
+    add_host(client, host, host_config=applied(host), execs={("hostname",): (0, b"box\n")})
+    (checked,) = [c for c in check_stack(project) if c.name == "ssh login"]
+    assert checked.detail == "host key verified; sshd accepts public keys only, hostname box (0.05s)"

@@ -294,6 +294,26 @@ def test_a_port_a_local_program_holds_is_named_when_the_engine_is_local(client, 
             "(choose a free ssh_port, or stop it)"]  # fmt: skip
 
 
+def test_ports_clash_across_projects_only_when_address_and_port_clash(client, make_project):
+    client.containers.add("other-a", labels={"devbox.project": "other"},
+                          host_config={"PortBindings": {"22/tcp": [{"HostIp": "127.0.0.2", "HostPort": "4432"}]}})
+    client.containers.add("other-b", labels={"devbox.project": "other"},
+                          host_config={"PortBindings": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": "4433"}]}})
+    project = make_project(hosts={"master": {"ssh_port": 4432, "bind_address": "127.0.0.1"},
+                                  "worker": {"ssh_port": 4433, "bind_address": "127.0.0.3"}})  # fmt: skip
+    assert port_problems(project, list(project.spec.hosts), {}) == [
+        "hosts.worker.ssh_port: port 4433 is already published by container other-b (choose a free ssh_port, "
+        "or stop it)"]  # fmt: skip
+
+
+def test_an_address_this_machine_does_not_have_is_named_when_the_engine_is_local(client, make_project, monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST")
+    project = make_project(hosts={"master": {"ssh_port": 4432, "bind_address": "10.254.254.254"}})
+    assert port_problems(project, list(project.spec.hosts), {}) == [
+        "hosts.master.bind_address: 10.254.254.254 is not an address of this machine (use 127.0.0.1, 0.0.0.0 "
+        "or one that `ip addr` lists)"]  # fmt: skip
+
+
 def test_an_nvidia_runtime_is_enough_for_gpus(client):
     assert gpu_runtime_available(client, {"runtimes": ["nvidia", "runc"]}) is True
     assert client.calls == []
