@@ -175,15 +175,26 @@ class AccountId(Option):
 
 
 class Subnet(Option):
-    """An IP network in CIDR form, host bits zero."""
+    """An IP network in CIDR form, host bits zero, with room for hosts, in a range a bridge can
+    use (a bare address would be a /32 of one address; loopback and multicast route nowhere)."""
 
     def read(self, value: Any, path: str, reading: Reading) -> str | None:
         text = Text().read(value, path, reading)
         try:
-            return str(ipaddress.ip_network(text or "", strict=True))
+            network = ipaddress.ip_network(text or "", strict=True)
         except ValueError:
+            network = None
+        if network is None or "/" not in (text or ""):
             reading.add(path, f"{text!r} is not a subnet (e.g. 172.28.0.0/16)")
             return None
+        if network.is_loopback or network.is_multicast:
+            reading.add(path, f"{text!r} is a loopback or multicast range (use a private one, e.g. 172.28.0.0/16)")
+            return None
+        if network.max_prefixlen - network.prefixlen < 2:
+            reading.add(path, f"{text!r} leaves no room for hosts (use /{network.max_prefixlen - 2} or larger, "
+                        "e.g. 172.28.0.0/16)")  # fmt: skip
+            return None
+        return str(network)
 
     def schema(self) -> Schema:
         return {"type": "string", "pattern": "^[0-9a-fA-F:.]+/[0-9]{1,3}$"}

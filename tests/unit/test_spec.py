@@ -219,3 +219,12 @@ def test_shm_default_fits_a_small_memory_limit():
 def test_a_password_env_entry_in_defaults_is_reported_once():
     found = problems(defaults={"password_env": {"developr": "PW"}})
     assert sum("developr" in line for line in found) == 1, found
+
+
+@pytest.mark.parametrize(("subnet", "problem"), [
+    ("127.0.0.1", "is not a subnet"), ("10.0.0.0/31", "leaves no room for hosts"),
+    ("127.0.0.0/8", "loopback or multicast"), ("224.0.0.0/4", "loopback or multicast"),
+])  # fmt: skip
+def test_a_subnet_is_a_cidr_range_a_bridge_can_use(subnet, problem):
+    found = problems(network={"name": "net", "subnet": subnet})
+    assert any(line.startswith("network.subnet: ") and problem in line for line in found), found
