@@ -1,0 +1,48 @@
+"""Nothing a user makes is lost (issue 13): homes kept in volumes, consent before discarding a
+container's own files, one owner per project, state that survives damage and interruption."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _volumes(docker_client, project):
+    return sorted(v.name for v in docker_client.volumes.list() if v.name.startswith(f"{project}_"))
+
+
+def test_home_is_kept_across_recreation_and_down_until_down_volumes(make_stack, docker_client):
+    stack = make_stack(["master", "worker"], defaults={"home_volume": True})
+    stack.spec["hosts"]["worker"]["home_volume"] = False
+    stack.write_spec()
+    stack.devbox("up")
+    assert _volumes(docker_client, stack.name) == [f"{stack.name}_master-home"]
+    stack.ssh("master", "echo kept > ~/notes.txt")
+    old = stack.container(docker_client, "master").id
+    stack.spec["defaults"]["environment"] = {"ADDED": "1"}  # recreates every host
+    stack.write_spec()
+    stack.devbox("up")
+    assert stack.container(docker_client, "master").id != old
+    assert stack.ssh("master", "cat ~/notes.txt").strip() == "kept"
+    assert stack.ssh("master", "test -f ~/.bashrc && stat -c %U ~").strip() == "developer"
+    stack.devbox("down")
+    stack.devbox("up")
+    assert stack.ssh("master", "cat ~/notes.txt").strip() == "kept"
+    stack.devbox("down", "--volumes", "--yes")
+    assert _volumes(docker_client, stack.name) == []
+    stack.devbox("up")
+    assert stack.ssh("master", "ls -A ~; test ! -e ~/notes.txt && echo fresh").split()[-1] == "fresh"
+    assert ".bashrc" in stack.ssh("master", "ls -A ~")  # seeded from the skeleton again
+
+
+def test_home_follows_a_changed_uid(make_stack, docker_client):
+    stack = make_stack(1, image={"uid": 2000, "gid": 2000})
+    stack.devbox("up")
+    stack.ssh("master", "mkdir -p ~/code && echo x > ~/code/a.py")
+    stack.spec["image"]["uid"] = 2001
+    stack.spec["image"]["gid"] = 2001
+    stack.write_spec()
+    stack.devbox("up")
+    assert stack.ssh("master", "id -u; stat -c %u:%g ~ ~/code/a.py; cat ~/code/a.py").split() == [
+        "2001", "2001:2001", "2001:2001", "x"]
