@@ -134,11 +134,17 @@ def validate(ctx: Context) -> None:
 
 
 def _render(ctx: Context) -> tuple[Spec, Path, list[RenderedFile], list[str]]:
-    from devbox.project import generated_note, render_to
+    from devbox.project import check_output_folder, generated_note, render_to
+    from devbox.state import project_lock
 
     spec = ctx.spec()
     folder = ctx.folder(spec)
-    rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=ctx.allocates_gpus(spec))
+    check_output_folder(folder)  # before the lock file is made in it
+    # The project's lock, as `up` takes it: two renders of a new project would each generate
+    # passwords, and credentials.yaml and secrets/*/passwords could end up disagreeing.
+    with project_lock(folder, on_wait=lambda: click.echo(f"waiting for another devbox command on {spec.project} "
+                                                        "to finish...")):  # fmt: skip
+        rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=ctx.allocates_gpus(spec))
     for warning in _opt_in_warnings(spec):
         warn(warning)
     for line in rendered.notes:

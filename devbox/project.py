@@ -169,9 +169,7 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *,
     GPU hosts get devices of their own from the project's GPU ledger (devbox.gpus), unless
     ``allocate_gpus`` is off; an oversubscribed spec is refused before anything is written.
     """
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder} is not a folder (pass --out to choose another output folder)")
-    _refuse_foreign_files(folder)
+    check_output_folder(folder)
     gpus = allocate_gpus_of(spec, folder, environ) if allocate_gpus else None
     material, created = prepare(spec, folder, environ)
     key = image_inputs_key(spec)
@@ -188,6 +186,13 @@ def allocate_gpus_of(spec: Spec, folder: Path, environ: Mapping[str, str], *, sa
     from devbox.gpus import assign, requests_of
 
     return assign(requests_of(spec.hosts), folder, spec.source, environ=environ, save=save)
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder devbox cannot use: not a folder, or one holding others' files."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder (pass --out to choose another output folder)")
+    _refuse_foreign_files(folder)
 
 
 def _refuse_foreign_files(folder: Path) -> None:

@@ -46,3 +46,23 @@ def test_home_follows_a_changed_uid(make_stack, docker_client):
     stack.devbox("up")
     assert stack.ssh("master", "id -u; stat -c %u:%g ~ ~/code/a.py; cat ~/code/a.py").split() == [
         "2001", "2001:2001", "2001:2001", "x"]
+
+
+def test_render_waits_for_the_project_lock(make_stack):
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    stack = make_stack(1)
+    stack.state.mkdir()
+    with open(stack.state / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        render = subprocess.Popen([sys.executable, "-m", "devbox", "render"], cwd=stack.directory,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(3)
+        assert render.poll() is None, "render did not wait for the lock another command holds"
+        assert not (stack.state / "credentials.yaml").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    out, _ = render.communicate(timeout=60)
+    assert render.returncode == 0 and "waiting for another devbox command" in out
