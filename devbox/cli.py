@@ -144,7 +144,8 @@ def _render(ctx: Context) -> tuple[Spec, Path, list[RenderedFile], list[str]]:
     # passwords, and credentials.yaml and secrets/*/passwords could end up disagreeing.
     with project_lock(folder, on_wait=lambda: click.echo(f"waiting for another devbox command on {spec.project} "
                                                         "to finish...")):  # fmt: skip
-        rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=ctx.allocates_gpus(spec))
+        rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=ctx.allocates_gpus(spec),
+                                             say=click.echo)
     for warning in _opt_in_warnings(spec):
         warn(warning)
     for line in rendered.notes:

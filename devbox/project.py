@@ -29,7 +29,14 @@ from devbox.render import (
     render_project,
 )
 from devbox.spec import Host, Spec
-from devbox.state import Credentials, prepare, project_lock, write_files, write_if_changed
+from devbox.state import (
+    Credentials,
+    prepare,
+    project_lock,
+    read_known_hosts,
+    write_files,
+    write_if_changed,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -78,7 +85,8 @@ class Project:
     def render(self, *, allocate_gpus: bool = True) -> RenderedProject:
         """Render into the folder; ``allocate_gpus``: give each GPU host devices of its own (an
         engine that hands out GPUs itself, a swarm, does not want that)."""
-        rendered, _changed, created = render_to(self.spec, self.folder, self.environ, allocate_gpus=allocate_gpus)
+        rendered, _changed, created = render_to(self.spec, self.folder, self.environ, allocate_gpus=allocate_gpus,
+                                                say=self.say)
         for line in rendered.notes:
             self.say(f"note: {line}")
         note = generated_note(self.folder, created)
@@ -135,7 +143,11 @@ class Project:
         """Login targets for SSH probes: ``addresses`` (where the engine says each host is
         reached), its port, the user's password, the expected host key."""
         credentials = Credentials.load(self.folder)
-        known = dict(line.split(" ", 1) for line in self.layout.known_hosts.read_text().splitlines() if line)
+        known = read_known_hosts(self.layout.known_hosts)
+        missing = [host.name for host in hosts if host_key_alias(self.spec, host) not in known]
+        if missing:
+            raise UsageError(f"{self.layout.known_hosts}: no key for {', '.join(missing)}; run `devbox render` "
+                             "to write it again from the host keys")  # fmt: skip
         return [
             probe.Target(
                 host.name, addresses[host.name], host.ssh_port, self.spec.image.user,
@@ -162,8 +174,8 @@ def recreating_note(names: list[str]) -> str:
             "files written outside their volumes start fresh")
 
 
-def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *,
-              allocate_gpus: bool = True) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
+def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_gpus: bool = True,
+              say: Say | None = None) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
     """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated).
 
     GPU hosts get devices of their own from the project's GPU ledger (devbox.gpus), unless
@@ -171,7 +183,7 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *,
     """
     check_output_folder(folder)
     gpus = allocate_gpus_of(spec, folder, environ) if allocate_gpus else None
-    material, created = prepare(spec, folder, environ)
+    material, created = prepare(spec, folder, environ, say)
     key = image_inputs_key(spec)
     rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus)
     changed = write_files(folder, rendered.files)

@@ -66,3 +66,51 @@ def test_render_waits_for_the_project_lock(make_stack):
         fcntl.flock(held, fcntl.LOCK_UN)
     out, _ = render.communicate(timeout=60)
     assert render.returncode == 0 and "waiting for another devbox command" in out
+
+
+@pytest.mark.parametrize(("name", "content", "command"), [
+    ("credentials.yaml", "master: [developer]\n", "render"),
+    ("credentials.yaml", "master:\n  developer: {source: generated, password: 12345, hash: x}\n", "render"),
+    ("credentials.yaml", b"master: \xff\xfe\n", "render"),
+    ("known_hosts", "not a known_hosts line\n", "check"),
+    ("known_hosts", b"\xff\xfe\x00 devbox\n", "check"),
+    ("gpus.json", "{not json", "status"),
+])  # fmt: skip
+def test_damaged_state_files_give_one_line_with_the_fix(make_stack, name, content, command):
+    stack = make_stack(1)
+    stack.devbox("render")
+    path = stack.state / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    result = stack.devbox(command, check=False)
+    assert result.returncode in (1, 2), result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and name in errors[0], result.stderr
+    assert "remove" in errors[0] or "fix" in errors[0] or "quote" in errors[0]
+
+
+def test_init_refuses_a_gitignore_that_is_a_folder(make_stack):
+    stack = make_stack(1)
+    folder = stack.directory / "fresh"
+    (folder / ".gitignore").mkdir(parents=True)
+    result = stack.devbox("init", str(folder), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("error:") == 1 and ".gitignore" in result.stderr
+    assert not (folder / "devbox.yaml").exists()
+
+
+def test_a_password_edited_by_hand_is_applied_by_up(make_stack):
+    import yaml
+
+    stack = make_stack(1)
+    stack.devbox("up")
+    path = stack.state / "credentials.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["master"]["developer"]["password"] = "chosen-by-hand-1"
+    path.write_text(yaml.safe_dump(data))
+    result = stack.devbox("up")
+    assert "passwords edited" in result.stdout
+    assert stack.ssh("master", "echo in", password="chosen-by-hand-1").strip() == "in"
