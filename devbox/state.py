@@ -240,12 +240,28 @@ def ensure_host_keys(spec: Spec, folder: Path) -> dict[str, str]:
     for host in spec.hosts:
         private_path = folder / host_key_path(host.name)
         public_path = private_path.with_name(private_path.name + ".pub")
-        if not (private_path.is_file() and public_path.is_file()):
+        if not private_path.is_file():
             pem, pub = _new_host_key()
             write_private(private_path, pem)
             write_if_changed(public_path, f"{pub} devbox-{spec.project}-{host.name}\n", 0o644)
+        elif not public_path.is_file():  # never a new key over an existing private one
+            pub = _public_of(private_path)
+            write_if_changed(public_path, f"{pub} devbox-{spec.project}-{host.name}\n", 0o644)
         public[host.name] = " ".join(public_path.read_text(encoding="utf-8").split()[:2])
     return public
+
+
+def _public_of(private_path: Path) -> str:
+    """The public key line of a kept private host key. Raises UsageError when it is damaged."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"{private_path}: not a readable host key ({type(exc).__name__}); remove it (and its "
+                         ".pub) to generate a new one: logins then see a new host key") from None  # fmt: skip
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return public.decode()
 
 
 def _new_host_key() -> tuple[str, str]:

@@ -114,3 +114,25 @@ def test_a_password_edited_by_hand_is_applied_by_up(make_stack):
     result = stack.devbox("up")
     assert "passwords edited" in result.stdout
     assert stack.ssh("master", "echo in", password="chosen-by-hand-1").strip() == "in"
+
+
+def test_a_lost_host_key_is_derived_or_the_host_restarted_keeping_its_files(make_stack, docker_client):
+    import shutil
+
+    stack = make_stack(1)
+    stack.devbox("up")
+    key = stack.host_key("master")
+    container = stack.container(docker_client, "master")
+    assert container.exec_run(["touch", "/opt/outside-volumes"]).exit_code == 0
+    for public in (stack.state / "hostkeys" / "master").glob("*.pub"):
+        public.unlink()
+    assert "nothing changed" in stack.devbox("up").stdout
+    assert stack.host_key("master") == key  # derived from the kept private key, not a new pair
+    stack.ssh("master", "true")
+    shutil.rmtree(stack.state / "hostkeys" / "master")
+    result = stack.devbox("up")
+    assert "restarting master" in result.stdout
+    assert stack.host_key("master") != key
+    stack.ssh("master", "true")
+    assert stack.container(docker_client, "master").id == container.id
+    assert container.exec_run(["test", "-e", "/opt/outside-volumes"]).exit_code == 0
