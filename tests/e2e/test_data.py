@@ -136,3 +136,41 @@ def test_a_lost_host_key_is_derived_or_the_host_restarted_keeping_its_files(make
     stack.ssh("master", "true")
     assert stack.container(docker_client, "master").id == container.id
     assert container.exec_run(["test", "-e", "/opt/outside-volumes"]).exit_code == 0
+
+
+def test_a_new_port_another_program_holds_is_refused_before_the_host_is_touched(make_stack, docker_client, free_port):
+    import socket
+
+    stack = make_stack(1)
+    stack.devbox("up")
+    stack.ssh("master", "echo kept > /tmp/x")
+    before = stack.container(docker_client, "master")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", free_port()))
+        holder.listen()
+        stack.spec["hosts"]["master"]["ssh_port"] = holder.getsockname()[1]
+        stack.write_spec()
+        result = stack.devbox("up", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "hosts.master.ssh_port" in result.stderr and "already taken" in result.stderr
+    after = stack.container(docker_client, "master")
+    assert after.id == before.id and after.status == "running"
+
+
+def test_a_crash_looping_host_is_not_blamed_on_another_program(make_stack, docker_client):
+    import time
+
+    stack = make_stack(1, defaults={"restart": "always"})
+    stack.devbox("up")
+    container = stack.container(docker_client, "master")
+    container.exec_run(["sh", "-c", "rm /usr/sbin/sshd && kill 1"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.attrs.get("RestartCount", 0) >= 2:
+            break
+        time.sleep(0.5)
+    result = stack.devbox("up", "--timeout", "20", check=False)
+    assert result.returncode == 1
+    assert "another program" not in result.stderr and "already" not in result.stderr, result.stderr
+    assert "exited with code" in result.stderr and "sshd" in result.stderr, result.stderr
