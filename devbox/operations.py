@@ -87,6 +87,7 @@ def _last_words(container: Container | None) -> str:
 def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
     with project.lock():
+        project.consent_to_discard(project.containers(), "down")
         engine_for(project.spec).down(project, volumes)
 
 

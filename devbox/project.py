@@ -55,6 +55,8 @@ class Project:
     folder: Path
     say: Say = print
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Asks the user a yes/no question (before files are discarded); None: nobody to ask (refuse).
+    confirm: Callable[[str], bool] | None = None
     _client: Any = None
 
     @property
@@ -124,6 +126,25 @@ class Project:
                 raise PreflightError(f"project {self.spec.project!r} already runs from {Path(theirs).parent}, "
                                      f"another spec's: give {self.spec.source} another `project:` name, or run "
                                      "devbox with that spec")  # fmt: skip
+
+    def consent_to_discard(self, containers: Mapping[str, Container], action: str) -> None:
+        """Name the files that ``containers`` hold outside their volumes (devbox.changes), which
+        ``action`` ("recreating", "down") would discard, and ask first.
+
+        Raises PreflightError (nothing changed yet) when the user says no or nobody can be asked
+        (no terminal and no --yes).
+        """
+        from devbox.changes import changes_of
+
+        found = changes_of(containers)
+        if not found:
+            return
+        for changes in found:
+            self.say(changes.line())
+        hosts = ", ".join(changes.host for changes in found)
+        if self.confirm is None or not self.confirm(f"{action} {hosts} discards these files; go on?"):
+            raise PreflightError(f"{hosts}: files outside the volumes would be lost by {action}; copy them into "
+                                 "the home or a volume first, or pass --yes to discard them")  # fmt: skip
 
     def container(self, host: str) -> Container:
         self.host(host)

@@ -80,11 +80,16 @@ class ComposeEngine(Engine):
 
     def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
         ours = project.containers()
-        if not only:
-            ours = _remove_dropped_hosts(project, ours)
-        running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()}
+        wanted = {host.name for host in project.spec.hosts}
+        dropped = {} if only else {name: c for name, c in ours.items() if name not in wanted}
+        running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()
+                   if name in wanted}  # fmt: skip
         present = bool(project.client.images.list(name=rendered.image_tag))
         plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
+        # before anything is removed: the files that replacing or removing containers discards
+        project.consent_to_discard({**dropped, **{name: ours[name] for name in plan.recreate}}, "recreating")
+        if dropped:
+            ours = _remove_dropped_hosts(project, ours)
         unchanged = [h for h in hosts if h.name in plan.unchanged]
         renewed = renew_passwords(project, unchanged, ours, rendered.password_digests)
         if renewed:

@@ -174,3 +174,28 @@ def test_a_crash_looping_host_is_not_blamed_on_another_program(make_stack, docke
     assert result.returncode == 1
     assert "another program" not in result.stderr and "already" not in result.stderr, result.stderr
     assert "exited with code" in result.stderr and "sshd" in result.stderr, result.stderr
+
+
+def test_up_and_down_name_files_outside_volumes_and_ask_first(make_stack, docker_client):
+    stack = make_stack(1)
+    stack.devbox("up")
+    stack.ssh("master", "echo notes > ~/kept-in-home")  # in the home volume: nothing to ask
+    container = stack.container(docker_client, "master")
+    assert container.exec_run(["sh", "-c", "echo tool > /usr/local/bin/tool"]).exit_code == 0
+    stack.spec["defaults"]["environment"] = {"ADDED": "1"}
+    stack.write_spec()
+    refused = stack.devbox("up", check=False)  # no terminal, no --yes
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "master: 1 file outside its volumes: /usr/local/bin/tool" in refused.stdout
+    assert "--yes" in refused.stderr
+    assert stack.container(docker_client, "master").id == container.id
+    refused = stack.devbox("down", check=False)
+    assert refused.returncode == 1 and "/usr/local/bin/tool" in refused.stdout
+    assert stack.container(docker_client, "master").status == "running"
+    stack.devbox("up", "--yes")
+    assert stack.container(docker_client, "master").id != container.id
+    assert stack.ssh("master", "cat ~/kept-in-home").strip() == "notes"
+    stack.spec["defaults"]["environment"] = {"ADDED": "2"}  # logins and restarts alone: no question
+    stack.write_spec()
+    stack.devbox("up")
+    stack.devbox("down")
