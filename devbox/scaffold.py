@@ -10,7 +10,7 @@ from devbox.render import render_template
 from devbox.spec.schema import SPEC_SCHEMA_NAME, modeline, schema_text
 from devbox.state import write_if_changed
 
-GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys", ".devbox/")
+GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys", ".devbox/", ".devbox-*/")
 
 
 def default_project_name(directory: Path) -> str:
@@ -39,9 +39,11 @@ def init_project(directory: Path, project: str | None, *, force: bool, spec_name
     spec_path.write_text(render_template("devbox.yaml.j2", project=name, modeline=modeline()), encoding="utf-8")
     written = [spec_path, write_schema(directory)]
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
-    if ".devbox/" not in existing.splitlines():
+    missing = [line for line in GITIGNORE_LINES[1:] if line not in existing.splitlines()]
+    if missing:
         prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
-        write_if_changed(gitignore, prefix + "\n".join(GITIGNORE_LINES) + "\n", 0o644)
+        lines = [GITIGNORE_LINES[0], *missing] if len(missing) == len(GITIGNORE_LINES) - 1 else missing
+        write_if_changed(gitignore, prefix + "\n".join(lines) + "\n", 0o644)
         written.append(gitignore)
     return written
 

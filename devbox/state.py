@@ -21,7 +21,16 @@ from pathlib import Path
 import yaml
 
 from devbox.errors import SpecError, UsageError
-from devbox.layout import APPLIED_PASSWORDS_FILE, CREDENTIALS_FILE, LOCK_FILE, SECRETS_DIR, host_key_path
+from devbox.layout import (
+    APPLIED_PASSWORDS_FILE,
+    COMPOSE_FILE,
+    CREDENTIALS_FILE,
+    DEFAULT_OUTPUT,
+    DEFAULT_SPEC_NAME,
+    LOCK_FILE,
+    SECRETS_DIR,
+    host_key_path,
+)
 from devbox.render import HostMaterial, RenderedFile
 from devbox.spec import Host, Spec
 
@@ -36,8 +45,33 @@ _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def output_dir(spec: Spec, out: str | os.PathLike[str] | None = None) -> Path:
-    """The output folder: ``out`` if given (relative to the current directory), else .devbox/."""
-    return Path(out).resolve() if out else spec.directory / ".devbox"
+    """The output folder: ``out`` if given (relative to the current directory), else a folder of
+    the spec file's own beside it: ``.devbox/`` for devbox.yaml, ``.devbox-<stem>/`` for any
+    other (two specs in one folder never share passwords, host keys or the compose file).
+
+    A spec other than devbox.yaml that an older devbox rendered into ``.devbox/`` keeps it, so
+    an upgrade changes no password or host key.
+    """
+    if out:
+        return Path(out).resolve()
+    name = Path(spec.source).name
+    shared = spec.directory / DEFAULT_OUTPUT
+    if name == DEFAULT_SPEC_NAME:
+        return shared
+    own = spec.directory / f"{DEFAULT_OUTPUT}-{Path(name).stem}"
+    if not own.exists() and _rendered_from(shared, name):
+        return shared
+    return own
+
+
+def _rendered_from(folder: Path, spec_name: str) -> bool:
+    """Whether ``folder``'s compose file was rendered from the spec file called ``spec_name``."""
+    try:
+        with open(folder / COMPOSE_FILE, encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith(f"# Rendered by devbox from {spec_name}:")
 
 
 @dataclass(frozen=True)

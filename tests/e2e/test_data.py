@@ -199,3 +199,29 @@ def test_up_and_down_name_files_outside_volumes_and_ask_first(make_stack, docker
     stack.write_spec()
     stack.devbox("up")
     stack.devbox("down")
+
+
+def test_two_specs_in_one_folder_keep_their_own_state(make_stack, docker_client, free_port):
+    import yaml
+
+    stack = make_stack(1)
+    other = {**stack.spec, "project": f"{stack.name}-b", "hosts": {"solo": {"ssh_port": free_port()}}}
+    (stack.directory / "a.yaml").write_text(yaml.safe_dump(stack.spec))
+    (stack.directory / "b.yaml").write_text(yaml.safe_dump(other))
+    try:
+        stack.devbox("-f", "a.yaml", "up")
+        stack.devbox("-f", "b.yaml", "up")
+        b_state = stack.directory / ".devbox-b"
+        b_password = yaml.safe_load((b_state / "credentials.yaml").read_text())["solo"]["developer"]["password"]
+        stack.devbox("-f", "a.yaml", "up")
+        assert yaml.safe_load((b_state / "credentials.yaml").read_text())["solo"]["developer"]["password"] == b_password
+        assert "PASS" in stack.devbox("-f", "b.yaml", "check").stdout
+        # the same project name from the other file is refused, not taken over
+        (stack.directory / "b.yaml").write_text(yaml.safe_dump({**other, "project": stack.name}))
+        refused = stack.devbox("-f", "b.yaml", "up", check=False)
+        assert refused.returncode == 1 and "already runs" in refused.stderr, refused.stderr
+        assert stack.container(docker_client, "master").status == "running"
+    finally:
+        (stack.directory / "b.yaml").write_text(yaml.safe_dump(other))
+        stack.devbox("-f", "b.yaml", "down", "--volumes", "--yes", check=False)
+        stack.devbox("-f", "a.yaml", "down", "--volumes", "--yes", check=False)
