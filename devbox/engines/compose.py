@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devbox.docker_api import engine_facts, find_compose, run_compose
-from devbox.engines.base import Engine, build_image
+from devbox.engines.base import Engine, build_image, prune_images
 from devbox.engines.preflight import (
     device_problems,
     gpu_problems,
@@ -129,6 +129,10 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
     if not only:
         args.append("--remove-orphans")
     run_compose(find_compose(), project.compose_file, project.spec.project, *args, *plan.start)
+    if plan.build:
+        removed = prune_images(project, plan.tag)
+        if removed:
+            project.say(f"removed older images: {', '.join(removed)} (kept {plan.tag} and the one before it)")
 
 
 def _remove_dropped_hosts(project: Project, ours: Mapping[str, Container]) -> dict[str, Container]:

@@ -225,3 +225,22 @@ def test_two_specs_in_one_folder_keep_their_own_state(make_stack, docker_client,
         (stack.directory / "b.yaml").write_text(yaml.safe_dump(other))
         stack.devbox("-f", "b.yaml", "down", "--volumes", "--yes", check=False)
         stack.devbox("-f", "a.yaml", "down", "--volumes", "--yes", check=False)
+
+
+def test_old_images_go_but_the_one_in_use_and_the_one_before_stay(make_stack, docker_client):
+    stack = make_stack(1)
+    stack.devbox("up")
+    foreign = f"devbox-{stack.name}:not-built-by-devbox"
+    docker_client.images.get(stack.spec["image"]["base"]).tag(foreign)
+    try:
+        tags = []
+        for step in range(3):
+            stack.spec["image"]["extra_lines"] = [f"RUN echo {step} > /etc/devbox-test-step"]
+            stack.write_spec()
+            stack.devbox("up")
+            tags.append(stack.container(docker_client, "master").attrs["Config"]["Image"])
+        built = {t for i in docker_client.images.list(filters={"label": f"devbox.project={stack.name}"}) for t in i.tags}
+        assert built == set(tags[-2:])
+        assert docker_client.images.list(name=foreign)
+    finally:
+        docker_client.images.remove(foreign)
