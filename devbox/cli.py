@@ -135,11 +135,18 @@ def validate(ctx: Context) -> None:
 
 
 def _render(ctx: Context) -> tuple[Spec, Path, list[RenderedFile], list[str]]:
-    from devbox.project import generated_note, render_to
+    from devbox.project import check_output_folder, generated_note, render_to
+    from devbox.state import project_lock
 
     spec = ctx.spec()
     folder = ctx.folder(spec)
-    rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=ctx.allocates_gpus(spec))
+    check_output_folder(folder)  # before the lock file is made in it
+    # The project's lock, as `up` takes it: two renders of a new project would each generate
+    # passwords, and credentials.yaml and secrets/*/passwords could end up disagreeing.
+    with project_lock(folder, on_wait=lambda: click.echo(f"waiting for another devbox command on {spec.project} "
+                                                        "to finish...")):  # fmt: skip
+        rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=ctx.allocates_gpus(spec),
+                                             say=click.echo)
     for warning in _opt_in_warnings(spec):
         warn(warning)
     for line in rendered.notes:
@@ -180,13 +187,25 @@ def render_cmd(ctx: Context) -> None:
 cli.add_command(render_cmd, name="generate")
 
 
-def _project(ctx: Context) -> Any:
+def _project(ctx: Context, yes: bool = False) -> Any:
     from devbox.project import Project
 
     spec = ctx.spec()
     for warning in _opt_in_warnings(spec):
         warn(warning)
-    return Project(spec, ctx.folder(spec), say=click.echo)
+    return Project(spec, ctx.folder(spec), say=click.echo, confirm=_asker(yes))
+
+
+def _asker(yes: bool) -> Any:
+    """How a command asks before discarding files: --yes says yes; a terminal is asked; with
+    neither the answer is no (the command refuses and changes nothing)."""
+
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        return sys.stdin.isatty() and click.confirm(question, default=False)
+
+    return confirm
 
 
 def _size(value: float | None) -> str:
@@ -237,14 +256,15 @@ def _table(rows: list[list[str]]) -> str:
 @cli.command()
 @click.argument("hosts", nargs=-1)
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for SSH logins.")
+@click.option("--yes", is_flag=True, help="Recreate hosts even when that discards files outside their volumes.")
 @pass_context
-def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
+def up(ctx: Context, hosts: tuple[str, ...], timeout: float, yes: bool) -> None:
     """Build once, start the hosts, and wait until each accepts an SSH login."""
     from devbox.gpus import load_ledger
     from devbox.operations import gpu_devices
     from devbox.operations import up as run_up
 
-    project = _project(ctx)
+    project = _project(ctx, yes)
     reached = run_up(project, list(hosts) or None, wait_seconds=timeout)
     ledger = load_ledger(project.folder)
     logins = {target.name: (target, result) for target, result in reached}
@@ -264,13 +284,13 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float) -> None:
 
 @cli.command()
 @click.option("--volumes", is_flag=True, help="Also delete named volumes (the hosts' data).")
-@click.option("--yes", is_flag=True, help="Do not ask before deleting volumes.")
+@click.option("--yes", is_flag=True, help="Do not ask before deleting volumes or files outside them.")
 @pass_context
 def down(ctx: Context, volumes: bool, yes: bool) -> None:
     """Remove the hosts' containers and network; named volumes survive unless --volumes."""
     from devbox.operations import down as run_down
 
-    project = _project(ctx)
+    project = _project(ctx, yes)
     if volumes and not yes:
         click.confirm(f"delete the named volumes of {project.spec.project} (all data in them)?", abort=True)
     run_down(project, volumes)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+DEFAULT_SPEC_NAME = "devbox.yaml"
+DEFAULT_OUTPUT = ".devbox"  # beside devbox.yaml; ".devbox-<stem>" beside any other spec file
 COMPOSE_FILE = "docker-compose.yml"
 KNOWN_HOSTS = "known_hosts"
 DOCKERIGNORE = ".dockerignore"

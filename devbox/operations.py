@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe
-from devbox.docker_api import talks_to_engine
+from devbox.docker_api import StartWatch, talks_to_engine
 from devbox.engines import engine_for
 from devbox.errors import EngineError, UsageError
 from devbox.render import connect_address
@@ -46,12 +46,33 @@ def up(project: Project, only: list[str] | None = None,
             started.see_running()
             targets = login_targets(project, hosts)
             results = probe.wait_for_logins(targets, wait_seconds, started.wait, started.failing)
+            results = _restart_rekeyed(project, targets, results, wait_seconds, started)
     failed = [r for r in results if not r.ok]
     if failed:
         ours = project.containers()
         raise EngineError("; ".join(f"{r.name}: {r.detail}{_last_words(ours.get(r.name))}" for r in failed)
                           + " (see `devbox logs HOST`)")  # fmt: skip
     return list(zip(targets, results, strict=True))
+
+
+def _restart_rekeyed(project: Project, targets: list[probe.Target], results: list[probe.Result],
+                     wait_seconds: float, started: StartWatch) -> list[probe.Result]:  # fmt: skip
+    """Restart the hosts that present another host key than devbox keeps (their key was made
+    anew: a lost hostkeys/ or .devbox/), so they read the current one; their files stay."""
+    stale = [t for t, r in zip(targets, results, strict=True) if "host key mismatch" in r.detail]
+    if not stale:
+        return results
+    ours = project.containers()
+    stale = [t for t in stale if t.name in ours]
+    if not stale:
+        return results
+    project.say(f"restarting {', '.join(t.name for t in stale)}: its host key changed in "
+                f"{project.layout.folder / 'hostkeys'} (its files stay)")  # fmt: skip
+    for target in stale:
+        ours[target.name].restart(timeout=5)
+    again = dict(zip([t.name for t in stale], probe.wait_for_logins(stale, wait_seconds, started.wait,
+                                                                      started.failing), strict=True))  # fmt: skip
+    return [again.get(r.name, r) for r in results]
 
 
 def _last_words(container: Container | None) -> str:
@@ -66,6 +87,7 @@ def _last_words(container: Container | None) -> str:
 def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
     with project.lock():
+        project.consent_to_discard(project.containers(), "down")
         engine_for(project.spec).down(project, volumes)
 
 

@@ -29,7 +29,14 @@ from devbox.render import (
     render_project,
 )
 from devbox.spec import Host, Spec
-from devbox.state import Credentials, prepare, project_lock, write_files, write_if_changed
+from devbox.state import (
+    Credentials,
+    prepare,
+    project_lock,
+    read_known_hosts,
+    write_files,
+    write_if_changed,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -48,6 +55,8 @@ class Project:
     folder: Path
     say: Say = print
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Asks the user a yes/no question (before files are discarded); None: nobody to ask (refuse).
+    confirm: Callable[[str], bool] | None = None
     _client: Any = None
 
     @property
@@ -78,7 +87,8 @@ class Project:
     def render(self, *, allocate_gpus: bool = True) -> RenderedProject:
         """Render into the folder; ``allocate_gpus``: give each GPU host devices of its own (an
         engine that hands out GPUs itself, a swarm, does not want that)."""
-        rendered, _changed, created = render_to(self.spec, self.folder, self.environ, allocate_gpus=allocate_gpus)
+        rendered, _changed, created = render_to(self.spec, self.folder, self.environ, allocate_gpus=allocate_gpus,
+                                                say=self.say)
         for line in rendered.notes:
             self.say(f"note: {line}")
         note = generated_note(self.folder, created)
@@ -117,6 +127,25 @@ class Project:
                                      f"another spec's: give {self.spec.source} another `project:` name, or run "
                                      "devbox with that spec")  # fmt: skip
 
+    def consent_to_discard(self, containers: Mapping[str, Container], action: str) -> None:
+        """Name the files that ``containers`` hold outside their volumes (devbox.changes), which
+        ``action`` ("recreating", "down") would discard, and ask first.
+
+        Raises PreflightError (nothing changed yet) when the user says no or nobody can be asked
+        (no terminal and no --yes).
+        """
+        from devbox.changes import changes_of
+
+        found = changes_of(containers)
+        if not found:
+            return
+        for changes in found:
+            self.say(changes.line())
+        hosts = ", ".join(changes.host for changes in found)
+        if self.confirm is None or not self.confirm(f"{action} {hosts} discards these files; go on?"):
+            raise PreflightError(f"{hosts}: files outside the volumes would be lost by {action}; copy them into "
+                                 "the home or a volume first, or pass --yes to discard them")  # fmt: skip
+
     def container(self, host: str) -> Container:
         self.host(host)
         container = self.containers().get(host)
@@ -135,7 +164,11 @@ class Project:
         """Login targets for SSH probes: ``addresses`` (where the engine says each host is
         reached), its port, the user's password, the expected host key."""
         credentials = Credentials.load(self.folder)
-        known = dict(line.split(" ", 1) for line in self.layout.known_hosts.read_text().splitlines() if line)
+        known = read_known_hosts(self.layout.known_hosts)
+        missing = [host.name for host in hosts if host_key_alias(self.spec, host) not in known]
+        if missing:
+            raise UsageError(f"{self.layout.known_hosts}: no key for {', '.join(missing)}; run `devbox render` "
+                             "to write it again from the host keys")  # fmt: skip
         return [
             probe.Target(
                 host.name, addresses[host.name], host.ssh_port, self.spec.image.user,
@@ -162,18 +195,16 @@ def recreating_note(names: list[str]) -> str:
             "files written outside their volumes start fresh")
 
 
-def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *,
-              allocate_gpus: bool = True) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
+def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_gpus: bool = True,
+              say: Say | None = None) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
     """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated).
 
     GPU hosts get devices of their own from the project's GPU ledger (devbox.gpus), unless
     ``allocate_gpus`` is off; an oversubscribed spec is refused before anything is written.
     """
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder} is not a folder (pass --out to choose another output folder)")
-    _refuse_foreign_files(folder)
+    check_output_folder(folder)
     gpus = allocate_gpus_of(spec, folder, environ) if allocate_gpus else None
-    material, created = prepare(spec, folder, environ)
+    material, created = prepare(spec, folder, environ, say)
     key = image_inputs_key(spec)
     rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus)
     changed = write_files(folder, rendered.files)
@@ -188,6 +219,13 @@ def allocate_gpus_of(spec: Spec, folder: Path, environ: Mapping[str, str], *, sa
     from devbox.gpus import assign, requests_of
 
     return assign(requests_of(spec.hosts), folder, spec.source, environ=environ, save=save)
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder devbox cannot use: not a folder, or one holding others' files."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder (pass --out to choose another output folder)")
+    _refuse_foreign_files(folder)
 
 
 def _refuse_foreign_files(folder: Path) -> None:

@@ -246,8 +246,35 @@ def _port(host: Host) -> str:
     return f"{address}:{host.ssh_port}:22"
 
 
-def _volumes(host: Host) -> list[str]:
+def home_directory(spec: Spec) -> str:
+    """The login user's home in every host (useradd's default place)."""
+    return f"/home/{spec.image.user}"
+
+
+def home_volume(spec: Spec, host: Host) -> str | None:
+    """The named volume that keeps a host's home across recreation and `down` (``HOST-home``), or
+    None: switched off (``home_volume: false``), or a volume of the spec is mounted there already.
+
+    Docker seeds an empty named volume from the image's home (the skeleton useradd copied, with
+    its owner) at the first mount; the entrypoint repairs the owner when the UID changed since.
+    """
+    if not host.home_volume or any(v.target == home_directory(spec) for v in host.volumes):
+        return None
+    return f"{host.name}-home"
+
+
+def named_volumes(spec: Spec, host: Host) -> list[str]:
+    """The named volumes a host mounts, as the spec names them (the engine prefixes the project)."""
+    names = [v.source for v in host.volumes if v.kind == "volume"]
+    home = home_volume(spec, host)
+    return [*names, home] if home else names
+
+
+def _volumes(spec: Spec, host: Host) -> list[str]:
     volumes = [f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in host.volumes]
+    home = home_volume(spec, host)
+    if home:
+        volumes.append(f"{home}:{home_directory(spec)}")
     if host.docker_socket:
         volumes.append("/var/run/docker.sock:/var/run/docker.sock")
     return volumes
@@ -312,8 +339,9 @@ def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[s
         service["pull_policy"] = "never"
     service["hostname"] = host.hostname
     service["restart"] = host.restart
-    if host.volumes or host.docker_socket:
-        service["volumes"] = _volumes(host)
+    volumes = _volumes(spec, host)
+    if volumes:
+        service["volumes"] = volumes
     if host.environment:
         service["environment"] = dict(host.environment)
     service["secrets"] = secrets
@@ -383,9 +411,8 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None) -> dict[s
             f"{LABEL_PREFIX}config-hash": digest,
         }
         services[host.name] = service
-        for volume in host.volumes:
-            if volume.kind == "volume":
-                volumes.setdefault(volume.source, {})
+        for name in named_volumes(spec, host):
+            volumes.setdefault(name, {})
     network: dict[str, Any] = {"driver": spec.network.driver}
     if spec.network.subnet:
         network["ipam"] = {"config": [{"subnet": spec.network.subnet}]}

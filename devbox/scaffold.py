@@ -11,7 +11,7 @@ from devbox.render import render_template
 from devbox.spec.schema import SPEC_SCHEMA_NAME, modeline, schema_text
 from devbox.state import write_if_changed
 
-GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys", ".devbox/")
+GITIGNORE_LINES = ("# devbox: rendered files, generated passwords and host keys", ".devbox/", ".devbox-*/")
 
 
 def default_project_name(directory: Path) -> str:
@@ -44,13 +44,18 @@ def init_project(directory: Path, project: str | None, *, force: bool, spec_name
     name = project or default_project_name(directory)
     if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", name):
         raise UsageError(f"--project: {name!r} is not a project name (lowercase letters, digits, - and _)")
+    gitignore = directory / ".gitignore"
+    if gitignore.exists() and not gitignore.is_file():
+        raise UsageError(f"{gitignore}: not a file; move it away, or add `.devbox/` to your ignore rules "
+                         "yourself and run init again")  # fmt: skip
     spec_path.write_text(render_template("devbox.yaml.j2", project=name, modeline=modeline()), encoding="utf-8")
     written = [spec_path, write_schema(directory)]
-    gitignore = directory / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
-    if ".devbox/" not in existing.splitlines():
+    missing = [line for line in GITIGNORE_LINES[1:] if line not in existing.splitlines()]
+    if missing:
         prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
-        write_if_changed(gitignore, prefix + "\n".join(GITIGNORE_LINES) + "\n", 0o644)
+        lines = [GITIGNORE_LINES[0], *missing] if len(missing) == len(GITIGNORE_LINES) - 1 else missing
+        write_if_changed(gitignore, prefix + "\n".join(lines) + "\n", 0o644)
         written.append(gitignore)
     return written
 

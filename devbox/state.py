@@ -21,7 +21,16 @@ from pathlib import Path
 import yaml
 
 from devbox.errors import SpecError, UsageError
-from devbox.layout import APPLIED_PASSWORDS_FILE, CREDENTIALS_FILE, LOCK_FILE, host_key_path
+from devbox.layout import (
+    APPLIED_PASSWORDS_FILE,
+    COMPOSE_FILE,
+    CREDENTIALS_FILE,
+    DEFAULT_OUTPUT,
+    DEFAULT_SPEC_NAME,
+    LOCK_FILE,
+    SECRETS_DIR,
+    host_key_path,
+)
 from devbox.render import HostMaterial, RenderedFile
 from devbox.spec import Host, Spec
 
@@ -36,8 +45,33 @@ _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def output_dir(spec: Spec, out: str | os.PathLike[str] | None = None) -> Path:
-    """The output folder: ``out`` if given (relative to the current directory), else .devbox/."""
-    return Path(out).resolve() if out else spec.directory / ".devbox"
+    """The output folder: ``out`` if given (relative to the current directory), else a folder of
+    the spec file's own beside it: ``.devbox/`` for devbox.yaml, ``.devbox-<stem>/`` for any
+    other (two specs in one folder never share passwords, host keys or the compose file).
+
+    A spec other than devbox.yaml that an older devbox rendered into ``.devbox/`` keeps it, so
+    an upgrade changes no password or host key.
+    """
+    if out:
+        return Path(out).resolve()
+    name = Path(spec.source).name
+    shared = spec.directory / DEFAULT_OUTPUT
+    if name == DEFAULT_SPEC_NAME:
+        return shared
+    own = spec.directory / f"{DEFAULT_OUTPUT}-{Path(name).stem}"
+    if not own.exists() and _rendered_from(shared, name):
+        return shared
+    return own
+
+
+def _rendered_from(folder: Path, spec_name: str) -> bool:
+    """Whether ``folder``'s compose file was rendered from the spec file called ``spec_name``."""
+    try:
+        with open(folder / COMPOSE_FILE, encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith(f"# Rendered by devbox from {spec_name}:")
 
 
 @dataclass(frozen=True)
@@ -68,6 +102,32 @@ def generate_password() -> str:
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
+_ENTRY_KEYS = ("source", "password", "hash")
+
+
+def _credentials_problem(data: object) -> str | None:
+    """What is wrong with the shape of credentials.yaml (host -> account -> source, password,
+    hash; each a string), as the rest of a one-line error with its fix; None when it is sound."""
+    remove = "or remove it to generate new passwords"
+    if not isinstance(data, dict):
+        return f"not a credentials file (a mapping of hosts); fix it, {remove}"
+    for host, accounts in data.items():
+        if not isinstance(accounts, dict):
+            return f"{host}: must map account names to their passwords; fix it, {remove}"
+        for user, entry in accounts.items():
+            where = f"{host}.{user}"
+            if not isinstance(entry, dict) or set(entry) - set(_ENTRY_KEYS):
+                return (f"{where}: must hold only {', '.join(_ENTRY_KEYS)}; fix it, or delete the entry "
+                        "to generate a new password")  # fmt: skip
+            for key, value in entry.items():
+                if not isinstance(value, str):
+                    return (f"{where}.{key}: {value!r} is not text (quote it: {key}: '{value}'), or delete "
+                            "the entry to generate a new password")  # fmt: skip
+            if entry.get("source", "generated") == "generated" and "password" in entry and not entry["password"]:
+                return f"{where}.password: empty (write one, or delete the entry to generate a new password)"
+    return None
+
+
 class Credentials:
     """Passwords per host and account, kept in ``credentials.yaml`` (mode 0600).
 
@@ -86,10 +146,13 @@ class Credentials:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER) or {}  # noqa: S506 - safe loader
         except FileNotFoundError:
             data = {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(f"{path}: cannot read it ({exc}); remove it to generate new passwords") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{path}: not a credentials file; remove it to generate new passwords")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"{path}: cannot read it ({why}); fix it, or remove it to generate new "
+                             "passwords") from None  # fmt: skip
+        problem = _credentials_problem(data)
+        if problem:
+            raise UsageError(f"{path}: {problem}")
         return cls(path, data)
 
     def account(self, host: str, user: str, environ: Mapping[str, str] | None = None) -> Account:
@@ -101,12 +164,18 @@ class Credentials:
             password = (environ if environ is not None else os.environ).get(source[4:])
         return Account(password, entry.get("hash", ""), source)
 
-    def ensure(self, spec: Spec, environ: Mapping[str, str]) -> list[str]:
+    def ensure(self, spec: Spec, environ: Mapping[str, str], *, edited: bool = False,
+               changed: list[str] | None = None) -> list[str]:  # fmt: skip
         """Give every account a password and a hash; returns 'host/user' of newly generated ones.
 
-        Raises SpecError when a password_env variable is not set.
+        ``edited``: the file may have been edited by hand since the last render (see
+        ``edited_since_render``): each generated password is checked against its hash, and one
+        that no longer matches gets a new hash (so `up` applies it), noted in ``changed``.
+        Checking costs ~8 ms an account, so it is done only then. Raises SpecError when a
+        password_env variable is not set.
         """
         problems, created = [], []
+        changed = changed if changed is not None else []
         for host in spec.hosts:
             from_env = dict(host.password_env)
             entries = self.data.setdefault(host.name, {})
@@ -120,8 +189,11 @@ class Credentials:
                                         "remove the entry to get a generated password)")  # fmt: skip
                         continue
                     entry = {"source": f"env:{from_env[user]}", "hash": entry.get("hash", "")}
-                elif entry.get("source") == "generated" and entry.get("password"):
+                elif entry.get("source", "generated") == "generated" and entry.get("password"):
                     password = entry["password"]
+                    if edited and entry.get("hash") and not _verifies(password, entry["hash"]):
+                        entry["hash"] = ""  # edited by hand: hashed again below, applied by `up`
+                        changed.append(f"{host.name}/{user}")
                 else:
                     password = generate_password()
                     entry = {"source": "generated", "password": password}
@@ -202,12 +274,28 @@ def ensure_host_keys(spec: Spec, folder: Path) -> dict[str, str]:
     for host in spec.hosts:
         private_path = folder / host_key_path(host.name)
         public_path = private_path.with_name(private_path.name + ".pub")
-        if not (private_path.is_file() and public_path.is_file()):
+        if not private_path.is_file():
             pem, pub = _new_host_key()
             write_private(private_path, pem)
             write_if_changed(public_path, f"{pub} devbox-{spec.project}-{host.name}\n", 0o644)
+        elif not public_path.is_file():  # never a new key over an existing private one
+            pub = _public_of(private_path)
+            write_if_changed(public_path, f"{pub} devbox-{spec.project}-{host.name}\n", 0o644)
         public[host.name] = " ".join(public_path.read_text(encoding="utf-8").split()[:2])
     return public
+
+
+def _public_of(private_path: Path) -> str:
+    """The public key line of a kept private host key. Raises UsageError when it is damaged."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"{private_path}: not a readable host key ({type(exc).__name__}); remove it (and its "
+                         ".pub) to generate a new one: logins then see a new host key") from None  # fmt: skip
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return public.decode()
 
 
 def _new_host_key() -> tuple[str, str]:
@@ -223,10 +311,29 @@ def _new_host_key() -> tuple[str, str]:
     return private, public
 
 
-def prepare(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[dict[str, HostMaterial], list[str]]:
-    """Make sure credentials and host keys exist; returns each host's material and new accounts."""
+def edited_since_render(folder: Path) -> bool:
+    """Whether credentials.yaml changed after the password files last rendered from it (or some
+    are missing): then a password in it may have been edited by hand."""
+    try:
+        edited = (folder / CREDENTIALS_FILE).stat().st_mtime_ns
+    except OSError:
+        return False
+    try:
+        rendered = [path.stat().st_mtime_ns for path in (folder / SECRETS_DIR).glob("*/passwords")]
+    except OSError:
+        return True
+    return not rendered or edited >= min(rendered)
+
+
+def prepare(spec: Spec, folder: Path, environ: Mapping[str, str],
+            say: Callable[[str], None] | None = None) -> tuple[dict[str, HostMaterial], list[str]]:  # fmt: skip
+    """Make sure credentials and host keys exist; returns each host's material and new accounts.
+    ``say`` hears of passwords edited by hand in credentials.yaml (applied at `up`)."""
     credentials = Credentials.load(folder)
-    created = credentials.ensure(spec, environ)
+    edited: list[str] = []
+    created = credentials.ensure(spec, environ, edited=edited_since_render(folder), changed=edited)
+    if edited and say:
+        say(f"passwords edited in {credentials.path}: {', '.join(edited)} (`devbox up` applies them)")
     credentials.save()
     public_keys = ensure_host_keys(spec, folder)
     material = {
@@ -234,6 +341,32 @@ def prepare(spec: Spec, folder: Path, environ: Mapping[str, str]) -> tuple[dict[
         for host in spec.hosts
     }
     return material, created
+
+
+def read_known_hosts(path: Path) -> dict[str, str]:
+    """known_hosts as devbox writes it ("alias key-type key" lines), by alias.
+
+    Raises UsageError naming the file and the fix when it is missing or damaged (a bad line,
+    bytes that are not UTF-8): `devbox render` writes it again from the host keys.
+    """
+    fix = "run `devbox render` to write it again from the host keys"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it ({type(exc).__name__}: not devbox's text); remove it and "
+                         f"{fix}") from None  # fmt: skip
+    known = {}
+    for number, line in enumerate(lines, 1):
+        words = line.split()
+        if not words:
+            continue
+        if len(words) != 3 or not words[1].startswith(("ssh-", "ecdsa-")):
+            raise UsageError(f"{path}:{number}: not a known_hosts line (alias, key type, key); remove the file "
+                             f"and {fix}")  # fmt: skip
+        known[words[0]] = f"{words[1]} {words[2]}"
+    return known
 
 
 def write_if_changed(path: Path, content: str, mode: int) -> bool:

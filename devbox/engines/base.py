@@ -74,3 +74,27 @@ def build_image(project: Project, tag: str) -> None:
     project.say(f"building image {tag} (once for all hosts)")
     builder = project.spec.hosts[0].name
     run_compose(find_compose(), project.compose_file, project.spec.project, "build", builder)
+
+
+def prune_images(project: Project, current: str) -> list[str]:
+    """Remove the project's older images: keep ``current`` (the tag in use) and the newest one
+    before it (to go back to), never an image a container still uses, never one devbox did not
+    build (found by the label its builds carry). Returns the tags removed.
+
+    Every image edit builds a new tag (named by content); without this they pile up.
+    """
+    from devbox.render import LABEL_PREFIX
+
+    client = project.client
+    built = client.images.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
+    built.sort(key=lambda image: str(image.attrs.get("Created", "")), reverse=True)
+    used = {c.attrs.get("Image") for c in client.containers.list(all=True)}
+    older = [image for image in built if current not in image.tags]
+    removed = []
+    for image in older[1:]:
+        if image.id in used:
+            continue
+        for tag in image.tags or [image.id]:
+            client.images.remove(tag)
+            removed.append(tag)
+    return removed

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devbox.docker_api import engine_facts, find_compose, run_compose
-from devbox.engines.base import Engine, build_image
+from devbox.engines.base import Engine, build_image, prune_images
 from devbox.engines.preflight import (
     device_problems,
     gpu_problems,
@@ -80,11 +80,16 @@ class ComposeEngine(Engine):
 
     def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
         ours = project.containers()
-        if not only:
-            ours = _remove_dropped_hosts(project, ours)
-        running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()}
+        wanted = {host.name for host in project.spec.hosts}
+        dropped = {} if only else {name: c for name, c in ours.items() if name not in wanted}
+        running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()
+                   if name in wanted}  # fmt: skip
         present = bool(project.client.images.list(name=rendered.image_tag))
         plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
+        # before anything is removed: the files that replacing or removing containers discards
+        project.consent_to_discard({**dropped, **{name: ours[name] for name in plan.recreate}}, "recreating")
+        if dropped:
+            ours = _remove_dropped_hosts(project, ours)
         unchanged = [h for h in hosts if h.name in plan.unchanged]
         renewed = renew_passwords(project, unchanged, ours, rendered.password_digests)
         if renewed:
@@ -124,6 +129,10 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
     if not only:
         args.append("--remove-orphans")
     run_compose(find_compose(), project.compose_file, project.spec.project, *args, *plan.start)
+    if plan.build:
+        removed = prune_images(project, plan.tag)
+        if removed:
+            project.say(f"removed older images: {', '.join(removed)} (kept {plan.tag} and the one before it)")
 
 
 def _remove_dropped_hosts(project: Project, ours: Mapping[str, Container]) -> dict[str, Container]:

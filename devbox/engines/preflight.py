@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from devbox.errors import PreflightError
-from devbox.render import LABEL_PREFIX
 from devbox.spec import Host, Spec
 
 if TYPE_CHECKING:
@@ -61,31 +60,38 @@ def engine_is_local() -> bool:
     return not host or host.startswith("unix://")
 
 
-def _published_ports(project: Project) -> dict[tuple[str, int], str]:
-    """(address, port) pairs that running containers of other projects publish, with the
-    container's name ("" is every address).
+def published_ports(container: Container) -> set[tuple[str, int]]:
+    """The (address, port) pairs a container publishes on the machine ("" or a wildcard: every
+    address), running or not (a restarting one holds them too)."""
+    attrs = container.attrs
+    tables = ((attrs.get("HostConfig") or {}).get("PortBindings"), (attrs.get("NetworkSettings") or {}).get("Ports"))
+    return {(str(binding.get("HostIp") or ""), int(binding["HostPort"])) for table in tables
+            for bindings in (table or {}).values() for binding in bindings or []
+            if str(binding.get("HostPort", "")).isdigit()}  # fmt: skip
+
+
+def _published_ports(project: Project, replaced: set[str]) -> dict[tuple[str, int], str]:
+    """(address, port) pairs that running containers publish, with the container's name, but for
+    the containers of ``replaced`` (ids of our hosts `up` replaces: their ports come free).
 
     This is what the engine itself knows, so it also works when the engine is remote.
     """
-    taken = {}
-    for container in project.client.containers.list():
-        if container.labels.get(f"{LABEL_PREFIX}project") == project.spec.project:
-            continue
-        for bindings in (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).values():
-            for binding in bindings or []:
-                if str(binding.get("HostPort", "")).isdigit():
-                    taken[(str(binding.get("HostIp") or ""), int(binding["HostPort"]))] = container.name
-    return taken
+    return {pair: container.name for container in project.client.containers.list()
+            if container.id not in replaced for pair in published_ports(container)}  # fmt: skip
 
 
 def port_problems(project: Project, hosts: list[Host], ours: Mapping[str, Container]) -> list[str]:
-    """Ports another process or container already holds (our own running host may keep its own)."""
+    """Ports another process or container holds, for every host `up` will (re)create, before
+    anything is removed: the new port of a host whose port changed too (compose would remove the
+    old container first, then fail to bind, leaving the host down). A host's own container,
+    running or restarting, may keep the very port it publishes."""
     problems = []
-    published = _published_ports(project)
+    replaced = {ours[h.name].id for h in hosts if h.name in ours}
+    published = _published_ports(project, replaced)
     for host in hosts:
         container = ours.get(host.name)
-        if container is not None and container.status == "running":
-            continue  # it holds its own port; compose recreates it in place
+        if container is not None and host.ssh_port in {port for _, port in published_ports(container)}:
+            continue  # its own container holds it (also while restarting); compose frees it in place
         path = f"hosts.{host.name}.ssh_port"
         holder = next((name for (address, port), name in published.items()
                        if port == host.ssh_port and _clash(address, host.bind_address)), None)  # fmt: skip

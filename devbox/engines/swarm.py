@@ -24,7 +24,15 @@ from devbox.engines.preflight import port_problems, raise_all, resource_problems
 from devbox.errors import EngineError, UsageError
 from devbox.layout import secret_sources
 from devbox.project import recreating_note
-from devbox.render import HEALTHCHECK, LABEL_PREFIX, RenderedProject, connect_address
+from devbox.render import (
+    HEALTHCHECK,
+    LABEL_PREFIX,
+    RenderedProject,
+    connect_address,
+    home_directory,
+    home_volume,
+    named_volumes,
+)
 from devbox.spec import Host, Spec
 
 if TYPE_CHECKING:
@@ -75,6 +83,9 @@ def service_definition(spec: Spec, host: Host, tag: str, config_hash: str, secre
     for volume in host.volumes:
         source = f"{spec.project}_{volume.source}" if volume.kind == "volume" else volume.source
         mounts.append(Mount(target=volume.target, source=source, type=volume.kind, read_only=volume.read_only))
+    home = home_volume(spec, host)
+    if home:
+        mounts.append(Mount(target=home_directory(spec), source=f"{spec.project}_{home}", type="volume"))
     if host.docker_socket:
         mounts.append(Mount(target="/var/run/docker.sock", source="/var/run/docker.sock", type="bind"))
     policy, _, attempts = host.restart.partition(":")
@@ -283,8 +294,8 @@ def remove_all(project: Project, volumes: bool) -> None:
     for network in project.client.networks.list(names=[network_name(project.spec)]):
         network.remove()
     if volumes:
-        for name in {f"{project.spec.project}_{v.source}" for h in project.spec.hosts for v in h.volumes
-                     if v.kind == "volume"}:  # fmt: skip
+        for name in {f"{project.spec.project}_{v}" for h in project.spec.hosts
+                     for v in named_volumes(project.spec, h)}:  # fmt: skip
             # the engine's name filter matches parts of names: another project's volume too
             for volume in project.client.volumes.list(filters={"name": name}):
                 if volume.name == name:

@@ -156,6 +156,8 @@ HOST_SETTINGS_FIELDS = (
                                  "{value!r} is not supported (use host, private or shareable)")),
           "IPC namespace: host, private or shareable."),
     Field("cpuset", Nullable(CpuSet()), "Pinned CPUs, e.g. 0-3 or 0,2,4: hard CPU isolation."),
+    Field("home_volume", Flag(), "Keep the user's home in a named volume of its own (HOST-home): it survives "
+          "recreation and down, only down --volumes deletes it.", True),
 )  # fmt: skip
 # Settings only a host itself can have.
 HOST_ONLY_FIELDS = (

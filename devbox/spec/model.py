@@ -128,6 +128,7 @@ class Host:
     cap_add: tuple[str, ...] = ()
     ipc: str | None = None
     cpuset: str | None = None
+    home_volume: bool = True  # the user's home lives in the named volume HOST-home
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property

@@ -150,6 +150,11 @@ class Container:
         if self not in self.client.containers.items:
             raise docker.errors.NotFound(f"No such container: {self.id}")
 
+    def diff(self) -> list[dict[str, Any]]:
+        """The container layer's changes as the engine lists them (``attrs["Diff"]``, set by a test)."""
+        self.client.record("container.diff", name=self.name)
+        return list(self.attrs.get("Diff") or [])
+
     def exec_run(self, cmd: list[str], **kwargs: Any) -> ExecResult:
         self.client.record("container.exec_run", name=self.name, cmd=list(cmd), **kwargs)
         argv = list(cmd)

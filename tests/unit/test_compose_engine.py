@@ -341,3 +341,30 @@ def test_with_the_nvidia_hook_the_probe_starts_and_the_empty_image_is_made_once(
 def test_another_engine_error_at_the_probe_does_not_claim_there_is_no_gpu(client):
     client.errors["container.start"] = docker.errors.APIError("OCI runtime create failed: /devbox-gpu-probe: no such file")
     assert gpu_runtime_available(client, {"runtimes": ["runc"]}) is True
+
+
+def test_a_restarting_host_is_not_blamed_on_another_program(client, make_project, monkeypatch):
+    """Listed as restarting, its container runs again (docker-proxy holds the port) by the time
+    the port is tried: the port is the host's own, not another program's (issue 13, case 10)."""
+    monkeypatch.delenv("DOCKER_HOST")
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        port = proxy.getsockname()[1]
+        project = make_project(hosts={"master": {"ssh_port": port}})
+        ours = client.containers.add("lab-master-1", labels={"devbox.project": "lab", "devbox.host": "master"},
+                                     status="restarting",
+                                     host_config={"PortBindings": {"22/tcp": [{"HostPort": str(port)}]}})  # fmt: skip
+        assert port_problems(project, list(project.spec.hosts), {"master": ours}) == []
+
+
+def test_a_running_host_moving_to_a_taken_port_is_refused(client, make_project, monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        project = make_project(hosts={"master": {"ssh_port": port}})
+        ours = client.containers.add("lab-master-1", labels={"devbox.project": "lab", "devbox.host": "master"},
+                                     host_config={"PortBindings": {"22/tcp": [{"HostPort": "4432"}]}})  # fmt: skip
+        assert "already taken" in port_problems(project, list(project.spec.hosts), {"master": ours})[0]

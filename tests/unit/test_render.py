@@ -48,12 +48,13 @@ def test_compose_says_what_seed_001_says(seed_spec):
         assert mine["ports"] == theirs["ports"]
         assert mine["restart"] == theirs["restart"]
         assert mine["networks"] == theirs["networks"]
-        # the named volume, minus docker.sock (opt-in only)
-        assert mine["volumes"] == [v for v in theirs["volumes"] if "docker.sock" not in v]
+        # the named volume, minus docker.sock (opt-in only), plus the home kept in a volume
+        assert mine["volumes"] == [v for v in theirs["volumes"] if "docker.sock" not in v] + [
+            f"{name}-home:/home/developer"]
         # minus plaintext passwords: the environment holds no password at all
         assert not any("PASSWORD" in key for key in mine.get("environment", {}))
     assert ours["networks"] == reference["networks"]
-    assert ours["volumes"] == reference["volumes"]
+    assert ours["volumes"] == {**reference["volumes"], **{f"{name}-home": {} for name in reference["services"]}}
 
 
 def test_all_hosts_share_one_built_image(seed_spec):
@@ -124,7 +125,8 @@ def test_opt_ins_render_only_when_asked():
               "bind_address": "::1", "hostname": "bee"},
     })  # fmt: skip
     a, b = compose(spec)["services"].values()
-    assert not {"privileged", "ipc", "cap_add", "devices", "ulimits", "volumes"} & set(a)
+    assert not {"privileged", "ipc", "cap_add", "devices", "ulimits"} & set(a)
+    assert a["volumes"] == ["a-home:/home/developer"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in b["volumes"]
     assert b["privileged"] is True and b["ipc"] == "host" and b["cap_add"] == ["SYS_PTRACE"]
     assert b["ulimits"] == {"memlock": -1} and b["devices"] == ["/dev/ttyUSB0"]
@@ -213,3 +215,14 @@ def test_render_never_overwrites_files_it_did_not_write(tmp_path, seed_spec):
     render_to(seed_spec, tmp_path / "out", {})
     (tmp_path / "out" / "Dockerfile").write_text("edited\n")
     render_to(seed_spec, tmp_path / "out", {})
+
+
+def test_home_lives_in_a_volume_unless_switched_off_or_mounted_already(seed_spec):
+    from dataclasses import replace
+
+    master, worker = seed_spec.hosts[:2]
+    spec = replace(seed_spec, hosts=(replace(master, home_volume=False), worker, *seed_spec.hosts[2:]))
+    data = compose(spec)
+    assert not any("/home/" in v for v in data["services"][master.name]["volumes"])
+    assert f"{worker.name}-home:/home/developer" in data["services"][worker.name]["volumes"]
+    assert f"{master.name}-home" not in data["volumes"]

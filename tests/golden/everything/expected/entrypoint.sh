@@ -24,6 +24,20 @@ install -m 600 "$secrets/devbox_host_key" /etc/ssh/ssh_host_ed25519_key
 # This host's sshd settings (root login, password authentication); read before the image's.
 install -m 644 "$secrets/devbox_sshd_config" /etc/ssh/sshd_config.d/10-devbox-host.conf
 
+# The user's home is a named volume (kept across recreation): Docker seeds it from the image at
+# its first mount. One that starts empty gets the skeleton; one made under another UID (image.uid
+# changed since) is handed to the user as it is now.
+home=$(getent passwd "$user" | cut -d: -f6)
+group=$(id -gn "$user")
+if [ -d "$home" ]; then
+    if [ -z "$(ls -A "$home")" ]; then
+        cp -a /etc/skel/. "$home"/
+        chown -R "$user:$group" "$home"
+    elif [ "$(stat -c %u:%g "$home")" != "$(id -u "$user"):$(id -g "$user")" ]; then
+        chown -R "$user:$group" "$home"
+    fi
+fi
+
 # Public keys for the user (and for root when root login is allowed).
 accounts=$user
 while IFS= read -r line; do

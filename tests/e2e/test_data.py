@@ -1,0 +1,246 @@
+"""Nothing a user makes is lost (issue 13): homes kept in volumes, consent before discarding a
+container's own files, one owner per project, state that survives damage and interruption."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _volumes(docker_client, project):
+    return sorted(v.name for v in docker_client.volumes.list() if v.name.startswith(f"{project}_"))
+
+
+def test_home_is_kept_across_recreation_and_down_until_down_volumes(make_stack, docker_client):
+    stack = make_stack(["master", "worker"], defaults={"home_volume": True})
+    stack.spec["hosts"]["worker"]["home_volume"] = False
+    stack.write_spec()
+    stack.devbox("up")
+    assert _volumes(docker_client, stack.name) == [f"{stack.name}_master-home"]
+    stack.ssh("master", "echo kept > ~/notes.txt")
+    old = stack.container(docker_client, "master").id
+    stack.spec["defaults"]["environment"] = {"ADDED": "1"}  # recreates every host
+    stack.write_spec()
+    stack.devbox("up")
+    assert stack.container(docker_client, "master").id != old
+    assert stack.ssh("master", "cat ~/notes.txt").strip() == "kept"
+    assert stack.ssh("master", "test -f ~/.bashrc && stat -c %U ~").strip() == "developer"
+    stack.devbox("down")
+    stack.devbox("up")
+    assert stack.ssh("master", "cat ~/notes.txt").strip() == "kept"
+    stack.devbox("down", "--volumes", "--yes")
+    assert _volumes(docker_client, stack.name) == []
+    stack.devbox("up")
+    assert stack.ssh("master", "ls -A ~; test ! -e ~/notes.txt && echo fresh").split()[-1] == "fresh"
+    assert ".bashrc" in stack.ssh("master", "ls -A ~")  # seeded from the skeleton again
+
+
+def test_home_follows_a_changed_uid(make_stack, docker_client):
+    stack = make_stack(1, image={"uid": 2000, "gid": 2000})
+    stack.devbox("up")
+    stack.ssh("master", "mkdir -p ~/code && echo x > ~/code/a.py")
+    stack.spec["image"]["uid"] = 2001
+    stack.spec["image"]["gid"] = 2001
+    stack.write_spec()
+    stack.devbox("up")
+    assert stack.ssh("master", "id -u; stat -c %u:%g ~ ~/code/a.py; cat ~/code/a.py").split() == [
+        "2001", "2001:2001", "2001:2001", "x"]
+
+
+def test_render_waits_for_the_project_lock(make_stack):
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    stack = make_stack(1)
+    stack.state.mkdir()
+    with open(stack.state / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        render = subprocess.Popen([sys.executable, "-m", "devbox", "render"], cwd=stack.directory,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(3)
+        assert render.poll() is None, "render did not wait for the lock another command holds"
+        assert not (stack.state / "credentials.yaml").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    out, _ = render.communicate(timeout=60)
+    assert render.returncode == 0 and "waiting for another devbox command" in out
+
+
+@pytest.mark.parametrize(("name", "content", "command"), [
+    ("credentials.yaml", "master: [developer]\n", "render"),
+    ("credentials.yaml", "master:\n  developer: {source: generated, password: 12345, hash: x}\n", "render"),
+    ("credentials.yaml", b"master: \xff\xfe\n", "render"),
+    ("known_hosts", "not a known_hosts line\n", "check"),
+    ("known_hosts", b"\xff\xfe\x00 devbox\n", "check"),
+    ("gpus.json", "{not json", "status"),
+])  # fmt: skip
+def test_damaged_state_files_give_one_line_with_the_fix(make_stack, name, content, command):
+    stack = make_stack(1)
+    stack.devbox("render")
+    path = stack.state / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    result = stack.devbox(command, check=False)
+    assert result.returncode in (1, 2), result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and name in errors[0], result.stderr
+    assert "remove" in errors[0] or "fix" in errors[0] or "quote" in errors[0]
+
+
+def test_init_refuses_a_gitignore_that_is_a_folder(make_stack):
+    stack = make_stack(1)
+    folder = stack.directory / "fresh"
+    (folder / ".gitignore").mkdir(parents=True)
+    result = stack.devbox("init", str(folder), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("error:") == 1 and ".gitignore" in result.stderr
+    assert not (folder / "devbox.yaml").exists()
+
+
+def test_a_password_edited_by_hand_is_applied_by_up(make_stack):
+    import yaml
+
+    stack = make_stack(1)
+    stack.devbox("up")
+    path = stack.state / "credentials.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["master"]["developer"]["password"] = "chosen-by-hand-1"
+    path.write_text(yaml.safe_dump(data))
+    result = stack.devbox("up")
+    assert "passwords edited" in result.stdout
+    assert stack.ssh("master", "echo in", password="chosen-by-hand-1").strip() == "in"
+
+
+def test_a_lost_host_key_is_derived_or_the_host_restarted_keeping_its_files(make_stack, docker_client):
+    import shutil
+
+    stack = make_stack(1)
+    stack.devbox("up")
+    key = stack.host_key("master")
+    container = stack.container(docker_client, "master")
+    assert container.exec_run(["touch", "/opt/outside-volumes"]).exit_code == 0
+    for public in (stack.state / "hostkeys" / "master").glob("*.pub"):
+        public.unlink()
+    assert "nothing changed" in stack.devbox("up").stdout
+    assert stack.host_key("master") == key  # derived from the kept private key, not a new pair
+    stack.ssh("master", "true")
+    shutil.rmtree(stack.state / "hostkeys" / "master")
+    result = stack.devbox("up")
+    assert "restarting master" in result.stdout
+    assert stack.host_key("master") != key
+    stack.ssh("master", "true")
+    assert stack.container(docker_client, "master").id == container.id
+    assert container.exec_run(["test", "-e", "/opt/outside-volumes"]).exit_code == 0
+
+
+def test_a_new_port_another_program_holds_is_refused_before_the_host_is_touched(make_stack, docker_client, free_port):
+    import socket
+
+    stack = make_stack(1)
+    stack.devbox("up")
+    stack.ssh("master", "echo kept > /tmp/x")
+    before = stack.container(docker_client, "master")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", free_port()))
+        holder.listen()
+        stack.spec["hosts"]["master"]["ssh_port"] = holder.getsockname()[1]
+        stack.write_spec()
+        result = stack.devbox("up", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "hosts.master.ssh_port" in result.stderr and "already taken" in result.stderr
+    after = stack.container(docker_client, "master")
+    assert after.id == before.id and after.status == "running"
+
+
+def test_a_crash_looping_host_is_not_blamed_on_another_program(make_stack, docker_client):
+    import time
+
+    stack = make_stack(1, defaults={"restart": "always"})
+    stack.devbox("up")
+    container = stack.container(docker_client, "master")
+    container.exec_run(["sh", "-c", "rm /usr/sbin/sshd && kill 1"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.attrs.get("RestartCount", 0) >= 2:
+            break
+        time.sleep(0.5)
+    result = stack.devbox("up", "--timeout", "20", check=False)
+    assert result.returncode == 1
+    assert "another program" not in result.stderr and "already" not in result.stderr, result.stderr
+    assert "exited with code" in result.stderr and "sshd" in result.stderr, result.stderr
+
+
+def test_up_and_down_name_files_outside_volumes_and_ask_first(make_stack, docker_client):
+    stack = make_stack(1)
+    stack.devbox("up")
+    stack.ssh("master", "echo notes > ~/kept-in-home")  # in the home volume: nothing to ask
+    container = stack.container(docker_client, "master")
+    assert container.exec_run(["sh", "-c", "echo tool > /usr/local/bin/tool"]).exit_code == 0
+    stack.spec["defaults"]["environment"] = {"ADDED": "1"}
+    stack.write_spec()
+    refused = stack.devbox("up", check=False)  # no terminal, no --yes
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "master: 1 file outside its volumes: /usr/local/bin/tool" in refused.stdout
+    assert "--yes" in refused.stderr
+    assert stack.container(docker_client, "master").id == container.id
+    refused = stack.devbox("down", check=False)
+    assert refused.returncode == 1 and "/usr/local/bin/tool" in refused.stdout
+    assert stack.container(docker_client, "master").status == "running"
+    stack.devbox("up", "--yes")
+    assert stack.container(docker_client, "master").id != container.id
+    assert stack.ssh("master", "cat ~/kept-in-home").strip() == "notes"
+    stack.spec["defaults"]["environment"] = {"ADDED": "2"}  # logins and restarts alone: no question
+    stack.write_spec()
+    stack.devbox("up")
+    stack.devbox("down")
+
+
+def test_two_specs_in_one_folder_keep_their_own_state(make_stack, docker_client, free_port):
+    import yaml
+
+    stack = make_stack(1)
+    other = {**stack.spec, "project": f"{stack.name}-b", "hosts": {"solo": {"ssh_port": free_port()}}}
+    (stack.directory / "a.yaml").write_text(yaml.safe_dump(stack.spec))
+    (stack.directory / "b.yaml").write_text(yaml.safe_dump(other))
+    try:
+        stack.devbox("-f", "a.yaml", "up")
+        stack.devbox("-f", "b.yaml", "up")
+        b_state = stack.directory / ".devbox-b"
+        b_password = yaml.safe_load((b_state / "credentials.yaml").read_text())["solo"]["developer"]["password"]
+        stack.devbox("-f", "a.yaml", "up")
+        assert yaml.safe_load((b_state / "credentials.yaml").read_text())["solo"]["developer"]["password"] == b_password
+        assert "PASS" in stack.devbox("-f", "b.yaml", "check").stdout
+        # the same project name from the other file is refused, not taken over
+        (stack.directory / "b.yaml").write_text(yaml.safe_dump({**other, "project": stack.name}))
+        refused = stack.devbox("-f", "b.yaml", "up", check=False)
+        assert refused.returncode == 1 and "already runs" in refused.stderr, refused.stderr
+        assert stack.container(docker_client, "master").status == "running"
+    finally:
+        (stack.directory / "b.yaml").write_text(yaml.safe_dump(other))
+        stack.devbox("-f", "b.yaml", "down", "--volumes", "--yes", check=False)
+        stack.devbox("-f", "a.yaml", "down", "--volumes", "--yes", check=False)
+
+
+def test_old_images_go_but_the_one_in_use_and_the_one_before_stay(make_stack, docker_client):
+    stack = make_stack(1)
+    stack.devbox("up")
+    foreign = f"devbox-{stack.name}:not-built-by-devbox"
+    docker_client.images.get(stack.spec["image"]["base"]).tag(foreign)
+    try:
+        tags = []
+        for step in range(3):
+            stack.spec["image"]["extra_lines"] = [f"RUN echo {step} > /etc/devbox-test-step"]
+            stack.write_spec()
+            stack.devbox("up")
+            tags.append(stack.container(docker_client, "master").attrs["Config"]["Image"])
+        built = {t for i in docker_client.images.list(filters={"label": f"devbox.project={stack.name}"}) for t in i.tags}
+        assert built == set(tags[-2:])
+        assert docker_client.images.list(name=foreign)
+    finally:
+        docker_client.images.remove(foreign)
