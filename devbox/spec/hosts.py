@@ -84,6 +84,7 @@ def _assemble(name: str, v: dict[str, Any], origins: dict[str, str], gpu_enabled
         shm_size=_shm(v["shm_size"], where["shm_size"], limits, reading),
         ulimits=tuple(Ulimit(key, *pair) for key, pair in sorted(v["ulimits"].items())),
         devices=tuple(v["devices"]), cap_add=tuple(v["cap_add"]), ipc=v["ipc"], cpuset=v["cpuset"],
+        node=v["node"], node_labels=tuple(sorted(v["node_labels"].items())),
         origins=tuple(sorted(origins.items())),
     )  # fmt: skip
     if not host.password_auth and not host.authorized_keys:
