@@ -308,7 +308,8 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
     """Log in to HOST with the system ssh client (host key checked): devbox ssh HOST [-- CMD]."""
     import shutil
 
-    from devbox.render import connect_address, host_key_alias
+    from devbox.engines import engine_for
+    from devbox.render import host_key_alias
 
     project = _project(ctx)
     target = project.host(host)
@@ -323,7 +324,7 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
         "-o", f"UserKnownHostsFile={project.layout.known_hosts}",
         "-o", f"HostKeyAlias={host_key_alias(project.spec, target)}",
         "-o", "StrictHostKeyChecking=yes",
-        f"{project.spec.image.user}@{connect_address(target)}", *command,
+        f"{project.spec.image.user}@{engine_for(project.spec).addresses(project, [target])[target.name]}", *command,
     ]  # fmt: skip
     os.execv(binary, argv)  # noqa: S606 - replaces devbox with ssh, argument list only
 
