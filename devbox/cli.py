@@ -332,6 +332,7 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
     """Log in to HOST with the system ssh client (host key checked): devbox ssh HOST [-- CMD]."""
     import shutil
 
+    from devbox.engines import engine_for
     from devbox.render import ssh_argv
 
     project = _project(ctx)
@@ -342,7 +343,8 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
 
         raise UsageError("no ssh client on PATH (install openssh-client)")
     project.rendered_once()
-    argv = ssh_argv(project.spec, target, str(project.layout.known_hosts), command)
+    address = engine_for(project.spec).addresses(project, [target])[target.name]
+    argv = ssh_argv(project.spec, target, str(project.layout.known_hosts), command, address)
     os.execv(binary, argv)  # noqa: S606 - replaces devbox with ssh, argument list only
 
 

@@ -41,7 +41,7 @@ def up(project: Project, only: list[str] | None = None,
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
     with project.lock():
         rendered = project.render(allocate_gpus=engine.allocates_gpus)
-        with project.start_watch() as started:
+        with engine.start_watch(project) as started:
             engine.converge(project, hosts, rendered, only=bool(only))
             started.see_running()
             targets = login_targets(project, hosts)

@@ -513,16 +513,18 @@ def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None) 
     return "\n".join(blocks)
 
 
-def ssh_argv(spec: Spec, host: Host, known_hosts: str, command: tuple[str, ...] = ()) -> list[str]:
-    """The system ssh's arguments for `devbox ssh`. ssh reads each -o through its config parser,
-    which splits an unquoted value at spaces (UserKnownHostsFile takes a list of files): a
-    project folder with a space in its path would check the host key against no file."""
+def ssh_argv(spec: Spec, host: Host, known_hosts: str, command: tuple[str, ...] = (),
+             address: str | None = None) -> list[str]:  # fmt: skip
+    """The system ssh's arguments for `devbox ssh` (``address``: where the engine says the host
+    is reached, e.g. its swarm node). ssh reads each -o through its config parser, which splits
+    an unquoted value at spaces (UserKnownHostsFile takes a list of files): a project folder with
+    a space in its path would check the host key against no file."""
     return [
         "ssh", "-p", str(host.ssh_port), "-l", spec.image.user,
         "-o", f"UserKnownHostsFile={_ssh_quote(known_hosts)}",
         "-o", f"HostKeyAlias={host_key_alias(spec, host)}",
         "-o", "StrictHostKeyChecking=yes",
-        connect_address(host), *command,
+        address or connect_address(host), *command,
     ]  # fmt: skip
 
 

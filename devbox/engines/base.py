@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from devbox.docker_api import StartWatch
     from devbox.project import Project
     from devbox.render import RenderedProject
     from devbox.spec import Host, Spec
@@ -54,6 +55,11 @@ class Engine(ABC):
     @abstractmethod
     def all_logs(self, project: Project, follow: bool, tail: str) -> None:
         """Every host's logs, each line prefixed with its host."""
+
+    def start_watch(self, project: Project) -> StartWatch:
+        """Host starts as they happen (see devbox.docker_api.StartWatch), so `up` probes each
+        host once it runs."""
+        return project.start_watch()
 
     def memory_reservations(self, project: Project) -> dict[str, int] | None:
         """Memory reservations as the engine applied them, by host, where the container does not

@@ -14,13 +14,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from devbox.docker_api import engine_facts
+from devbox.docker_api import StartWatch, engine_facts
 from devbox.engines.base import Engine, build_image
 from devbox.engines.preflight import port_problems, raise_all, resource_problems
+from devbox.engines.swarm_nodes import (
+    GPU_RESOURCE,
+    Node,
+    constraints,
+    image_problems,
+    placement_problems,
+    push,
+    pushed_reference,
+    read_nodes,
+    registry_problems,
+)
 from devbox.errors import EngineError, UsageError
 from devbox.layout import secret_sources
 from devbox.project import recreating_note
@@ -36,11 +48,9 @@ from devbox.render import (
 from devbox.spec import Host, Spec
 
 if TYPE_CHECKING:
-    import docker
 
     from devbox.project import Project
 
-GPU_RESOURCE = "NVIDIA-GPU"
 # What a swarm service cannot express (Docker's service API has no such fields), by host setting.
 SWARM_UNSUPPORTED = ("ulimits", "devices", "privileged", "ipc", "cpuset")
 _WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
@@ -60,20 +70,27 @@ def secret_name(spec: Spec, host: Host, target: str, content: bytes) -> str:
     return f"{spec.project}_{host.name}_{target.removeprefix('devbox_')}_{hashlib.sha256(content).hexdigest()[:10]}"
 
 
-def service_hash(rendered: RenderedProject, host: Host) -> str:
-    """The service's config-hash label: the host's config hash and its passwords. A task reads
-    its passwords from a secret, which cannot change, so a new password needs a new service."""
-    return f"{rendered.config_hashes[host.name]}-{rendered.password_digests[host.name]}"
+def service_hash(rendered: RenderedProject, host: Host, definition: Mapping[str, Any] | None = None) -> str:
+    """The service's config-hash label: the host's config hash, its passwords (a task reads them
+    from a secret, which cannot change, so a new password needs a new service) and a digest of
+    the service definition itself (placement, image, mounts...: what compose's hash never sees)."""
+    base = f"{rendered.config_hashes[host.name]}-{rendered.password_digests[host.name]}"
+    if definition is None:
+        return base
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True, default=repr).encode()).hexdigest()[:12]
+    return f"{base}-{digest}"
 
 
 def _nanoseconds(text: str) -> int:
     return int(text.rstrip("s")) * 1_000_000_000
 
 
-def service_definition(spec: Spec, host: Host, tag: str, config_hash: str, secrets: dict[str, str]) -> dict[str, Any]:
+def service_definition(spec: Spec, host: Host, tag: str, config_hash: str, secrets: dict[str, str],
+                       placement: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """The keyword arguments of ``client.services.create`` for one host (pure).
 
     ``secrets`` maps each /run/secrets name to the swarm secret's name; ids are looked up later.
+    ``placement``: its constraints (devbox.engines.swarm_nodes.constraints).
     """
     from docker.types import EndpointSpec, Healthcheck, Mount, Resources, RestartPolicy, ServiceMode
 
@@ -118,6 +135,7 @@ def service_definition(spec: Spec, host: Host, tag: str, config_hash: str, secre
         ),  # fmt: skip
         "cap_add": list(host.cap_add) or None,
         "mode": ServiceMode("replicated", replicas=1),
+        "constraints": list(placement or []) or None,
     }
 
 
@@ -151,42 +169,53 @@ def _manager_problems(project: Project) -> list[str]:
     return []
 
 
-def _gpu_node_problems(project: Project) -> list[str]:
-    """GPUs must be offered as generic resources by some node."""
-    if any(host.gpus.wanted for host in project.spec.hosts) and not _nodes_offer_gpus(project.client):
-        return [f"hosts want GPUs but no swarm node offers {GPU_RESOURCE} generic resources (set "
-                "node-generic-resources in each GPU node's daemon.json, or use --no-gpu)"]  # fmt: skip
-    return []
+def _placement_problems(project: Project, nodes: list[Node] | None = None) -> list[str]:
+    """Hosts no node can take (a node that is not there, labels no node has, GPUs no node
+    advertises), and a registry that does not answer: before anything is built or deployed."""
+    if not any(host.gpus.wanted or host.node or host.node_labels for host in project.spec.hosts):
+        found = []  # the swarm places every host: nodes need not be read
+    else:
+        found = placement_problems(project.spec, nodes if nodes is not None else read_nodes(project.client))
+    return found + registry_problems(project.spec)
 
 
-def _nodes_offer_gpus(client: docker.DockerClient) -> bool:
-    for node in client.nodes.list():
-        resources = node.attrs.get("Description", {}).get("Resources", {}).get("GenericResources") or []
-        if any(GPU_RESOURCE in str(resource) for resource in resources):
-            return True
-    return False
-
-
-def _ensure_secrets(project: Project, host: Host) -> dict[str, str]:
-    """Create this host's secrets (if new); returns /run/secrets name -> swarm secret name.
+def planned_secrets(project: Project, host: Host) -> dict[str, str]:
+    """The host's secrets as rendered: /run/secrets name -> swarm secret name (named by content).
 
     Swarm refuses empty secrets; an empty file (no authorized keys) is left out, which the
     entrypoint treats the same way.
     """
-    client = project.client
-    ours = {"label": f"{LABEL_PREFIX}project={project.spec.project}"}
-    existing = {secret.name for secret in client.secrets.list(filters=ours)}
     wanted = {}
     for path, target in secret_sources(host.name).items():
         content = (project.folder / path).read_bytes()
-        if not content:
-            continue
-        name = secret_name(project.spec, host, target, content)
-        if name not in existing:
-            client.secrets.create(name=name, data=content, labels={f"{LABEL_PREFIX}project": project.spec.project,
-                                                                  f"{LABEL_PREFIX}host": host.name})  # fmt: skip
-        wanted[target] = name
+        if content:
+            wanted[target] = secret_name(project.spec, host, target, content)
     return wanted
+
+
+def _ensure_secrets(project: Project, host: Host) -> dict[str, str]:
+    """Create this host's secrets (if new); returns /run/secrets name -> swarm secret name."""
+    client = project.client
+    ours = {"label": f"{LABEL_PREFIX}project={project.spec.project}"}
+    existing = {secret.name for secret in client.secrets.list(filters=ours)}
+    wanted = planned_secrets(project, host)
+    for target, name in wanted.items():
+        if name not in existing:
+            path = next(path for path, t in secret_sources(host.name).items() if t == target)
+            client.secrets.create(name=name, data=(project.folder / path).read_bytes(),
+                                  labels={f"{LABEL_PREFIX}project": project.spec.project,
+                                          f"{LABEL_PREFIX}host": host.name})  # fmt: skip
+    return wanted
+
+
+def planned_service(project: Project, host: Host, rendered: RenderedProject, nodes: list[Node]) -> dict[str, Any]:
+    """The host's service definition as `up` would create it, its config-hash label included
+    (a digest of the definition itself: any change to it replaces the service)."""
+    image = pushed_reference(project.spec, rendered.image_tag)
+    definition = service_definition(project.spec, host, image, "", planned_secrets(project, host),
+                                     constraints(host, nodes))  # fmt: skip
+    definition["labels"][f"{LABEL_PREFIX}config-hash"] = service_hash(rendered, host, definition)
+    return definition
 
 
 def _ensure_network(project: Project) -> None:
@@ -210,41 +239,66 @@ def _running(service: Any) -> bool:
     return any(task["Status"]["State"] == "running" for task in service.tasks(filters={"desired-state": "running"}))
 
 
-def stale_hosts(project: Project, hosts: list[Host], rendered: RenderedProject) -> list[Host]:
-    """Hosts whose service is missing, changed or not running."""
+def _config_hash(definition: Mapping[str, Any]) -> str:
+    return str(definition["labels"][f"{LABEL_PREFIX}config-hash"])
+
+
+def stale_hosts(project: Project, hosts: list[Host], rendered: RenderedProject,
+                nodes: list[Node] | None = None) -> list[Host]:  # fmt: skip
+    """Hosts whose service is missing, changed (its definition's hash) or not running."""
     services = _services(project)
+    nodes = read_nodes(project.client) if nodes is None else nodes
     stale = []
     for host in hosts:
         service = services.get(host.name)
         current = service.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}config-hash") if service else None
-        if current != service_hash(rendered, host) or not _running(service):
+        if current != _config_hash(planned_service(project, host, rendered, nodes)) or not _running(service):
             stale.append(host)
     return stale
 
 
-def deploy(project: Project, hosts: list[Host], rendered: RenderedProject) -> None:
-    """(Re)create the services of ``hosts`` and wait until each has a running task."""
+def deploy(project: Project, hosts: list[Host], rendered: RenderedProject, nodes: list[Node] | None = None,
+           image: str | None = None) -> None:  # fmt: skip
+    """(Re)create the services of ``hosts`` and wait until each has a running task. ``image``:
+    the reference tasks run (REPO@sha256:... once pushed), default the rendered tag."""
     from docker.types import NetworkAttachmentConfig, SecretReference
 
     _ensure_network(project)
     services = _services(project)
+    nodes = read_nodes(project.client) if nodes is None else nodes
     for host in hosts:
         names = _ensure_secrets(project, host)
         ids = {s.name: s.id for s in project.client.secrets.list(filters={"names": list(names.values())})}
-        definition = service_definition(project.spec, host, rendered.image_tag, service_hash(rendered, host), names)
+        definition = planned_service(project, host, rendered, nodes)
+        definition["image"] = image or rendered.image_tag
         definition["secrets"] = [SecretReference(ids[name], name, filename=target, mode=0o400)
                                  for target, name in names.items()]  # fmt: skip
         definition["networks"] = [NetworkAttachmentConfig(network_name(project.spec),
                                                           aliases=sorted({host.name, host.hostname}))]  # fmt: skip
         if host.name in services:
             project.say(recreating_note([service_name(project.spec, host)]))
-            services[host.name].remove()
-            _wait_gone(project, host)
+            _retire(project, host, services[host.name])
         project.say(f"starting service {service_name(project.spec, host)}")
         project.client.services.create(**definition)
     for host in hosts:
         _wait_running(project, host)
     _remove_unused_secrets(project)
+
+
+def _retire(project: Project, host: Host, service: Any, seconds: float = 60) -> None:
+    """Stop a service's task, then remove the service: its host port and volume are free when
+    this returns, on whichever node it ran (the manager sees tasks of every node, not their
+    containers)."""
+    with contextlib.suppress(Exception):  # a service that cannot scale (gone already) is removed anyway
+        service.scale(0)
+        deadline = time.monotonic() + seconds
+        while any(t["Status"]["State"] in _TASK_ALIVE for t in service.tasks()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    service.remove()
+    _wait_gone(project, host)
+
+
+_TASK_ALIVE = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running")
 
 
 def _wait_gone(project: Project, host: Host, seconds: float = 60) -> None:
@@ -288,8 +342,7 @@ def remove_all(project: Project, volumes: bool) -> None:
     services = _services(project)
     for host in project.spec.hosts:
         if host.name in services:
-            services[host.name].remove()
-            _wait_gone(project, host)
+            _retire(project, host, services[host.name])
     _remove_unused_secrets(project)
     for network in project.client.networks.list(names=[network_name(project.spec)]):
         network.remove()
@@ -303,19 +356,35 @@ def remove_all(project: Project, volumes: bool) -> None:
 
 
 def node_addresses(project: Project, hosts: list[Host]) -> dict[str, str]:
-    """Where to reach each host's SSH port: its own address on this engine's node, else the
-    address of the node its task runs on."""
+    """Where to reach each host's SSH port: the address of the node its task runs on (host-mode
+    ports listen on every address of that node), else its own address."""
     services = _services(project)
-    own = (project.client.info().get("Swarm") or {}).get("NodeID")
     found = {}
     for host in hosts:
         found[host.name] = connect_address(host)
         service = services.get(host.name)
         for task in service.tasks(filters={"desired-state": "running"}) if service else []:
-            if task.get("NodeID") and task["NodeID"] != own:
-                found[host.name] = str(project.client.nodes.get(task["NodeID"]).attrs["Status"]["Addr"])
+            address = str(project.client.nodes.get(task["NodeID"]).attrs["Status"].get("Addr", "")) \
+                if task.get("NodeID") else ""
+            if address and address not in _WILDCARDS:
+                found[host.name] = address
                 break
     return found
+
+
+class TaskWatch(StartWatch):
+    """Host starts on every node: the engine's events show only its own node's containers, so a
+    host whose service has a running task (on any node) counts as started too."""
+
+    def __init__(self, project: Project) -> None:
+        super().__init__(project.client, f"{LABEL_PREFIX}project={project.spec.project}", f"{LABEL_PREFIX}host")
+        self._project = project
+
+    def see_running(self) -> None:
+        super().see_running()
+        for host, service in _services(self._project).items():
+            if _running(service):
+                self._gate(host).set()
 
 
 
@@ -342,12 +411,19 @@ class SwarmEngine(Engine):
         return _manager_problems(project)
 
     def gpu_problems(self, project: Project, facts: Mapping[str, Any]) -> list[str]:
-        return _gpu_node_problems(project)
+        return [line for line in _placement_problems(project) if ".gpus:" in line]
+
+    def start_watch(self, project: Project) -> StartWatch:
+        return TaskWatch(project)
 
     def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
-        """The same plan as compose's, with services instead of containers."""
-        raise_all(_manager_problems(project) + _gpu_node_problems(project))
-        stale = stale_hosts(project, hosts, rendered)
+        """The same plan as compose's, with services instead of containers: placement and the
+        registry are checked first, the image pushed (or found on every node) before any
+        service changes."""
+        raise_all(_manager_problems(project))
+        nodes = read_nodes(project.client)
+        raise_all(_placement_problems(project, nodes))
+        stale = stale_hosts(project, hosts, rendered, nodes)
         if not stale:
             project.say(f"nothing changed: {len(hosts)} services already up to date")
             return
@@ -355,7 +431,15 @@ class SwarmEngine(Engine):
         raise_all(port_problems(project, stale, project.containers()) + resource_problems(project.spec, facts))
         if not project.client.images.list(name=rendered.image_tag):
             build_image(project, rendered.image_tag)
-        deploy(project, stale, rendered)
+        image = rendered.image_tag
+        if project.spec.image.registry:
+            reference = pushed_reference(project.spec, rendered.image_tag)
+            project.say(f"pushing {reference}")
+            image = push(project.client, rendered.image_tag, reference)
+        else:
+            own = (project.client.info().get("Swarm") or {}).get("NodeID", "")
+            raise_all(image_problems(project.client, project.spec, rendered.image_tag, nodes, own))
+        deploy(project, stale, rendered, nodes, image)
 
     def down(self, project: Project, volumes: bool) -> None:
         remove_all(project, volumes)

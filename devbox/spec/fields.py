@@ -83,6 +83,13 @@ IMAGE_REF = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
 MISSING_PORT = "missing (the host port for SSH, e.g. 4432)"
+# A swarm node's hostname or ID, a node label's key and value: what a placement constraint
+# (node.hostname==X, node.labels.K==V) can hold without another operator sneaking in.
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+NODE_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NODE_LABEL_VALUE = re.compile(r"^[A-Za-z0-9._/:-]{1,253}$")
+# HOST[:PORT][/PATH]: where `up` pushes the image on a swarm (a repository path below it is devbox's)
+REGISTRY = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 
 NETWORK = Table([
     Field("name", Text(VOLUME_NAME, "letters, digits, _ . -"), "The network's name.", "net"),
@@ -106,6 +113,8 @@ IMAGE = Table([
     Field("gid", AccountId("SUDO_GID", os.getgid), "The user's GID, or auto for yours."),
     Field("docker_cli", Flag(), "Install the docker CLI (use it with docker_socket).", False),
     Field("extra_lines", ListOf(OneLine()), "Verbatim Dockerfile lines, an escape hatch.", []),
+    Field("registry", Nullable(Text(REGISTRY, "HOST:PORT/PATH, e.g. registry.lab:5000/devbox")),
+          "Swarm: a registry (HOST:PORT/PATH) up pushes the image to, so every node runs it by digest."),
 ])  # fmt: skip
 
 RESOURCES = (
@@ -158,6 +167,12 @@ HOST_SETTINGS_FIELDS = (
     Field("cpuset", Nullable(CpuSet()), "Pinned CPUs, e.g. 0-3 or 0,2,4: hard CPU isolation."),
     Field("home_volume", Flag(), "Keep the user's home in a named volume of its own (HOST-home): it survives "
           "recreation and down, only down --volumes deletes it.", True),
+    Field("node", Nullable(Text(NODE_NAME, "a swarm node's hostname or ID")),
+          "Swarm: the node (hostname or ID) the host runs on; its volumes stay there."),
+    Field("node_labels", MapOf(NODE_LABEL_KEY.fullmatch, "is not a node label (letters, digits, . _ -)",
+                               {"pattern": js_pattern(NODE_LABEL_KEY)}, Text(NODE_LABEL_VALUE,
+                               "letters, digits, . _ / : -")),
+          "Swarm: run only on nodes with these labels, e.g. {gpu: a100}."),
 )  # fmt: skip
 # Settings only a host itself can have.
 HOST_ONLY_FIELDS = (

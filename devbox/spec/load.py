@@ -104,6 +104,7 @@ def _image(values: dict[str, Any]) -> Image:
         gid=values.get("gid"),
         docker_cli=bool(values["docker_cli"]),
         extra_lines=tuple(line for line in values["extra_lines"] if line),
+        registry=values.get("registry"),
     )
 
 

@@ -45,6 +45,7 @@ class Image:
     gid: int | None = None
     docker_cli: bool = False
     extra_lines: tuple[str, ...] = ()
+    registry: str | None = None  # swarm: HOST[:PORT][/PATH] the image is pushed to
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ class Host:
     ipc: str | None = None
     cpuset: str | None = None
     home_volume: bool = True  # the user's home lives in the named volume HOST-home
+    node: str | None = None  # swarm: the node (hostname or ID) it runs on
+    node_labels: tuple[tuple[str, str], ...] = ()  # swarm: labels its node must have
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property

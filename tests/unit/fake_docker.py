@@ -238,15 +238,22 @@ class Image:
     id: str
     tags: list[str]
     labels: dict[str, str] = field(default_factory=dict)
+    client: Any = None
+
+    def tag(self, repository: str, tag: str | None = None) -> bool:
+        self.client.record("image.tag", id=self.id, repository=repository, tag=tag)
+        self.tags.append(f"{repository}:{tag or 'latest'}")
+        return True
 
 
 class Images:
     def __init__(self, client: FakeDockerClient) -> None:
         self.client = client
         self.items: list[Image] = []
+        self.push_events: list[dict[str, Any]] | None = None  # what the next push reports
 
     def add(self, *tags: str, labels: dict[str, str] | None = None) -> Image:
-        image = Image(f"sha256:{next(self.client.ids)}", list(tags), dict(labels or {}))
+        image = Image(f"sha256:{next(self.client.ids)}", list(tags), dict(labels or {}), self.client)
         self.items.append(image)
         return image
 
@@ -260,6 +267,17 @@ class Images:
         if "label" in wanted:
             found = [i for i in found if _labels_match(i.labels, wanted["label"])]
         return found
+
+    def push(self, repository: str, tag: str | None = None, stream: bool = False, decode: bool = False) -> Any:
+        """The engine's push progress: ``push_events`` if set, else a status and the digest."""
+        self.client.record("images.push", repository=repository, tag=tag, stream=stream, decode=decode)
+        reference = f"{repository}:{tag}"
+        image = next((i for i in self.items if reference in i.tags), None)
+        if image is None:
+            return iter([{"error": f"An image does not exist locally with the tag: {repository}"}])
+        digest = "sha256:" + image.id.removeprefix("sha256:")[-64:].rjust(64, "0")
+        return iter(self.push_events if self.push_events is not None else
+                    [{"status": "Pushed"}, {"status": f"{tag}: digest: {digest}", "aux": {"Tag": tag, "Digest": digest}}])
 
     def get(self, name: str) -> Image:
         self.client.record("images.get", name=name)
@@ -307,6 +325,15 @@ class Service:
             found = [t for t in found if t.get("DesiredState") == wanted["desired-state"]]
         return copy.deepcopy(found)
 
+    def scale(self, replicas: int) -> bool:
+        """Scaling to 0 shuts its tasks down at once."""
+        self.client.record("service.scale", name=self.name, replicas=replicas)
+        if replicas == 0:
+            for task in self.task_list:
+                task["DesiredState"] = "shutdown"
+                task["Status"]["State"] = "shutdown"
+        return True
+
     def remove(self) -> bool:
         """Removes the service and its task containers (labelled with the service's name)."""
         self.client.record("service.remove", name=self.name)
@@ -323,6 +350,8 @@ class Services:
         # The state of the task each new service gets ("running", "failed", ...), and its error.
         self.new_task_state = "running"
         self.new_task_error = ""
+        # A job's task (the image probe) by the node its constraint names: (state, error); default complete.
+        self.job_outcomes: dict[str, tuple[str, str]] = {}
 
     def add(self, name: str, *, labels: dict[str, str] | None = None, secrets: list[dict[str, Any]] | None = None,
             resources: dict[str, Any] | None = None, tasks: list[dict[str, Any]] | None = None) -> Service:  # fmt: skip
@@ -340,11 +369,16 @@ class Services:
         name = kwargs["name"]
         if any(s.name == name for s in self.items):
             raise docker.errors.APIError(f"rpc error: code = AlreadyExists desc = name conflicts with an existing object: {name}")
-        task = {"ID": next(self.client.ids), "NodeID": self.client.info_data["Swarm"].get("NodeID", ""),
-                "DesiredState": "running", "Status": {"State": self.new_task_state, "Err": self.new_task_error}}  # fmt: skip
+        node = self.client.info_data["Swarm"].get("NodeID", "")
+        node = next((c.split("==")[1] for c in kwargs.get("constraints") or [] if c.startswith("node.id==")), node)
+        state, error = self.new_task_state, self.new_task_error
+        if "Job" in str(kwargs.get("mode")):
+            state, error = self.job_outcomes.get(node, ("complete", ""))
+        task = {"ID": next(self.client.ids), "NodeID": node, "DesiredState": "running",
+                "Status": {"State": state, "Err": error}}  # fmt: skip
         service = self.add(name, labels=kwargs.get("labels"), secrets=kwargs.get("secrets"),
                            resources=kwargs.get("resources"), tasks=[task])  # fmt: skip
-        if self.new_task_state == "running":
+        if state == "running":
             labels = {**(kwargs.get("container_labels") or {}), SERVICE_NAME_LABEL: name}
             self.client.containers.add(f"{name}.1.{task['ID'][:25]}", labels=labels, image=image)
         return service
@@ -417,10 +451,15 @@ class Nodes:
         self.client = client
         self.items: list[Node] = []
 
-    def add(self, node_id: str, address: str, generic_resources: list[dict[str, Any]] | None = None) -> Node:
-        """A node at ``address`` (Status.Addr), offering ``generic_resources`` (e.g. GPUs)."""
-        attrs = {"ID": node_id, "Status": {"State": "ready", "Addr": address},
-                 "Description": {"Resources": {"GenericResources": list(generic_resources or [])}}}  # fmt: skip
+    def add(self, node_id: str, address: str, generic_resources: list[dict[str, Any]] | None = None, *,
+            hostname: str | None = None, labels: dict[str, str] | None = None, availability: str = "active",
+            state: str = "ready", engine: dict[str, Any] | None = None) -> Node:  # fmt: skip
+        """A node at ``address`` (Status.Addr), offering ``generic_resources`` (e.g. GPUs); its
+        hostname defaults to its ID."""
+        attrs = {"ID": node_id, "Status": {"State": state, "Addr": address},
+                 "Spec": {"Availability": availability, "Labels": dict(labels or {})},
+                 "Description": {"Hostname": hostname or node_id, "Engine": dict(engine or {}),
+                                 "Resources": {"GenericResources": list(generic_resources or [])}}}  # fmt: skip
         node = Node(self.client, attrs)
         self.items.append(node)
         return node

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from devbox.engines.swarm import SwarmEngine, deploy, node_addresses, service_hash, stale_hosts
-from devbox.errors import EngineError
+from devbox.errors import EngineError, PreflightError
 from devbox.project import Project, recreating_note
 from devbox.state import Credentials
 
@@ -65,11 +65,45 @@ def test_an_engine_that_is_no_swarm_manager_is_refused(client, project):
 
 
 def test_gpus_need_a_node_that_offers_them(client, make_project):
-    project = make_project(hosts={"master": {"ssh_port": 4432, "bind_address": "0.0.0.0", "gpus": 1}})
+    project = make_project(hosts={"master": {"ssh_port": 4432, "bind_address": "0.0.0.0", "gpus": 2}})
     [problem] = ENGINE.gpu_problems(project, {})
-    assert "no swarm node offers NVIDIA-GPU generic resources" in problem
-    client.nodes.add("gpu-node", "10.0.0.9", [{"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 2}}])
+    assert problem.startswith("hosts.master.gpus: 2 GPUs, but no swarm node advertises that many NVIDIA-GPU")
+    client.nodes.add("gpu-node", "10.0.0.9", [{"NamedResourceSpec": {"Kind": "NVIDIA-GPU", "Value": "GPU-a"}}])
+    assert ENGINE.gpu_problems(project, {}) != []  # one named GPU is not two
+    client.nodes.add("gpu-node2", "10.0.0.8", [{"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 2}}])
     assert ENGINE.gpu_problems(project, {}) == []
+
+
+def test_a_node_that_does_not_exist_is_refused_before_anything_is_deployed(client, make_project):
+    project = make_project(hosts={"master": {"ssh_port": 4432, "bind_address": "0.0.0.0", "node": "n9"}})
+    with pytest.raises(PreflightError) as info:
+        ENGINE.converge(project, list(project.spec.hosts), project.render(), only=False)
+    assert str(info.value) == "hosts.master.node: no swarm node 'n9' (nodes: node-1; name one by hostname or ID)"
+    assert client.called("services.create") == [] and client.called("networks.create") == []
+
+
+def test_a_drained_node_or_labels_no_node_has_are_refused(client, make_project):
+    client.nodes.add("id-2", "10.0.0.2", hostname="n2", availability="drain")
+    project = make_project(hosts={"a": {"ssh_port": 4432, "node": "n2"},
+                                  "b": {"ssh_port": 4433, "node_labels": {"gpu": "a100"}}})  # fmt: skip
+    assert ENGINE.gpu_problems(project, {}) == []
+    from devbox.engines.swarm import _placement_problems
+
+    assert _placement_problems(project) == [
+        "hosts.a.node: node 'n2' is not ready and active (see `docker node ls`; bring it back, or name another node)",
+        "hosts.b.node_labels: no ready, active swarm node has label gpu=a100 (label a node with "
+        "`docker node update --label-add`, or change the placement)",
+    ]
+
+
+def test_placement_becomes_constraints_by_hostname_id_and_labels(client, make_project):
+    client.nodes.add("abcdef123456", "10.0.0.2", hostname="n2", labels={"gpu": "a100"})
+    project = make_project(hosts={"a": {"ssh_port": 4432, "node": "n2"}, "b": {"ssh_port": 4433, "node": "abcdef"},
+                                  "c": {"ssh_port": 4434, "node_labels": {"gpu": "a100"}}, "d": {"ssh_port": 4435}})  # fmt: skip
+    deployed(project)
+    created = {call["name"]: call.get("constraints") for call in client.called("services.create")}
+    assert created == {"lab_a": ["node.hostname==n2"], "lab_b": ["node.id==abcdef123456"],
+                       "lab_c": ["node.labels.gpu==a100"], "lab_d": None}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- plan
@@ -82,6 +116,15 @@ def test_every_host_without_a_service_is_stale(client, project):
 def test_nothing_is_stale_once_deployed(client, project):
     rendered = deployed(project)
     assert stale_hosts(project, list(project.spec.hosts), rendered) == []
+
+
+def test_a_change_only_the_service_definition_sees_makes_the_host_stale(client, make_project):
+    client.nodes.add("id-2", "10.0.0.2", hostname="n2")
+    deployed(make_project())
+    pinned = make_project(hosts={**SWARM_HOSTS, "worker": {**SWARM_HOSTS["worker"], "node": "n2"}})
+    rendered = pinned.render()
+    assert rendered.config_hashes == make_project().render().config_hashes  # compose's hash does not see it
+    assert [h.name for h in stale_hosts(pinned, list(pinned.spec.hosts), rendered)] == ["worker"]
 
 
 def test_a_changed_or_not_running_service_is_stale(client, make_project):
@@ -105,7 +148,7 @@ def test_deploy_creates_the_network_the_secrets_and_one_service_per_host(client,
     assert list(created) == ["lab_master", "lab_worker"]
     master = created["lab_master"]
     assert master["image"] == rendered.image_tag
-    assert master["labels"]["devbox.config-hash"] == service_hash(rendered, project.spec.hosts[0])
+    assert master["labels"]["devbox.config-hash"].startswith(service_hash(rendered, project.spec.hosts[0]) + "-")
     assert master["container_labels"]["devbox.host"] == "master"
     # the empty authorized_keys is no secret (swarm refuses empty ones); the entrypoint reads none
     assert sorted(ref["File"]["Name"] for ref in master["secrets"]) == [
@@ -165,14 +208,74 @@ def test_down_with_volumes_removes_the_projects_named_volumes(client, project):
 # --------------------------------------------------------------------------- addresses
 
 
-def test_a_host_on_this_node_is_reached_here_and_one_elsewhere_at_its_node(client, project):
+def test_each_host_is_reached_at_the_node_that_runs_it(client, project):
     client.nodes.add("node-2", "10.0.0.2")
     deployed(project)
     (worker,) = client.services.list(filters={"name": "lab_worker"})
     worker.task_list[0]["NodeID"] = "node-2"
-    assert node_addresses(project, list(project.spec.hosts)) == {"master": "127.0.0.1", "worker": "10.0.0.2"}
-    assert ENGINE.addresses(project, list(project.spec.hosts)) == {"master": "127.0.0.1", "worker": "10.0.0.2"}
+    assert node_addresses(project, list(project.spec.hosts)) == {"master": "10.0.0.1", "worker": "10.0.0.2"}
+    assert ENGINE.addresses(project, list(project.spec.hosts)) == {"master": "10.0.0.1", "worker": "10.0.0.2"}
 
 
 def test_a_host_without_a_service_is_reached_at_its_own_address(client, project):
     assert node_addresses(project, list(project.spec.hosts)) == {"master": "127.0.0.1", "worker": "127.0.0.1"}
+
+
+# --------------------------------------------------------------------------- the image on every node
+
+
+def test_with_a_registry_up_pushes_the_image_and_deploys_it_by_digest(client, make_project, monkeypatch):
+    monkeypatch.setattr("devbox.engines.swarm.registry_problems", lambda spec: [])
+    client.nodes.add("id-2", "10.0.0.2", hostname="n2")
+    project = make_project(image={"base": "debian:bookworm", "registry": "10.0.0.1:5000/team"})
+    rendered = project.render()
+    client.images.add(rendered.image_tag)
+    ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    repository = f"10.0.0.1:5000/team/{rendered.image_tag.split(':')[0]}"
+    assert client.called("images.push")[0]["repository"] == repository
+    images = {call["image"] for call in client.called("services.create")}
+    assert len(images) == 1 and next(iter(images)).startswith(f"{repository}@sha256:")
+    assert client.called("volume.remove") == [] and "image.remove" not in [c for c, _ in client.calls]
+
+
+def test_a_push_the_registry_refuses_is_one_line(client, make_project, monkeypatch):
+    monkeypatch.setattr("devbox.engines.swarm.registry_problems", lambda spec: [])
+    project = make_project(image={"base": "debian:bookworm", "registry": "10.0.0.1:5000"})
+    rendered = project.render()
+    client.images.add(rendered.image_tag)
+    client.images.push_events = [{"error": "unauthorized: authentication required"}]
+    with pytest.raises(EngineError) as info:
+        ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    assert "pushing 10.0.0.1:5000/devbox-lab:" in str(info.value) and "unauthorized" in str(info.value)
+    assert client.called("services.create") == []
+
+
+def test_a_registry_that_does_not_answer_is_refused(make_project):
+    from devbox.engines.swarm_nodes import registry_problems
+
+    project = make_project(image={"base": "debian:bookworm", "registry": "127.0.0.1:9"})
+    [problem] = registry_problems(project.spec, timeout=2)
+    assert problem.startswith("image.registry: 127.0.0.1:9 does not answer (")
+
+
+def test_without_a_registry_every_node_a_host_may_run_on_must_have_the_image(client, project):
+    client.nodes.add("id-2", "10.0.0.2", hostname="n2")
+    client.nodes.add("id-3", "10.0.0.3", hostname="n3", availability="drain")  # no host runs there: not asked
+    client.services.job_outcomes["id-2"] = ("rejected", "No such image: devbox-lab:abc")
+    rendered = project.render()
+    client.images.add(rendered.image_tag)
+    with pytest.raises(PreflightError) as info:
+        ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    assert str(info.value).startswith(f"image.registry: not set, and swarm nodes the hosts may run on lack the "
+                                      f"image {rendered.image_tag} (n2: No such image: devbox-lab:abc): set image.registry")
+    probes = client.called("services.create")
+    assert [p["constraints"] for p in probes] == [["node.id==id-2"]]  # one job, on the one other node
+    assert client.services.list() == []  # the probe is gone, nothing deployed
+
+
+def test_without_a_registry_nodes_that_have_the_image_are_enough(client, project):
+    client.nodes.add("id-2", "10.0.0.2", hostname="n2")
+    rendered = project.render()
+    client.images.add(rendered.image_tag)
+    ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    assert sorted(s.name for s in client.services.list()) == ["lab_master", "lab_worker"]

@@ -1,0 +1,147 @@
+"""One spec across a real three-node swarm (scripts/swarm.sh) with a real registry: hosts pinned
+to each node come up from the pushed image, log in at their node's address with host keys
+checked, reach each other by name across nodes, keep their volume on their node across
+down/up; a changed setting replaces only its host; bad placements and registries are refused
+before anything is deployed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devbox.probe import Target, login
+
+from .conftest_swarm import Rig, multinode_swarm  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.e2e
+PLACED = {"a": "n1", "b": "n2", "c": "n3"}
+
+
+@pytest.fixture
+def rig_stack(multinode_swarm: Rig, make_stack: Any) -> Iterator[Any]:  # noqa: F811
+    """A spec of three hosts, one pinned to each node, deploying through the registry; devbox
+    talks to the manager. Removed with its volumes (on every node) afterwards."""
+    multinode_swarm.load("devbox-test/bookworm:base", multinode_swarm.manager.name)
+    stack = make_stack(list(PLACED), engine="swarm",
+                       image={"registry": f"{multinode_swarm.registry}/e2e"},
+                       defaults={"bind_address": "0.0.0.0", "volumes": ["data:/data"]})  # fmt: skip
+    for host, node in PLACED.items():
+        stack.spec["hosts"][host]["node"] = node
+    stack.write_spec()
+    env = {"DOCKER_HOST": multinode_swarm.manager.docker_host}
+    stack.run = lambda *args, check=True: stack.devbox(*args, env=env, check=check)  # type: ignore[attr-defined]
+    yield stack
+    stack.devbox("down", env=env, check=False, timeout=300)
+    wait_for(lambda: not any(node_containers(multinode_swarm, stack).values()), "every node's containers to go")
+    for node in multinode_swarm.nodes:
+        client = multinode_swarm.client(node)
+        for volume in client.volumes.list(filters={"name": stack.name}):
+            volume.remove(force=True)
+        client.close()
+
+
+def target(rig: Rig, stack: Any, host: str) -> Target:
+    return Target(host, rig.nodes[PLACED[host]].address, stack.port(host), "developer", stack.password(host),
+                  stack.host_key(host))  # fmt: skip
+
+
+def ssh(rig: Rig, stack: Any, host: str, command: str) -> str:
+    result = login(target(rig, stack, host), command=command, timeout=10)
+    assert result.ok, f"{host}: {result.detail}"
+    return result.output
+
+
+def node_containers(rig: Rig, stack: Any) -> dict[str, list[str]]:
+    """Each node's containers of the stack (by host label)."""
+    found = {}
+    for node in rig.nodes:
+        client = rig.client(node)
+        found[node] = sorted(c.labels["devbox.host"] for c in client.containers.list(
+            all=True, filters={"label": f"devbox.project={stack.name}"}))  # fmt: skip
+        client.close()
+    return found
+
+
+def wait_for(check: Any, what: str, seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+    return value
+
+
+def test_hosts_pinned_to_three_nodes_come_up_reach_each_other_and_keep_their_volumes(multinode_swarm, rig_stack):  # noqa: F811
+    rig, stack = multinode_swarm, rig_stack
+    up = stack.run("up")
+    assert f"pushing {rig.registry}/e2e/devbox-{stack.name}:" in up.stdout
+    for host, node in PLACED.items():
+        assert f"developer@{rig.nodes[node].address}" in up.stdout
+        assert ssh(rig, stack, host, "hostname").strip() == host  # password login, host key checked
+    assert node_containers(rig, stack) == {"n1": ["a"], "n2": ["b"], "n3": ["c"]}
+    manager = rig.client(rig.manager.name)
+    images = {s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+              for s in manager.services.list(filters={"label": f"devbox.project={stack.name}"})}  # fmt: skip
+    assert len(images) == 1 and "@sha256:" in next(iter(images))  # every node runs the same bytes
+
+    # names across nodes (gossip spreads them: retried a few seconds)
+    for host, other in (("a", "c"), ("c", "b"), ("b", "a")):
+        wait_for(lambda h=host, o=other: "1 received" in ssh(rig, stack, h, f"ping -c 1 -W 2 {o} || true"),
+                 f"{host} to reach {other}", 30)  # fmt: skip
+
+    ssh(rig, stack, "b", "sudo -S sh -c 'echo kept > /data/file' <<EOF\n" + stack.password("b") + "\nEOF")
+    ids = {s.name: s.id for s in manager.services.list(filters={"label": f"devbox.project={stack.name}"})}
+    stack.spec["hosts"]["b"]["environment"] = {"CHANGED": "yes"}
+    stack.write_spec()
+    changed = stack.run("up")
+    assert f"recreating {stack.name}_b" in changed.stdout
+    after = {s.name: s.id for s in manager.services.list(filters={"label": f"devbox.project={stack.name}"})}
+    assert after[f"{stack.name}_a"] == ids[f"{stack.name}_a"] and after[f"{stack.name}_c"] == ids[f"{stack.name}_c"]
+    assert after[f"{stack.name}_b"] != ids[f"{stack.name}_b"]
+    assert ssh(rig, stack, "b", "cat /data/file").strip() == "kept"
+
+    stack.run("down")
+    assert not manager.services.list(filters={"label": f"devbox.project={stack.name}"})
+    assert not manager.secrets.list(filters={"label": f"devbox.project={stack.name}"})
+    assert not manager.networks.list(names=[f"{stack.name}_net"])
+    wait_for(lambda: not any(node_containers(rig, stack).values()), "every node's containers to go")
+    volumes = {}
+    for node in rig.nodes:
+        client = rig.client(node)
+        volumes[node] = [v.name for v in client.volumes.list(filters={"name": stack.name})]
+        client.close()
+    assert volumes == {node: [f"{stack.name}_data"] for node in rig.nodes}  # nothing but volumes
+
+    stack.run("up")
+    assert ssh(rig, stack, "b", "cat /data/file").strip() == "kept"  # pinned: its node's volume again
+    manager.close()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"node": "n9"}, "error: hosts.c.node: no swarm node 'n9' (nodes: n1, n2, n3; name one by hostname or ID)"),
+    ({"gpus": 2}, "error: hosts.c.gpus: 2 GPUs, but no swarm node advertises that many NVIDIA-GPU"),
+])  # fmt: skip
+def test_a_host_no_node_can_take_is_refused_and_nothing_is_deployed(multinode_swarm, rig_stack, change, message):  # noqa: F811
+    rig_stack.spec["hosts"]["c"].update(change)
+    rig_stack.write_spec()
+    result = rig_stack.run("up", check=False)
+    assert result.returncode == 1 and result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
+    assert_nothing_deployed(multinode_swarm, rig_stack)
+
+
+def test_a_registry_that_does_not_answer_is_refused_and_nothing_is_deployed(multinode_swarm, rig_stack):  # noqa: F811
+    rig_stack.spec["image"]["registry"] = "10.77.0.1:5099/e2e"
+    rig_stack.write_spec()
+    result = rig_stack.run("up", check=False)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: image.registry: 10.77.0.1:5099/e2e does not answer (")
+    assert_nothing_deployed(multinode_swarm, rig_stack)
+
+
+def assert_nothing_deployed(rig: Rig, stack: Any) -> None:
+    manager = rig.client(rig.manager.name)
+    assert not manager.services.list(filters={"label": f"devbox.project={stack.name}"})
+    assert not manager.secrets.list(filters={"label": f"devbox.project={stack.name}"})
+    manager.close()
