@@ -206,7 +206,7 @@ def _gpus(host: Host, container: Container, deep: bool, assignment: Assignment |
 def doctor(project: Project) -> Iterator[Check]:
     """The preflight of `up`, each check on its own line with its fix."""
     from devbox.docker_api import engine_facts, find_compose
-    from devbox.engines.preflight import device_problems, port_problems, resource_problems
+    from devbox.engines.preflight import device_problems, port_problems, resource_problems, ulimit_problems
 
     spec = project.spec
     try:
@@ -237,6 +237,9 @@ def doctor(project: Project) -> Iterator[Check]:
     if any(h.devices for h in spec.hosts):
         problems = device_problems(list(spec.hosts))
         yield Check("devices", "present", not problems, "; ".join(problems) or "every device exists")
+    if any(h.ulimits for h in spec.hosts):
+        problems = ulimit_problems(project, list(spec.hosts))
+        yield Check("ulimits", "within the engine's", not problems, "; ".join(problems) or "the engine grants them")
     if not any(h.gpus.wanted for h in spec.hosts):
         yield Check("gpus", "runtime", None, "no host asks for GPUs")
         return

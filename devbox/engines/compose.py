@@ -20,6 +20,7 @@ from devbox.engines.preflight import (
     port_problems,
     raise_all,
     resource_problems,
+    ulimit_problems,
 )
 from devbox.passwords import renew_passwords
 from devbox.project import recreating_note
@@ -118,7 +119,7 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
     facts = engine_facts(project.client)
     starting = [h for h in hosts if h.name in plan.start]
     raise_all(port_problems(project, starting, ours) + resource_problems(project.spec, facts)
-              + device_problems(starting))  # fmt: skip
+              + device_problems(starting) + ulimit_problems(project, starting))  # fmt: skip
     raise_all(gpu_problems(project, facts))
     if plan.build:
         build_image(project, plan.tag)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from devbox.errors import PreflightError
-from devbox.spec import Host, Spec
+from devbox.spec import Host, Spec, Ulimit
 
 if TYPE_CHECKING:
     import docker
@@ -145,8 +145,8 @@ def resource_problems(spec: Spec, facts: Mapping[str, Any]) -> list[str]:
 GPU_PROBE_IMAGE = "devbox-gpu-probe:1"
 
 
-def _gpu_probe_image(client: docker.DockerClient) -> str:
-    """An empty image (no registry needed) to start GPU probe containers from."""
+def probe_image(client: docker.DockerClient) -> str:
+    """An empty image (no registry needed) to start probe containers from (GPUs, ulimits)."""
     import io
     import tarfile
 
@@ -171,7 +171,7 @@ def gpu_runtime_available(client: docker.DockerClient, facts: Mapping[str, Any])
     if "nvidia" in facts["runtimes"]:
         return True
     container = client.containers.create(
-        _gpu_probe_image(client), entrypoint=["/devbox-gpu-probe"], network_mode="none",
+        probe_image(client), entrypoint=["/devbox-gpu-probe"], network_mode="none",
         device_requests=[DeviceRequest(count=1, capabilities=[["gpu"]])],
     )  # fmt: skip
     try:
@@ -181,6 +181,46 @@ def gpu_runtime_available(client: docker.DockerClient, facts: Mapping[str, Any])
     finally:
         container.remove(force=True)
     return True
+
+
+def _refused_ulimit(client: docker.DockerClient, ulimit: Ulimit) -> str | None:
+    """Why the engine cannot give a container this process limit, or None when it can.
+
+    No engine reports its own limits, and a container may not exceed them (runc's setrlimit
+    fails: "operation not permitted"), so ask it: start a container with the limit from the
+    empty probe image. One the engine grants gets as far as running the (missing) program.
+    """
+    import docker.errors
+    from docker.types import Ulimit as DockerUlimit
+
+    container = client.containers.create(
+        probe_image(client), entrypoint=["/devbox-ulimit-probe"], network_mode="none",
+        ulimits=[DockerUlimit(name=ulimit.name, soft=ulimit.soft, hard=ulimit.hard)],
+    )  # fmt: skip
+    try:
+        container.start()
+    except docker.errors.APIError as exc:
+        text = str(exc.explanation or exc)
+        return None if "devbox-ulimit-probe" in text else text.rsplit(": ", 2)[-2] if ": " in text else text
+    finally:
+        container.remove(force=True)
+    return None
+
+
+def ulimit_problems(project: Project, hosts: list[Host]) -> list[str]:
+    """Process limits beyond the engine's own (its hard limits bound every container's): the
+    container would be refused at start, after compose removed the host's old one."""
+    problems = []
+    refused: dict[Ulimit, str | None] = {}
+    for host in hosts:
+        for ulimit in host.ulimits:
+            if ulimit not in refused:
+                refused[ulimit] = _refused_ulimit(project.client, ulimit)
+            if refused[ulimit]:
+                problems.append(f"{host.origin('ulimits')}.ulimits.{ulimit.name}: the engine cannot give "
+                                f"{ulimit.soft}/{ulimit.hard} ({refused[ulimit]}): lower it, or raise the "
+                                "engine's own limit (e.g. LimitNOFILE= in docker.service)")  # fmt: skip
+    return problems
 
 
 def gpu_problems(project: Project, facts: Mapping[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ import yaml
 from devbox import docker_api, probe
 from devbox.docker_api import Compose
 from devbox.engines import compose as compose_engine  # where find_compose and run_compose are looked up
-from devbox.engines.preflight import GPU_PROBE_IMAGE, gpu_runtime_available, port_problems
+from devbox.engines.preflight import GPU_PROBE_IMAGE, gpu_runtime_available, port_problems, ulimit_problems
 from devbox.errors import EngineError, PreflightError
 from devbox.operations import down, status, up
 from devbox.project import Project, recreating_note
@@ -368,3 +368,27 @@ def test_a_running_host_moving_to_a_taken_port_is_refused(client, make_project, 
         ours = client.containers.add("lab-master-1", labels={"devbox.project": "lab", "devbox.host": "master"},
                                      host_config={"PortBindings": {"22/tcp": [{"HostPort": "4432"}]}})  # fmt: skip
         assert "already taken" in port_problems(project, list(project.spec.hosts), {"master": ours})[0]
+
+
+def test_a_ulimit_beyond_the_engines_own_is_named_before_anything_starts(client, make_project):
+    project = make_project(defaults={"ulimits": {"nice": 40}},
+                           hosts={"master": {"ssh_port": 4432}, "worker": {"ssh_port": 4433}})  # fmt: skip
+    client.errors["container.start"] = docker.errors.APIError(
+        "500 Server Error", explanation="failed to create shim task: OCI runtime create failed: runc create failed: "
+        "unable to start container process: error during container init: error setting rlimits for ready process: "
+        "error setting rlimit type 13: operation not permitted: unknown")  # fmt: skip
+    assert ulimit_problems(project, list(project.spec.hosts)) == [
+        "defaults.ulimits.nice: the engine cannot give 40/40 (operation not permitted): lower it, or raise the "
+        "engine's own limit (e.g. LimitNOFILE= in docker.service)"] * 2  # fmt: skip
+    assert len(client.called("container.start")) == 1  # one probe per distinct limit
+    assert client.containers.list(all=True) == []
+
+
+def test_a_ulimit_the_engine_grants_gets_as_far_as_the_missing_program(client, make_project):
+    project = make_project(hosts={"master": {"ssh_port": 4432, "ulimits": {"nofile": 1024}}})
+    client.errors["container.start"] = docker.errors.APIError(
+        "400 Client Error", explanation='OCI runtime create failed: exec: "/devbox-ulimit-probe": stat '
+        "/devbox-ulimit-probe: no such file or directory: unknown")  # fmt: skip
+    assert ulimit_problems(project, list(project.spec.hosts)) == []
+    (created,) = client.called("containers.create")
+    assert created["ulimits"][0]["Name"] == "nofile" and created["ulimits"][0]["Hard"] == 1024
