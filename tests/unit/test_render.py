@@ -79,7 +79,7 @@ def test_dockerfile_follows_the_seed_order_without_apt_key(seed_spec):
     text = render_dockerfile(seed_spec)
     order = ["FROM nvidia/cuda:", "ARG DEBIAN_FRONTEND=noninteractive", "ENV TZ=UTC",
              "rm -f /etc/apt/sources.list.d/cuda", "--no-install-recommends", "rm -rf /var/lib/apt/lists/*",
-             "sshd_config.d", "useradd -m -s /bin/zsh developer", "usermod -aG sudo developer",
+             "sshd_config.d", "useradd -l -m -s /bin/zsh developer", "usermod -aG sudo developer",
              "COPY entrypoint.sh /entrypoint.sh", "EXPOSE 22", 'ENTRYPOINT ["/entrypoint.sh"]']  # fmt: skip
     positions = [text.index(marker) for marker in order]
     assert positions == sorted(positions)
