@@ -210,6 +210,16 @@ class Stack:
         return found
 
 
+# Every project this test session makes is named e2e-<session><random>: the session's clean-up
+# removes only its own images, never those of another test run on the same engine.
+SESSION = secrets.token_hex(2)
+
+
+def new_project_name() -> str:
+    """A project name of this test session's own (see SESSION)."""
+    return f"e2e-{SESSION}{secrets.token_hex(3)}"
+
+
 @pytest.fixture
 def make_stack(tmp_path: Path, base_image: str, free_port: Callable[[], int], docker_client: Any) -> Iterator[Callable[..., Stack]]:
     """Factory: make_stack(hosts=2, **host_settings) -> a Stack with a written spec (not yet up)."""
@@ -218,7 +228,7 @@ def make_stack(tmp_path: Path, base_image: str, free_port: Callable[[], int], do
     def factory(hosts: int | list[str] = 2, image: dict[str, Any] | None = None,
                 defaults: dict[str, Any] | None = None, **top: Any) -> Stack:  # fmt: skip
         names = hosts if isinstance(hosts, list) else ["master", "worker", "third", "fourth"][:hosts]
-        name = f"e2e-{secrets.token_hex(4)}"
+        name = new_project_name()
         spec: dict[str, Any] = {
             "project": name,
             "image": {"base": base_image, "packages": ["iputils-ping"], **(image or {})},
@@ -241,8 +251,9 @@ def make_stack(tmp_path: Path, base_image: str, free_port: Callable[[], int], do
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_e2e_images() -> Iterator[None]:
-    """At the end of the session, remove the images e2e projects built (kept until then: the
-    layer cache makes every later build of the same Dockerfile instant)."""
+    """At the end of the session, remove the images its e2e projects built (kept until then: the
+    layer cache makes every later build of the same Dockerfile instant). Only this session's:
+    another test run on the same engine may still need its own."""
     yield
     try:
         import docker
@@ -253,7 +264,7 @@ def _remove_e2e_images() -> Iterator[None]:
         return
     try:
         for image in images:
-            if image.labels.get("devbox.project", "").startswith("e2e-"):
+            if image.labels.get("devbox.project", "").startswith(f"e2e-{SESSION}"):
                 for tag in image.tags:
                     # an image a failed teardown left a container on stays: that is fine
                     with contextlib.suppress(docker.errors.APIError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from devbox.engines import spec_rules
 from devbox.errors import SpecError
 from devbox.spec import build_spec
 
-from .conftest import Stack
+from .conftest import Stack, new_project_name
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +51,7 @@ def seen() -> list[str]:
 def test_a_sample_of_accepted_specs_comes_up(data, tmp_path_factory, base_image, free_port, seen):
     if len(seen) >= SAMPLE:
         return  # the sample is complete: the other draws only make sure enough were accepted
-    name = f"e2e-{secrets.token_hex(3)}"
+    name = new_project_name()
     spec = for_this_machine(data, base_image, [free_port() for _ in range(3)], name)
     directory = tmp_path_factory.mktemp(name)
     try:

@@ -4,7 +4,6 @@ folder with a space, listening on IPv6 (::), logged in to with a key by the syst
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Stack
+from .conftest import Stack, new_project_name
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +44,7 @@ def test_values_reach_the_host_as_written_from_a_folder_with_a_space_over_ipv6(
     tmp_path, base_image, free_port, docker_client, agent
 ):
     sock, public_key = agent
-    name = f"e2e-{secrets.token_hex(4)}"
+    name = new_project_name()
     directory = tmp_path / "my project"
     directory.mkdir()
     port = free_port()

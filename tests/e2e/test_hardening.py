@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import socket
 import stat
@@ -25,6 +24,8 @@ import pytest
 import yaml
 
 from devbox.probe import Target, login
+
+from .conftest import new_project_name
 
 pytestmark = pytest.mark.e2e
 
@@ -134,7 +135,7 @@ def operator(docker_client) -> Iterator[Operator]:
 
 
 def test_no_account_reads_the_secrets_when_the_operator_has_its_uid(operator, base_image, free_port, docker_client):
-    name = f"e2e-{secrets.token_hex(4)}"
+    name = new_project_name()
     folder = operator.home / name
     folder.mkdir()
     spec = {"project": name, "image": {"base": base_image, "uid": "auto"},
