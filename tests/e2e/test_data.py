@@ -8,6 +8,16 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+def _devbox_in(folder, *args):
+    """devbox run in another folder than a stack's own (a second spec of the same name)."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "devbox", *args], cwd=folder, capture_output=True, text=True,
+                          timeout=600, check=False, env=dict(os.environ), stdin=subprocess.DEVNULL)  # fmt: skip
+
+
 def _volumes(docker_client, project):
     return sorted(v.name for v in docker_client.volumes.list() if v.name.startswith(f"{project}_"))
 
@@ -244,3 +254,42 @@ def test_old_images_go_but_the_one_in_use_and_the_one_before_stay(make_stack, do
         assert docker_client.images.list(name=foreign)
     finally:
         docker_client.images.remove(foreign)
+
+
+def test_a_second_folder_with_the_same_project_name_cannot_touch_the_first_ones_volumes(make_stack, docker_client,
+                                                                                        free_port):  # fmt: skip
+    """Case 3: with the first spec's hosts down, the second one's up would mount its volumes (and
+    read its data) and its down --volumes delete them; both are refused, naming the first folder."""
+    import yaml
+
+    first = make_stack(1)
+    first.devbox("up")
+    first.ssh("master", "echo precious > ~/data.txt")
+    first.devbox("down")
+    assert _volumes(docker_client, first.name) == [f"{first.name}_master-home"]
+    second = first.directory.parent / "second" / first.name
+    second.mkdir(parents=True)
+    spec = {**first.spec, "hosts": {"master": {"ssh_port": free_port()}}}
+    (second / "devbox.yaml").write_text(yaml.safe_dump(spec))
+    try:
+        for args in (["up"], ["down", "--volumes", "--yes"], ["status"]):
+            refused = _devbox_in(second, *args)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert refused.stderr.strip() == (
+                f"error: project {first.name!r} already runs from {first.state}, another spec's (volume "
+                f"{first.name}_master-home): give devbox.yaml another `project:` name, or run devbox "
+                "with that spec")  # fmt: skip
+        assert first.container_or_none(docker_client, "master") is None
+        assert _volumes(docker_client, first.name) == [f"{first.name}_master-home"]
+        # init in a third folder of that name picks a free one
+        third = first.directory.parent / "third" / first.name
+        third.mkdir(parents=True)
+        init = _devbox_in(third, "init")
+        assert init.returncode == 0, init.stderr
+        assert f"project name {first.name!r} is taken on the engine by another project: using " \
+               f"'{first.name}-2'" in init.stdout
+        assert f"project: {first.name}-2\n" in (third / "devbox.yaml").read_text()
+        first.devbox("up")
+        assert first.ssh("master", "cat ~/data.txt").strip() == "precious"
+    finally:
+        _devbox_in(second, "down", "--volumes", "--yes")
