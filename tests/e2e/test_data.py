@@ -293,3 +293,77 @@ def test_a_second_folder_with_the_same_project_name_cannot_touch_the_first_ones_
         assert first.ssh("master", "cat ~/data.txt").strip() == "precious"
     finally:
         _devbox_in(second, "down", "--volumes", "--yes")
+
+
+def _start_devbox(folder, *args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "devbox", *args], cwd=folder, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+# sshd that never listens: the container runs, the login wait waits
+_SILENT_SSHD = ("RUN mv /usr/sbin/sshd /usr/sbin/sshd.real && printf '#!/bin/sh\\ncase \"$*\" in *-D*) exec sleep "
+                "600;; esac\\nexec /usr/sbin/sshd.real \"$@\"\\n' > /usr/sbin/sshd && chmod 755 /usr/sbin/sshd")
+
+
+def test_one_ctrl_c_in_the_login_wait_stops_up_at_once_and_says_each_hosts_state(make_stack, docker_client):
+    """Case 7: one SIGINT during the login wait was ignored for two minutes."""
+    import signal
+    import time
+
+    stack = make_stack(1, image={"extra_lines": [_SILENT_SSHD]})
+    up = _start_devbox(stack.directory, "up", "--timeout", "120")
+    deadline = time.monotonic() + 300
+    labels = [f"devbox.project={stack.name}", "devbox.host=master"]
+    # sparse: no inspect, which a container going between listing and inspecting fails
+    while [c.attrs.get("State") for c in docker_client.containers.list(
+            all=True, sparse=True, filters={"label": labels})] != ["running"]:  # fmt: skip
+        assert up.poll() is None and time.monotonic() < deadline, up.communicate()
+        time.sleep(0.2)
+    time.sleep(1.5)  # in the login wait now
+    sent = time.monotonic()
+    up.send_signal(signal.SIGINT)
+    out, err = up.communicate(timeout=30)
+    assert time.monotonic() - sent < 2.5, (out, err)
+    assert up.returncode == 130, (out, err)
+    assert "master: running" in out.splitlines() and err.strip().endswith("error: interrupted"), (out, err)
+
+
+def test_ctrl_c_while_compose_recreates_leaves_no_container_under_a_temporary_name(make_stack, docker_client):
+    """Case 7: compose recreates a host as "<id>_<project>-<host>-1", then renames it; cut short
+    (subprocess.run killed compose a quarter second after SIGINT) it stayed so. Now compose is
+    handed the SIGINT and waited for, and devbox puts right what is left."""
+    import re
+    import signal
+    import threading
+
+    stack = make_stack(["master", "worker"])
+    stack.devbox("up")
+    stack.spec["defaults"]["environment"] = {"CHANGED": "1"}  # recreates both hosts
+    stack.write_spec()
+    events = docker_client.events(decode=True, filters={"type": "container", "event": ["create"],
+                                                         "label": f"devbox.project={stack.name}"})  # fmt: skip
+    up = _start_devbox(stack.directory, "up", "--yes")
+
+    def interrupt_at_the_first_temporary_container() -> None:
+        for event in events:
+            if re.match(r"^[0-9a-f]{12}_", event["Actor"]["Attributes"].get("name", "")):
+                up.send_signal(signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=interrupt_at_the_first_temporary_container, daemon=True)
+    watcher.start()
+    out, err = up.communicate(timeout=300)
+    events.close()
+    assert up.returncode == 130, (out, err)
+    names = [name.lstrip("/") for c in docker_client.containers.list(
+        all=True, sparse=True, filters={"label": f"devbox.project={stack.name}"}) for name in c.attrs["Names"]]
+    assert not [name for name in names if re.match(rf"^[0-9a-f]{{12}}_{stack.name}-", name)], (names, out)
+    lines = out.splitlines()
+    assert all(any(line.startswith(f"{host}: ") for line in lines) for host in ("master", "worker")), out
+    stack.devbox("up", "--yes")  # and the next up brings every host up
+    stack.ssh("master", "true")
+    stack.ssh("worker", "true")
