@@ -114,10 +114,33 @@ def init(ctx: Context, directory: str, project: str | None, force: bool) -> None
     if ctx.spec_file != DEFAULT_SPEC:  # devbox -f lab.yaml init: the commands after it read lab.yaml
         spec_path = folder / ctx.spec_file
         folder, name, option = spec_path.parent, spec_path.name, f" -f {ctx.spec_file}"
-    written = init_project(folder, project, force=force, spec_name=name)
+    written = init_project(folder, project, force=force, spec_name=name, taken=_names_in_use(), say=click.echo)
     for path in written:
         click.echo(f"wrote {path}")
     click.echo(f"next: edit {written[0]}, then `devbox{option} validate` and `devbox{option} up`")
+
+
+def _names_in_use() -> Any:
+    """Whether a project name is taken on the engine; None when no engine answers (init works offline)."""
+    from devbox.docker_api import connect, engine_errors
+    from devbox.errors import EngineError
+    from devbox.project import names_in_use
+
+    try:
+        with engine_errors():
+            client = connect(timeout=5)
+    except EngineError:
+        return None
+    taken = names_in_use(client)
+
+    def asked(name: str) -> bool:
+        try:
+            with engine_errors():
+                return taken(name)
+        except EngineError:
+            return False
+
+    return asked
 
 
 @cli.command()

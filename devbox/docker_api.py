@@ -14,6 +14,7 @@ import inspect
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -145,17 +146,46 @@ def find_compose() -> Compose:
 def run_compose(compose: Compose, compose_file: str | None, project: str, *args: str, quiet: bool = False) -> None:
     """Run one compose command, its output going straight to the terminal unless ``quiet``.
 
-    Raises EngineError with compose's last words when it fails.
+    Raises EngineError with compose's last words when it fails. On Ctrl-C compose gets exactly
+    one SIGINT and is waited for (see ``_interruptible``), then KeyboardInterrupt goes on.
     """
     command = compose.args(compose_file, project, *args)
     sys.stdout.flush()  # our own lines first: compose writes to the same terminal
-    result = subprocess.run(  # noqa: S603 - argument list, no shell
-        command, capture_output=quiet, text=True, check=False, timeout=1800,
+    pipe = subprocess.PIPE if quiet else None
+    # A session of its own: the terminal's Ctrl-C reaches devbox only, which hands compose one
+    # SIGINT and waits (subprocess.run would kill it a quarter second later, mid-recreate).
+    process = subprocess.Popen(  # noqa: S603 - argument list, no shell
+        command, stdout=pipe, stderr=pipe, text=True, start_new_session=True,
     )  # fmt: skip
-    if result.returncode != 0:
-        detail = (result.stderr or "").strip().splitlines()[-1:] if quiet else []
+    _, stderr = _interruptible(process, " ".join([*compose.command, *args]), timeout=1800)
+    if process.returncode != 0:
+        detail = (stderr or "").strip().splitlines()[-1:] if quiet else []
         raise EngineError(f"`{' '.join([*compose.command, *args])}` failed"
                           + (f": {detail[0]}" if detail else " (see its output above)"))  # fmt: skip
+
+
+COMPOSE_GRACE_SECONDS = 10.0  # how long an interrupted compose may take to stop what it is doing
+
+
+def _interruptible(process: subprocess.Popen[str], what: str, timeout: float) -> tuple[str | None, str | None]:
+    """Wait for ``process``; on Ctrl-C hand it one SIGINT (compose then cancels cleanly: no
+    call to the engine is cut in half), wait for it to exit (killed after a grace period), and
+    raise KeyboardInterrupt again."""
+    try:
+        return process.communicate(timeout=timeout)
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=COMPOSE_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        raise
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise EngineError(f"`{what}` took over {timeout:.0f} s; it was stopped") from None
 
 
 class StartWatch:

@@ -22,6 +22,8 @@ IMAGE_KEY_FILE = ".image-key"
 CREDENTIALS_FILE = "credentials.yaml"
 APPLIED_PASSWORDS_FILE = "passwords-applied.json"
 LOCK_FILE = ".lock"
+OWNER_FILE = "owner"  # the id labelling every engine object this spec makes (devbox.state.owner_id)
+ADOPTED_FILE = "adopted"  # objects an older devbox made that this spec took as its own, one a line
 SECRETS_DIR = "secrets"
 HOSTKEYS_DIR = "hostkeys"
 
@@ -95,6 +97,14 @@ class Layout:
     @property
     def lock(self) -> Path:
         return self.folder / LOCK_FILE
+
+    @property
+    def owner(self) -> Path:
+        return self.folder / OWNER_FILE
+
+    @property
+    def adopted(self) -> Path:
+        return self.folder / ADOPTED_FILE
 
     def host_key(self, host: str) -> Path:
         return self.folder / host_key_path(host)

@@ -6,13 +6,14 @@ Output goes through ``project.say``; errors are raised, never printed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe
-from devbox.docker_api import StartWatch, talks_to_engine
+from devbox.docker_api import StartWatch, engine_errors, talks_to_engine
 from devbox.engines import engine_for
-from devbox.errors import EngineError, UsageError
+from devbox.errors import DevboxError, EngineError, UsageError
 from devbox.render import connect_address
 
 if TYPE_CHECKING:
@@ -39,8 +40,9 @@ def up(project: Project, only: list[str] | None = None,
     """
     engine = engine_for(project.spec)
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
-    with project.lock():
+    with project.lock(), _reporting_interrupts(project):
         rendered = project.render(allocate_gpus=engine.allocates_gpus)
+        project.containers()  # the project's containers, volumes and networks are this spec's
         with engine.start_watch(project) as started:
             engine.converge(project, hosts, rendered, only=bool(only))
             started.see_running()
@@ -86,9 +88,27 @@ def _last_words(container: Container | None) -> str:
 @talks_to_engine
 def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
-    with project.lock():
+    with project.lock(), _reporting_interrupts(project):
         project.consent_to_discard(project.containers(), "down")
         engine_for(project.spec).down(project, volumes)
+
+
+@contextlib.contextmanager
+def _reporting_interrupts(project: Project) -> Iterator[None]:
+    """On Ctrl-C (the engine's commands were handed it and have stopped): put right what they
+    left half done, say each host's state, one line each, and let the interrupt go on to the
+    CLI (which exits 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        with contextlib.suppress(DevboxError), engine_errors():  # no engine to ask: the interrupt alone
+            for line in engine_for(project.spec).repair(project):
+                project.say(line)
+            ours = project.containers()
+            for host in project.spec.hosts:
+                container = ours.get(host.name)
+                project.say(f"{host.name}: {container.status if container is not None else 'missing'}")
+        raise
 
 
 # --------------------------------------------------------------------------- looking

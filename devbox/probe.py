@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 _QUIET = logging.NullHandler()
@@ -121,23 +121,55 @@ def wait_for_logins(
     instead of at the deadline. Returns each target's last result, in the order given.
     """
     deadline = time.monotonic() + deadline_seconds
+    stop = threading.Event()  # set when the caller is interrupted: every probe gives up
 
     def until_ready(target: Target) -> Result:
         begun = time.monotonic()
         if started is not None:
             while not started(target.name, min(1.0, max(0.0, deadline - time.monotonic()))):
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or stop.is_set():
                     break  # still try once: the login's own error says what is wrong
-        while True:
+        while not stop.is_set():
             outcome = login(target, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
             if outcome.ok or time.monotonic() >= deadline or "host key mismatch" in outcome.detail:
                 return Result(outcome.name, outcome.ok, outcome.detail, time.monotonic() - begun)
             dying = failing(target.name) if failing else None
             if dying:
                 return Result(outcome.name, False, dying, time.monotonic() - begun)
-            time.sleep(0.1)
+            stop.wait(0.1)
+        return Result(target.name, False, "interrupted", time.monotonic() - begun)
 
-    if not targets:
-        return []
-    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
-        return list(pool.map(until_ready, targets))
+    return _in_parallel(until_ready, targets, stop)
+
+
+def _in_parallel(probe: Callable[[Target], Result], targets: list[Target], stop: threading.Event) -> list[Result]:
+    """``probe`` of every target at once, each in a daemon thread; returns the results in order.
+
+    The main thread waits in short joins, so Ctrl-C reaches it at once; it then sets ``stop``
+    and leaves the threads behind (daemons: a login blocked in a socket never holds the exit).
+    A ThreadPoolExecutor would not: its exit, and the interpreter's, joins every worker, which
+    kept one SIGINT waiting for the whole login deadline.
+    """
+    results: list[Result | None] = [None] * len(targets)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = probe(targets[index])
+        except BaseException as exc:  # raised again in the caller's thread, as pool.map would
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True, name=f"devbox-probe-{t.name}")
+               for i, t in enumerate(targets)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except BaseException:
+        stop.set()
+        raise
+    if errors:
+        raise errors[0]
+    return [result for result in results if result is not None]

@@ -21,6 +21,8 @@ from devbox.errors import PreflightError, UsageError
 from devbox.layout import IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
 from devbox.render import (
     LABEL_PREFIX,
+    OWNER_FOLDER_LABEL,
+    OWNER_LABEL,
     RenderedFile,
     RenderedProject,
     host_key_alias,
@@ -31,6 +33,7 @@ from devbox.render import (
 from devbox.spec import Host, Spec
 from devbox.state import (
     Credentials,
+    owner_id,
     prepare,
     project_lock,
     read_known_hosts,
@@ -45,6 +48,8 @@ if TYPE_CHECKING:
     from devbox.gpus import Allocation
 
 Say = Callable[[str], None]
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+COMPOSE_FILES_LABEL = "com.docker.compose.project.config_files"
 
 
 @dataclass
@@ -58,6 +63,7 @@ class Project:
     # Asks the user a yes/no question (before files are discarded); None: nobody to ask (refuse).
     confirm: Callable[[str], bool] | None = None
     _client: Any = None
+    _checked_volumes: bool = False  # the project's volumes and networks passed the owner check
 
     @property
     def layout(self) -> Layout:
@@ -112,20 +118,77 @@ class Project:
         self.check_owner(containers)
         return containers
 
+    @property
+    def owner(self) -> str | None:
+        """This spec's owner id (devbox.state.owner_id), None before its first render."""
+        return owner_id(self.folder, create=False)
+
+    def owner_labels(self) -> dict[str, str]:
+        """The labels of an object devbox makes through the SDK: project, owner and its folder."""
+        return {f"{LABEL_PREFIX}project": self.spec.project, OWNER_LABEL: str(owner_id(self.folder)),
+                OWNER_FOLDER_LABEL: str(self.folder)}  # fmt: skip
+
     def check_owner(self, containers: Mapping[str, Container]) -> None:
-        """Refuse to act on containers another spec made under the same project name.
+        """Refuse to act on a project another spec made under the same project name.
 
         Compose knows a project only by its name: a second spec with the same ``project:`` (say,
         `devbox init` in two folders of the same name) would remove the first one's hosts at
-        `up` and their volumes at `down --volumes`. Compose labels each container with its file.
+        `up`, mount its volumes (and read its data) and delete them at `down --volumes`, also
+        with the first one's hosts down. So the containers given and (once) the project's
+        volumes and networks are checked: each carries its owner's id (OWNER_LABEL).
         """
-        ours = os.path.realpath(self.compose_file)
-        for container in containers.values():
-            theirs = container.labels.get("com.docker.compose.project.config_files", "")
-            if theirs and os.path.realpath(theirs) != ours:
-                raise PreflightError(f"project {self.spec.project!r} already runs from {Path(theirs).parent}, "
-                                     f"another spec's: give {self.spec.source} another `project:` name, or run "
-                                     "devbox with that spec")  # fmt: skip
+        found = [("container", c.name, c.labels) for c in containers.values()]
+        if not self._checked_volumes:
+            found += self._volumes_and_networks()
+        self.check_labels(found)
+        self._checked_volumes = True
+
+    def _volumes_and_networks(self) -> list[tuple[str, str, Mapping[str, str]]]:
+        """The project's volumes and networks, by compose's project label or devbox's own."""
+        found: dict[tuple[str, str], Mapping[str, str]] = {}
+        for label in (f"{COMPOSE_PROJECT_LABEL}={self.spec.project}", f"{LABEL_PREFIX}project={self.spec.project}"):
+            for volume in self.client.volumes.list(filters={"label": label}):
+                found[("volume", volume.name)] = volume.attrs.get("Labels") or {}
+            for network in self.client.networks.list(filters={"label": label}):
+                found[("network", network.name)] = network.attrs.get("Labels") or {}
+        return [(kind, name, labels) for (kind, name), labels in sorted(found.items())]
+
+    def check_labels(self, found: list[tuple[str, str, Mapping[str, str]]]) -> None:
+        """Refuse objects (kind, name, labels) of another owner, with one line naming its folder.
+
+        An object without an owner label was made by an older devbox: it is taken as this spec's
+        when nothing says otherwise (compose's config-file label names this folder, or nothing
+        names any), and said once (noted in the folder's ``adopted`` file).
+        """
+        legacy, ours = [], self.owner
+        for kind, name, labels in found:
+            owner, origin = labels.get(OWNER_LABEL), _origin(labels)
+            if (owner and owner == ours) or (origin is not None and _same_path(origin, self.folder)):
+                if not owner:
+                    legacy.append(f"{kind} {name}")
+                continue  # ours (the same folder after a lost owner file is ours too)
+            if owner or origin is not None:
+                where = f"{origin}, another spec's" if origin else "another spec (its folder unknown)"
+                raise PreflightError(f"project {self.spec.project!r} already runs from {where} ({kind} {name}): "
+                                     f"give {self.spec.source} another `project:` name, or run devbox with "
+                                     "that spec")  # fmt: skip
+            legacy.append(f"{kind} {name}")
+        self._note_adopted(legacy)
+
+    def _note_adopted(self, names: list[str]) -> None:
+        """Say once which objects of an older devbox this spec took as its own."""
+        path = self.layout.adopted
+        try:
+            known = set(path.read_text(encoding="utf-8").splitlines())
+        except (OSError, UnicodeDecodeError):
+            known = set()
+        new = [name for name in names if name not in known]
+        if not new:
+            return
+        self.say(f"note: taking {', '.join(new)} as this spec's: an older devbox made them without an owner "
+                 "label, and nothing names another spec")  # fmt: skip
+        if self.folder.is_dir():  # a command that renders nothing makes no folder
+            write_if_changed(path, "".join(f"{name}\n" for name in sorted(known | set(new))), 0o644)
 
     def consent_to_discard(self, containers: Mapping[str, Container], action: str) -> None:
         """Name the files that ``containers`` hold outside their volumes (devbox.changes), which
@@ -179,6 +242,34 @@ class Project:
         ]  # fmt: skip
 
 
+def _origin(labels: Mapping[str, str]) -> str | None:
+    """The output folder of the spec an object was made from, when its labels say: devbox's
+    own label, or the folder of compose's config file (on containers)."""
+    if labels.get(OWNER_FOLDER_LABEL):
+        return labels[OWNER_FOLDER_LABEL]
+    files = labels.get(COMPOSE_FILES_LABEL, "")
+    return str(Path(files.split(",")[0]).parent) if files else None
+
+
+def _same_path(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    return os.path.realpath(first) == os.path.realpath(second)
+
+
+def names_in_use(client: docker.DockerClient) -> Callable[[str], bool]:
+    """Whether a project name is taken on the engine: containers, volumes or networks carry it
+    (devbox's label or compose's), for `devbox init` to pick another."""
+
+    def taken(name: str) -> bool:
+        for label in (f"{LABEL_PREFIX}project={name}", f"{COMPOSE_PROJECT_LABEL}={name}"):
+            filters = {"label": label}
+            if (client.containers.list(all=True, filters=filters) or client.volumes.list(filters=filters)
+                    or client.networks.list(filters=filters)):  # fmt: skip
+                return True
+        return False
+
+    return taken
+
+
 # --------------------------------------------------------------------------- rendering to disk
 
 
@@ -206,7 +297,8 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_
     gpus = allocate_gpus_of(spec, folder, environ) if allocate_gpus else None
     material, created = prepare(spec, folder, environ, say)
     key = image_inputs_key(spec)
-    rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus)
+    owner = owner_id(folder)
+    rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus, owner)
     changed = write_files(folder, rendered.files)
     write_if_changed(Layout(folder).image_key, key + "\n", 0o644)
     return rendered, changed, created

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 BASE_PACKAGES = ("ca-certificates", "openssh-server", "sudo")  # gpgv (in apt) verifies signatures
 LABEL_PREFIX = "devbox."
+# Which spec owns an engine object (its id, devbox.state.owner_id), and where that spec keeps its
+# state (its output folder: on objects devbox makes through the SDK, never in a rendered file).
+OWNER_LABEL = f"{LABEL_PREFIX}owner"
+OWNER_FOLDER_LABEL = f"{LABEL_PREFIX}owner-folder"
 
 
 @dataclass(frozen=True)
@@ -330,7 +334,7 @@ def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[s
              assignment: Assignment | None = None) -> dict:  # fmt: skip
     service: dict[str, Any] = {}
     if build:
-        # The label finds devbox's images again (tests, clean-ups), as on its containers.
+        # The labels find devbox's images again (tests, clean-ups, pruning), as on its containers.
         service["build"] = {"context": ".", "dockerfile": "Dockerfile",
                             "labels": {f"{LABEL_PREFIX}project": spec.project}}  # fmt: skip
     service["image"] = tag
@@ -393,9 +397,15 @@ def config_hash(service: Mapping[str, Any], files: list[RenderedFile]) -> str:
     return digest.hexdigest()[:16]
 
 
-def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None) -> dict[str, Any]:
+def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: str | None = None) -> dict[str, Any]:
     """docker-compose.yml as data: every host shares ONE image, built by the first host; ``gpus``:
-    the devices each GPU host was allocated."""
+    the devices each GPU host was allocated; ``owner``: the spec's owner id, a label of its
+    containers and image (outside the config hash: an upgrade that adds it recreates nothing).
+
+    Volumes and the network are declared without it: compose hashes their definition, and a
+    label added to an existing stack's would make compose remove its network (stopping hosts)
+    and offer to recreate its volumes. devbox creates them itself, labelled (engines.compose).
+    """
     services: dict[str, Any] = {}
     secrets: dict[str, Any] = {}
     volumes: dict[str, Any] = {}
@@ -405,10 +415,13 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None) -> dict[s
         assignment = gpus.of(host.name) if gpus else None
         service = _service(spec, host, tag, build=index == 0, secrets=mounts, assignment=assignment)
         digest = config_hash(service, settings_files(spec, host))
+        if owner and "build" in service:  # outside the hash, like the service's own label below
+            service["build"]["labels"][OWNER_LABEL] = owner
         service["labels"] = {
             f"{LABEL_PREFIX}project": spec.project,
             f"{LABEL_PREFIX}host": host.name,
             f"{LABEL_PREFIX}config-hash": digest,
+            **({OWNER_LABEL: owner} if owner else {}),
         }
         services[host.name] = service
         for name in named_volumes(spec, host):
@@ -556,14 +569,15 @@ class RenderedProject:
 
 def render_project(
     spec: Spec, material: Mapping[str, HostMaterial], image: list[RenderedFile] | None = None,
-    gpus: Allocation | None = None,
+    gpus: Allocation | None = None, owner: str | None = None,
 ) -> RenderedProject:  # fmt: skip
     """Every file `devbox render` writes, in a stable order. ``image``: the image files, when the
-    caller knows them already (see image_inputs_key); ``gpus``: each GPU host's devices."""
+    caller knows them already (see image_inputs_key); ``gpus``: each GPU host's devices;
+    ``owner``: the spec's owner id (labels)."""
     files = list(image) if image is not None else image_files(spec)
     tag = image_tag(spec, files)
     files.append(RenderedFile(DOCKERIGNORE, "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
-    data = compose_data(spec, tag, gpus)
+    data = compose_data(spec, tag, gpus, owner)
     files.append(RenderedFile(COMPOSE_FILE, _COMPOSE_HEADER.format(origin=_origin(spec)) + dump_yaml(data)))
     digests = {}
     for host in spec.hosts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from devbox.errors import UsageError
@@ -31,17 +32,37 @@ def default_project_name(directory: Path) -> str:
     return name[:63].rstrip("-_") or "devbox"
 
 
-def init_project(directory: Path, project: str | None, *, force: bool, spec_name: str = "devbox.yaml") -> list[Path]:
+def free_project_name(name: str, taken: Callable[[str], bool]) -> str:
+    """``name``, or the first of ``name-2``, ``name-3``, ... that ``taken`` says is free."""
+    candidate, number = name, 2
+    while taken(candidate):
+        suffix = f"-{number}"
+        candidate, number = name[: 63 - len(suffix)].rstrip("-_") + suffix, number + 1
+    return candidate
+
+
+def init_project(directory: Path, project: str | None, *, force: bool, spec_name: str = "devbox.yaml",
+                 taken: Callable[[str], bool] | None = None,
+                 say: Callable[[str], None] | None = None) -> list[Path]:  # fmt: skip
     """Write the spec (devbox.yaml unless named) and make .gitignore ignore the output folder.
 
-    Raises UsageError instead of overwriting an existing spec without ``force``; an existing
-    .gitignore is only ever appended to.
+    ``taken``: whether the engine already holds a project of that name (None: it cannot be
+    asked, offline); a name derived from the folder that is taken becomes a free one (``-2``,
+    ``-3``...) and ``say`` hears so: two folders of the same name would otherwise share (and
+    refuse) one project. Raises UsageError instead of overwriting an existing spec without
+    ``force``; an existing .gitignore is only ever appended to.
     """
     directory.mkdir(parents=True, exist_ok=True)
     spec_path = directory / spec_name
     if spec_path.exists() and not force:
         raise UsageError(f"{spec_path} already exists (pass --force to overwrite it)")
     name = project or default_project_name(directory)
+    if project is None and taken is not None:
+        free = free_project_name(name, taken)
+        if free != name and say:
+            say(f"project name {name!r} is taken on the engine by another project: using {free!r} "
+                "(or pass --project NAME)")  # fmt: skip
+        name = free
     if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", name):
         raise UsageError(f"--project: {name!r} is not a project name (lowercase letters, digits, - and _)")
     gitignore = directory / ".gitignore"

@@ -28,6 +28,7 @@ from devbox.layout import (
     DEFAULT_OUTPUT,
     DEFAULT_SPEC_NAME,
     LOCK_FILE,
+    OWNER_FILE,
     SECRETS_DIR,
     host_key_path,
 )
@@ -309,6 +310,29 @@ def _new_host_key() -> tuple[str, str]:
     ).decode()
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     return private, public
+
+
+def owner_id(folder: Path, *, create: bool = True) -> str | None:
+    """The id of the spec that owns this output folder, generated once and kept in it.
+
+    Every object devbox makes on an engine carries it as a label (devbox.render.OWNER_LABEL), so
+    a second spec under the same project name is refused before it mounts, or deletes, this
+    spec's volumes. Without ``create``, a folder without one gives None. Raises UsageError when
+    the file is damaged.
+    """
+    path = folder / OWNER_FILE
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+        text = secrets.token_hex(8)
+        write_if_changed(path, text + "\n", 0o644)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it ({type(exc).__name__}); remove it to make a new one") from None
+    if not text.isalnum() or len(text) > 64:
+        raise UsageError(f"{path}: not an owner id (letters and digits); remove it to make a new one")
+    return text
 
 
 def edited_since_render(folder: Path) -> bool:

@@ -61,6 +61,11 @@ class Engine(ABC):
         host once it runs."""
         return project.start_watch()
 
+    def repair(self, project: Project) -> list[str]:
+        """Put right what an interrupted `up` or `down` left half done (a container compose made
+        under a temporary name); returns what was done, one line each."""
+        return []
+
     def memory_reservations(self, project: Project) -> dict[str, int] | None:
         """Memory reservations as the engine applied them, by host, where the container does not
         say (a swarm service holds them); None: read them from each container."""
@@ -85,16 +90,19 @@ def build_image(project: Project, tag: str) -> None:
 def prune_images(project: Project, current: str) -> list[str]:
     """Remove the project's older images: keep ``current`` (the tag in use) and the newest one
     before it (to go back to), never an image a container still uses, never one devbox did not
-    build (found by the label its builds carry). Returns the tags removed.
+    build (found by the label its builds carry), never one another spec of the same project name
+    built (its owner label). Returns the tags removed.
 
     Every image edit builds a new tag (named by content); without this they pile up.
     """
-    from devbox.render import LABEL_PREFIX
+    from devbox.render import LABEL_PREFIX, OWNER_LABEL
 
     client = project.client
     built = client.images.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
+    built = [image for image in built if (image.labels or {}).get(OWNER_LABEL, project.owner) == project.owner]
     built.sort(key=lambda image: str(image.attrs.get("Created", "")), reverse=True)
-    used = {c.attrs.get("Image") for c in client.containers.list(all=True)}
+    # sparse: no inspect of each container, which fails when another program removes one meanwhile
+    used = {c.attrs.get("ImageID") or c.attrs.get("Image") for c in client.containers.list(all=True, sparse=True)}
     older = [image for image in built if current not in image.tags]
     removed = []
     for image in older[1:]:

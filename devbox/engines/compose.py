@@ -8,8 +8,9 @@ carried out with the Compose v2 CLI, which builds with BuildKit and starts whole
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from devbox.docker_api import engine_facts, find_compose, run_compose
@@ -23,8 +24,8 @@ from devbox.engines.preflight import (
     ulimit_problems,
 )
 from devbox.passwords import renew_passwords
-from devbox.project import recreating_note
-from devbox.render import LABEL_PREFIX, connect_address
+from devbox.project import COMPOSE_PROJECT_LABEL, recreating_note
+from devbox.render import LABEL_PREFIX, OWNER_LABEL, connect_address, named_volumes
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -80,6 +81,8 @@ class ComposeEngine(Engine):
         return gpu_problems(project, facts)
 
     def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
+        for line in self.repair(project):  # what an interrupted (or killed) run left half done
+            project.say(line)
         ours = project.containers()
         wanted = {host.name for host in project.spec.hosts}
         dropped = {} if only else {name: c for name, c in ours.items() if name not in wanted}
@@ -87,6 +90,7 @@ class ComposeEngine(Engine):
                    if name in wanted}  # fmt: skip
         present = bool(project.client.images.list(name=rendered.image_tag))
         plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
+        plan = _recreating_unlabelled(plan, ours)
         # before anything is removed: the files that replacing or removing containers discards
         project.consent_to_discard({**dropped, **{name: ours[name] for name in plan.recreate}}, "recreating")
         if dropped:
@@ -109,6 +113,9 @@ class ComposeEngine(Engine):
     def addresses(self, project: Project, hosts: list[Host]) -> dict[str, str]:
         return {host.name: connect_address(host) for host in hosts}
 
+    def repair(self, project: Project) -> list[str]:
+        return repair_renamed(project)
+
     def all_logs(self, project: Project, follow: bool, tail: str) -> None:
         """Compose interleaves every host's logs with host prefixes; the SDK does not."""
         args = ["logs", "--tail", tail] + (["--follow"] if follow else [])
@@ -126,6 +133,7 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
     if plan.recreate:
         project.say(recreating_note(list(plan.recreate)))
     project.say(f"starting {', '.join(plan.start)}")
+    _make_volumes_and_network(project)
     args = ["up", "--detach", "--no-build", "--quiet-pull"]
     if not only:
         args.append("--remove-orphans")
@@ -134,6 +142,72 @@ def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[st
         removed = prune_images(project, plan.tag)
         if removed:
             project.say(f"removed older images: {', '.join(removed)} (kept {plan.tag} and the one before it)")
+
+
+# Compose recreates a host by creating the new container as "<old id>_<name>", removing the old
+# one, then renaming the new one (older versions renamed the old one first): cut short, the host
+# is left under a temporary name that compose does not find again.
+_TEMPORARY_NAME = re.compile(r"^[0-9a-f]{12}_(?P<name>.+)$")
+_NEVER_STARTED = "0001-01-01T00:00:00Z"
+
+
+def repair_renamed(project: Project) -> list[str]:
+    """Finish or undo the recreations compose left half done; returns what was done.
+
+    A container under a temporary name is renamed to its own name when that is free (the host
+    keeps it); when a container holds that name, a temporary one that never started (the new
+    one: nothing written in it) is removed, and one that did (an old container, its files in
+    it) is left and named, never removed.
+    """
+    found = project.client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
+    names = {container.name for container in found}
+    done = []
+    for container in found:
+        match = _TEMPORARY_NAME.match(container.name)
+        if not match:
+            continue
+        host, name = container.labels.get(f"{LABEL_PREFIX}host", match["name"]), match["name"]
+        if name not in names:
+            done.append(f"{host}: renamed {container.name} (left half made by compose) to {name}")
+            container.rename(name)
+            names.add(name)
+        elif (container.attrs.get("State") or {}).get("StartedAt", _NEVER_STARTED).startswith("0001-"):
+            container.remove(force=True)
+            done.append(f"{host}: removed {container.name}, a container compose had not finished making")
+        else:
+            done.append(f"{host}: {container.name} is an older container of this host, kept with its files "
+                        "(`docker rm` it when they are no longer needed)")  # fmt: skip
+    return done
+
+
+def _recreating_unlabelled(plan: Plan, ours: Mapping[str, Container]) -> Plan:
+    """A stopped host whose container an older devbox made (no owner label) is recreated by
+    compose, not just started (its labels changed): count it as recreated, so `up` says so and
+    asks about its files first."""
+    older = tuple(name for name in plan.start if name in ours and name not in plan.recreate
+                  and OWNER_LABEL not in ours[name].labels)  # fmt: skip
+    return replace(plan, recreate=plan.recreate + older) if older else plan
+
+
+def _make_volumes_and_network(project: Project) -> None:
+    """Create the project's named volumes and network before compose, as compose would (its
+    labels, so it takes them as its own) plus the owner's: a compose file cannot label them
+    without changing their config hash, which on an existing stack makes compose remove the
+    network (stopping its hosts) and offer to recreate the volumes. Existing ones are kept."""
+    from docker.types import IPAMConfig, IPAMPool
+
+    spec, client = project.spec, project.client
+    labels = {COMPOSE_PROJECT_LABEL: spec.project, **project.owner_labels()}
+    existing = {volume.name for volume in client.volumes.list(filters={"name": f"{spec.project}_"})}
+    for key in sorted({name for host in spec.hosts for name in named_volumes(spec, host)}):
+        if f"{spec.project}_{key}" not in existing:
+            client.volumes.create(f"{spec.project}_{key}", driver="local",
+                                  labels={**labels, "com.docker.compose.volume": key})  # fmt: skip
+    network = f"{spec.project}_{spec.network.name}"
+    if not any(found.name == network for found in client.networks.list(names=[network])):
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=spec.network.subnet)]) if spec.network.subnet else None
+        client.networks.create(network, driver=spec.network.driver, ipam=ipam,
+                               labels={**labels, "com.docker.compose.network": spec.network.name})  # fmt: skip
 
 
 def _remove_dropped_hosts(project: Project, ours: Mapping[str, Container]) -> dict[str, Container]:

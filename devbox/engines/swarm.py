@@ -203,8 +203,7 @@ def _ensure_secrets(project: Project, host: Host) -> dict[str, str]:
         if name not in existing:
             path = next(path for path, t in secret_sources(host.name).items() if t == target)
             client.secrets.create(name=name, data=(project.folder / path).read_bytes(),
-                                  labels={f"{LABEL_PREFIX}project": project.spec.project,
-                                          f"{LABEL_PREFIX}host": host.name})  # fmt: skip
+                                  labels={**project.owner_labels(), f"{LABEL_PREFIX}host": host.name})  # fmt: skip
     return wanted
 
 
@@ -215,7 +214,19 @@ def planned_service(project: Project, host: Host, rendered: RenderedProject, nod
     definition = service_definition(project.spec, host, image, "", planned_secrets(project, host),
                                      constraints(host, nodes))  # fmt: skip
     definition["labels"][f"{LABEL_PREFIX}config-hash"] = service_hash(rendered, host, definition)
+    _label_owner(project, definition)
     return definition
+
+
+def _label_owner(project: Project, definition: dict[str, Any]) -> None:
+    """Name the owning spec on the service, its containers and the volumes its mounts create,
+    after the hash: an upgrade that adds these labels replaces no service."""
+    owner = project.owner_labels()
+    definition["labels"] = {**definition["labels"], **owner}
+    definition["container_labels"] = {**definition["container_labels"], **owner}
+    for mount in definition["mounts"]:
+        if mount.get("Type") == "volume":
+            mount["VolumeOptions"] = {"Labels": owner}
 
 
 def _ensure_network(project: Project) -> None:
@@ -226,12 +237,12 @@ def _ensure_network(project: Project) -> None:
         return
     subnet = project.spec.network.subnet
     ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]) if subnet else None
-    project.client.networks.create(name, driver="overlay", attachable=True, ipam=ipam,
-                                   labels={f"{LABEL_PREFIX}project": project.spec.project})  # fmt: skip
+    project.client.networks.create(name, driver="overlay", attachable=True, ipam=ipam, labels=project.owner_labels())
 
 
 def _services(project: Project) -> dict[str, Any]:
     found = project.client.services.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
+    project.check_labels([("service", s.name, s.attrs["Spec"].get("Labels") or {}) for s in found])
     return {s.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}host", s.name): s for s in found}
 
 

@@ -8,6 +8,16 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+def _devbox_in(folder, *args):
+    """devbox run in another folder than a stack's own (a second spec of the same name)."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "devbox", *args], cwd=folder, capture_output=True, text=True,
+                          timeout=600, check=False, env=dict(os.environ), stdin=subprocess.DEVNULL)  # fmt: skip
+
+
 def _volumes(docker_client, project):
     return sorted(v.name for v in docker_client.volumes.list() if v.name.startswith(f"{project}_"))
 
@@ -244,3 +254,116 @@ def test_old_images_go_but_the_one_in_use_and_the_one_before_stay(make_stack, do
         assert docker_client.images.list(name=foreign)
     finally:
         docker_client.images.remove(foreign)
+
+
+def test_a_second_folder_with_the_same_project_name_cannot_touch_the_first_ones_volumes(make_stack, docker_client,
+                                                                                        free_port):  # fmt: skip
+    """Case 3: with the first spec's hosts down, the second one's up would mount its volumes (and
+    read its data) and its down --volumes delete them; both are refused, naming the first folder."""
+    import yaml
+
+    first = make_stack(1)
+    first.devbox("up")
+    first.ssh("master", "echo precious > ~/data.txt")
+    first.devbox("down")
+    assert _volumes(docker_client, first.name) == [f"{first.name}_master-home"]
+    second = first.directory.parent / "second" / first.name
+    second.mkdir(parents=True)
+    spec = {**first.spec, "hosts": {"master": {"ssh_port": free_port()}}}
+    (second / "devbox.yaml").write_text(yaml.safe_dump(spec))
+    try:
+        for args in (["up"], ["down", "--volumes", "--yes"], ["status"]):
+            refused = _devbox_in(second, *args)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert refused.stderr.strip() == (
+                f"error: project {first.name!r} already runs from {first.state}, another spec's (volume "
+                f"{first.name}_master-home): give devbox.yaml another `project:` name, or run devbox "
+                "with that spec")  # fmt: skip
+        assert first.container_or_none(docker_client, "master") is None
+        assert _volumes(docker_client, first.name) == [f"{first.name}_master-home"]
+        # init in a third folder of that name picks a free one
+        third = first.directory.parent / "third" / first.name
+        third.mkdir(parents=True)
+        init = _devbox_in(third, "init")
+        assert init.returncode == 0, init.stderr
+        assert f"project name {first.name!r} is taken on the engine by another project: using " \
+               f"'{first.name}-2'" in init.stdout
+        assert f"project: {first.name}-2\n" in (third / "devbox.yaml").read_text()
+        first.devbox("up")
+        assert first.ssh("master", "cat ~/data.txt").strip() == "precious"
+    finally:
+        _devbox_in(second, "down", "--volumes", "--yes")
+
+
+def _start_devbox(folder, *args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "devbox", *args], cwd=folder, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+# sshd that never listens: the container runs, the login wait waits
+_SILENT_SSHD = ("RUN mv /usr/sbin/sshd /usr/sbin/sshd.real && printf '#!/bin/sh\\ncase \"$*\" in *-D*) exec sleep "
+                "600;; esac\\nexec /usr/sbin/sshd.real \"$@\"\\n' > /usr/sbin/sshd && chmod 755 /usr/sbin/sshd")
+
+
+def test_one_ctrl_c_in_the_login_wait_stops_up_at_once_and_says_each_hosts_state(make_stack, docker_client):
+    """Case 7: one SIGINT during the login wait was ignored for two minutes."""
+    import signal
+    import time
+
+    stack = make_stack(1, image={"extra_lines": [_SILENT_SSHD]})
+    up = _start_devbox(stack.directory, "up", "--timeout", "120")
+    deadline = time.monotonic() + 300
+    labels = [f"devbox.project={stack.name}", "devbox.host=master"]
+    # sparse: no inspect, which a container going between listing and inspecting fails
+    while [c.attrs.get("State") for c in docker_client.containers.list(
+            all=True, sparse=True, filters={"label": labels})] != ["running"]:  # fmt: skip
+        assert up.poll() is None and time.monotonic() < deadline, up.communicate()
+        time.sleep(0.2)
+    time.sleep(1.5)  # in the login wait now
+    sent = time.monotonic()
+    up.send_signal(signal.SIGINT)
+    out, err = up.communicate(timeout=30)
+    assert time.monotonic() - sent < 2.5, (out, err)
+    assert up.returncode == 130, (out, err)
+    assert "master: running" in out.splitlines() and err.strip().endswith("error: interrupted"), (out, err)
+
+
+def test_ctrl_c_while_compose_recreates_leaves_no_container_under_a_temporary_name(make_stack, docker_client):
+    """Case 7: compose recreates a host as "<id>_<project>-<host>-1", then renames it; cut short
+    (subprocess.run killed compose a quarter second after SIGINT) it stayed so. Now compose is
+    handed the SIGINT and waited for, and devbox puts right what is left."""
+    import re
+    import signal
+    import threading
+
+    stack = make_stack(["master", "worker"])
+    stack.devbox("up")
+    stack.spec["defaults"]["environment"] = {"CHANGED": "1"}  # recreates both hosts
+    stack.write_spec()
+    events = docker_client.events(decode=True, filters={"type": "container", "event": ["create"],
+                                                         "label": f"devbox.project={stack.name}"})  # fmt: skip
+    up = _start_devbox(stack.directory, "up", "--yes")
+
+    def interrupt_at_the_first_temporary_container() -> None:
+        for event in events:
+            if re.match(r"^[0-9a-f]{12}_", event["Actor"]["Attributes"].get("name", "")):
+                up.send_signal(signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=interrupt_at_the_first_temporary_container, daemon=True)
+    watcher.start()
+    out, err = up.communicate(timeout=300)
+    events.close()
+    assert up.returncode == 130, (out, err)
+    names = [name.lstrip("/") for c in docker_client.containers.list(
+        all=True, sparse=True, filters={"label": f"devbox.project={stack.name}"}) for name in c.attrs["Names"]]
+    assert not [name for name in names if re.match(rf"^[0-9a-f]{{12}}_{stack.name}-", name)], (names, out)
+    lines = out.splitlines()
+    assert all(any(line.startswith(f"{host}: ") for line in lines) for host in ("master", "worker")), out
+    stack.devbox("up", "--yes")  # and the next up brings every host up
+    stack.ssh("master", "true")
+    stack.ssh("worker", "true")

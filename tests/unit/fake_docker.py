@@ -170,6 +170,12 @@ class Container:
             lines = lines[-kwargs["tail"] :] if kwargs["tail"] else []
         return iter(lines) if kwargs.get("stream") else b"".join(lines)
 
+    def rename(self, name: str) -> None:
+        self.client.record("container.rename", name=self.name, new=name)
+        if any(c.name == name for c in self.client.containers.items):
+            raise docker.errors.APIError(f"Conflict. The container name \"/{name}\" is already in use")
+        self.attrs["Name"] = f"/{name}"
+
     def start(self) -> None:
         self.client.record("container.start", name=self.name)
         self.attrs["State"]["Status"] = "running"
@@ -486,6 +492,10 @@ class Network:
     name: str
     options: dict[str, Any]
 
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {"Name": self.name, "Labels": dict(self.options.get("labels") or {})}
+
     def remove(self) -> None:
         self.client.record("network.remove", name=self.name)
         self.client.networks.items.remove(self)
@@ -504,14 +514,20 @@ class Networks:
 
     def list(self, names: list[str] | None = None, filters: dict[str, Any] | None = None) -> list[Network]:
         self.client.record("networks.list", names=names, filters=filters)
-        _known(filters, set())
-        return [n for n in self.items if names is None or n.name in names]
+        wanted = _known(filters, {"label"})
+        return [n for n in self.items if (names is None or n.name in names)
+                and ("label" not in wanted or _labels_match(n.attrs["Labels"], wanted["label"]))]  # fmt: skip
 
 
 @dataclass(eq=False)
 class Volume:
     client: FakeDockerClient
     name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {"Name": self.name, "Labels": dict(self.labels) or None}
 
     def remove(self, force: bool = False) -> None:
         self.client.record("volume.remove", name=self.name, force=force)
@@ -523,16 +539,22 @@ class Volumes:
         self.client = client
         self.items: list[Volume] = []
 
-    def add(self, name: str) -> Volume:
-        volume = Volume(self.client, name)
+    def add(self, name: str, labels: dict[str, str] | None = None) -> Volume:
+        volume = Volume(self.client, name, dict(labels or {}))
         self.items.append(volume)
         return volume
+
+    def create(self, name: str, driver: str = "local", labels: dict[str, str] | None = None) -> Volume:
+        """As the engine: an existing name gives the existing volume, unchanged."""
+        self.client.record("volumes.create", name=name, driver=driver, labels=labels)
+        return next((v for v in self.items if v.name == name), None) or self.add(name, labels)
 
     def list(self, filters: dict[str, Any] | None = None) -> list[Volume]:
         """The engine's ``name`` filter matches part of a name, not the whole."""
         self.client.record("volumes.list", filters=filters)
-        wanted = _known(filters, {"name"})
-        return [v for v in self.items if "name" not in wanted or wanted["name"] in v.name]
+        wanted = _known(filters, {"name", "label"})
+        return [v for v in self.items if ("name" not in wanted or wanted["name"] in v.name)
+                and ("label" not in wanted or _labels_match(v.labels, wanted["label"]))]  # fmt: skip
 
     def get(self, name: str) -> Volume:
         self.client.record("volumes.get", name=name)

@@ -14,6 +14,7 @@ from devbox.cli import cli
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")  # offline: init still works
 
     def invoke(*args: str):
         return CliRunner().invoke(cli, list(args), catch_exceptions=False)
@@ -45,6 +46,21 @@ def test_init_appends_to_an_existing_gitignore(run, tmp_path):
 def test_init_into_a_folder_uses_its_name(run, tmp_path):
     assert run("init", "My Lab").exit_code == 0
     assert "project: my-lab" in (tmp_path / "My Lab" / "devbox.yaml").read_text()
+
+
+def test_init_picks_a_free_project_name_when_the_folders_is_taken_on_the_engine(run, tmp_path, monkeypatch):
+    from .fake_docker import FakeDockerClient, serve
+
+    client = serve(monkeypatch, FakeDockerClient())
+    client.containers.add("lab-master-1", labels={"devbox.project": "lab"}, status="exited")
+    client.volumes.add("lab-2_data", labels={"com.docker.compose.project": "lab-2"})
+    result = run("init", "lab")
+    assert result.exit_code == 0, result.output
+    assert "project name 'lab' is taken on the engine by another project: using 'lab-3'" in result.output
+    assert "project: lab-3" in (tmp_path / "lab" / "devbox.yaml").read_text()
+    assert "project: free" in (run("init", "free") and (tmp_path / "free" / "devbox.yaml").read_text())
+    assert "project: lab\n" in (run("init", "--project", "lab", "named") and
+                                (tmp_path / "named" / "devbox.yaml").read_text())  # asked for by name: kept
 
 
 def test_init_writes_the_file_that_dash_f_names(run, tmp_path):

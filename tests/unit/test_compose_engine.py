@@ -20,10 +20,12 @@ import yaml
 from devbox import docker_api, probe
 from devbox.docker_api import Compose
 from devbox.engines import compose as compose_engine  # where find_compose and run_compose are looked up
+from devbox.engines.compose import ComposeEngine
 from devbox.engines.preflight import GPU_PROBE_IMAGE, gpu_runtime_available, port_problems, ulimit_problems
 from devbox.errors import EngineError, PreflightError
 from devbox.operations import down, status, up
 from devbox.project import Project, recreating_note
+from devbox.render import render_project
 
 from .fake_docker import FakeDockerClient, getent_shadow, serve
 from .helpers import make_spec
@@ -150,6 +152,78 @@ def test_containers_from_this_spec_pass_the_owner_check(client, project):
     project.check_owner(project.containers())
 
 
+def test_a_volume_of_another_owner_is_refused_with_its_folder_also_with_no_container_left(client, project, compose, logins):
+    """Case 3 of issue 13: the first spec's hosts are down, its volume stays, labelled with its owner."""
+    client.volumes.add("lab_master-home", labels={"com.docker.compose.project": "lab", "devbox.project": "lab",
+                                                  "devbox.owner": "0ther0wner", "devbox.owner-folder": "/first/.devbox"})
+    for command in (lambda: up(project, wait_seconds=5), lambda: down(project, volumes=True), lambda: status(project)):
+        with pytest.raises(PreflightError) as info:
+            command()
+        assert str(info.value) == (
+            "project 'lab' already runs from /first/.devbox, another spec's (volume lab_master-home): give "
+            f"{project.spec.source} another `project:` name, or run devbox with that spec")
+    assert compose == [] and [v.name for v in client.volumes.list()] == ["lab_master-home"]
+
+
+def test_a_network_of_another_owner_whose_folder_is_unknown_is_refused(client, project, compose):
+    client.networks.create("lab_net", labels={"com.docker.compose.project": "lab", "devbox.owner": "0ther0wner"})
+    with pytest.raises(PreflightError, match=r"^project 'lab' already runs from another spec \(its folder unknown\) "
+                                             r"\(network lab_net\)"):  # fmt: skip
+        down(project, volumes=True)
+    assert compose == []
+
+
+def test_up_labels_every_object_with_its_owner(client, project, compose, logins):
+    up(project, wait_seconds=5)
+    owner = {"devbox.project": "lab", "devbox.owner": project.owner, "devbox.owner-folder": str(project.folder)}
+    assert len(project.owner or "") == 16 and (project.folder / "owner").read_text().strip() == project.owner
+    data = compose_data(project.compose_file)
+    assert all(service["labels"]["devbox.owner"] == project.owner for service in data["services"].values())
+    assert data["services"]["master"]["build"]["labels"] == {"devbox.project": "lab", "devbox.owner": project.owner}
+    assert all(c.labels["devbox.owner"] == project.owner for c in client.containers.list(all=True))
+    # volumes and network made before compose, with compose's labels (it takes them as its own)
+    volumes = client.volumes.list()
+    assert sorted(v.name for v in volumes) == ["lab_master-home", "lab_worker-home"]
+    assert all(owner.items() <= v.labels.items() and v.labels["com.docker.compose.volume"] == v.name[4:]
+               and v.labels["com.docker.compose.project"] == "lab" for v in volumes)  # fmt: skip
+    (network,) = client.networks.list()
+    assert network.name == "lab_net" and owner.items() <= network.attrs["Labels"].items()
+    assert network.attrs["Labels"]["com.docker.compose.network"] == "net"
+    # the owner label is outside the config hash: an older devbox's containers are not recreated
+    assert project.render().config_hashes == render_project(project.spec, fake_material_of(project)).config_hashes
+
+
+def test_objects_an_older_devbox_made_are_adopted_and_said_once(client, project, compose, logins, said):
+    client.volumes.add("lab_master-home", labels={"com.docker.compose.project": "lab"})
+    client.containers.add("lab-master-1", labels={"devbox.project": "lab", "devbox.host": "master"})
+    project.render()
+    project.containers()
+    assert said[-1] == ("note: taking container lab-master-1, volume lab_master-home as this spec's: an older devbox "
+                        "made them without an owner label, and nothing names another spec")  # fmt: skip
+    said.clear()
+    project._checked_volumes = False
+    project.containers()
+    assert said == []
+
+
+def test_a_stopped_host_an_older_devbox_made_counts_as_recreated(client, project, compose, logins, said):
+    up(project, wait_seconds=5)
+    master = client.containers.list(filters={"label": "devbox.host=master"})[0]
+    del master.attrs["Config"]["Labels"]["devbox.owner"]
+    master.attrs["State"]["Status"] = "exited"
+    said.clear()
+    up(project, wait_seconds=5)
+    assert recreating_note(["master"]) in said  # compose recreates it (its labels changed), and up says so
+
+
+def test_a_lost_owner_file_keeps_the_objects_that_name_this_folder(client, project, compose, logins, said):
+    up(project, wait_seconds=5)
+    (project.folder / "owner").unlink()
+    said.clear()
+    up(project, wait_seconds=5)  # the volume and network name this folder: still this spec's
+    assert said[-1].startswith("nothing changed")
+
+
 # --------------------------------------------------------------------------- status
 
 
@@ -240,6 +314,73 @@ def test_a_host_that_never_logs_in_is_named_with_the_last_line_it_logged(client,
         up(project, wait_seconds=0.3)
     assert str(info.value) == ("master: cannot connect (Connection refused); it last logged: sshd: no hostkeys "
                                "available -- exiting. (see `devbox logs HOST`)")  # fmt: skip
+
+
+def test_ctrl_c_in_the_login_wait_says_each_hosts_state_and_goes_on_to_the_cli(client, project, compose, monkeypatch,
+                                                                             said):  # fmt: skip
+    """Case 7 of issue 13: the interrupt is not swallowed; each host's state is said, one line each."""
+    import _thread
+    import signal
+    import threading
+    import time
+
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        time.sleep(0.2)  # sshd never answers
+        return probe.Result(target.name, False, "cannot connect (Connection refused)", 0.0)
+
+    monkeypatch.setattr(probe, "login", login)
+    threading.Timer(0.5, lambda: _thread.interrupt_main(signal.SIGINT)).start()
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        up(project, ["master"], wait_seconds=60)
+    assert time.monotonic() - began < 1.5
+    assert said[-2:] == ["master: running", "worker: missing"]
+
+
+def test_a_host_compose_left_under_a_temporary_name_is_put_right(client, project, compose, logins, said):
+    """Compose recreates a host as "<old id>_<name>", removes the old one, renames the new one:
+    cut short, the new one is renamed (its own name is free) or removed (never started, its
+    name taken); an old container that ran is never removed."""
+    labels = {"devbox.project": "lab", "devbox.host": "master"}
+    never = "0001-01-01T00:00:00Z"
+    client.containers.add("0123456789ab_lab-master-1", labels=labels, status="created", started_at=never)
+    client.containers.add("lab-worker-1", labels={**labels, "devbox.host": "worker"}, status="exited")
+    client.containers.add("ba9876543210_lab-worker-1", labels={**labels, "devbox.host": "worker"},
+                          status="created", started_at=never)  # fmt: skip
+    client.containers.add("cafecafecafe_lab-third-1", labels={**labels, "devbox.host": "third"}, status="exited")
+    client.containers.add("lab-third-1", labels={**labels, "devbox.host": "third"})
+    assert ComposeEngine().repair(project) == [
+        "master: renamed 0123456789ab_lab-master-1 (left half made by compose) to lab-master-1",
+        "worker: removed ba9876543210_lab-worker-1, a container compose had not finished making",
+        "third: cafecafecafe_lab-third-1 is an older container of this host, kept with its files (`docker rm` it "
+        "when they are no longer needed)",
+    ]
+    assert sorted(c.name for c in client.containers.list(all=True)) == [
+        "cafecafecafe_lab-third-1", "lab-master-1", "lab-third-1", "lab-worker-1"]  # fmt: skip
+
+
+def test_an_interrupted_compose_is_handed_one_sigint_and_waited_for(tmp_path):
+    """subprocess.run killed compose a quarter second after Ctrl-C, mid-recreate: devbox hands it
+    SIGINT and waits for it to stop cleanly, then the interrupt goes on."""
+    import _thread
+    import signal
+    import sys
+    import threading
+    import time
+
+    script = tmp_path / "compose.py"
+    marker = tmp_path / "stopped-cleanly"
+    script.write_text(
+        "import signal, sys, time\n"
+        f"def stop(*_):\n    time.sleep(0.5)\n    open({str(marker)!r}, 'w').close()\n    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\nprint('ready', flush=True)\ntime.sleep(30)\n"
+    )  # fmt: skip
+    fake = Compose((sys.executable, str(script)), "2.40.0")
+    threading.Timer(1.0, lambda: _thread.interrupt_main(signal.SIGINT)).start()
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        docker_api.run_compose(fake, None, "lab", "up")
+    assert marker.exists() and time.monotonic() - began < 5
 
 
 def test_up_stops_before_compose_when_the_engine_cannot_give_the_resources(client, make_project, compose, logins):
@@ -392,3 +533,10 @@ def test_a_ulimit_the_engine_grants_gets_as_far_as_the_missing_program(client, m
     assert ulimit_problems(project, list(project.spec.hosts)) == []
     (created,) = client.called("containers.create")
     assert created["ulimits"][0]["Name"] == "nofile" and created["ulimits"][0]["Hard"] == 1024
+
+
+def fake_material_of(project: Project) -> Any:
+    """The project's real hashes and keys (from its folder), as a render without an owner sees them."""
+    from devbox.state import prepare
+
+    return prepare(project.spec, project.folder, {})[0]

@@ -58,21 +58,6 @@ def test_docker_times_keep_their_nanoseconds():
     assert parse_docker_time("1970-01-01T00:00:02Z") == 2.0
 
 
-def test_a_project_made_by_another_spec_is_not_touched(tmp_path):
-    from types import SimpleNamespace
-
-    from devbox.errors import PreflightError
-    from devbox.project import Project
-
-    project = Project(make_spec(tmp_path), tmp_path / ".devbox", say=lambda _: None, environ={})
-    mine = SimpleNamespace(labels={"com.docker.compose.project.config_files": project.compose_file})
-    project.check_owner({"master": mine})
-    theirs = SimpleNamespace(labels={"com.docker.compose.project.config_files": "/elsewhere/.devbox/docker-compose.yml"})
-    with pytest.raises(PreflightError) as info:
-        project.check_owner({"master": mine, "solo": theirs})
-    assert str(info.value).startswith("project 'lab' already runs from /elsewhere/.devbox, another spec's: give ")
-
-
 def test_a_device_missing_on_this_machine_is_named_before_anything_starts(monkeypatch):
     from devbox.engines.preflight import device_problems
 

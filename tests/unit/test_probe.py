@@ -64,3 +64,29 @@ def test_a_host_whose_container_keeps_dying_is_given_up_on_at_once(monkeypatch):
     assert [r.ok for r in results] == [True, False]
     assert results[1].detail == "its container exited with code 127 (2 times)"
     assert time.monotonic() - began < 5
+
+
+def test_ctrl_c_stops_the_login_wait_at_once_and_every_probe_with_it(monkeypatch):
+    """Case 7 of issue 13: one SIGINT was ignored until the deadline (the pool joined its workers)."""
+    import _thread
+    import signal
+
+    import pytest
+
+    tries: list[float] = []
+
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        tries.append(time.monotonic())
+        time.sleep(0.5)  # a connection that hangs, as to a container whose sshd never comes up
+        return probe.Result(target.name, False, "cannot connect (Connection refused)", 0.0)
+
+    monkeypatch.setattr(probe, "login", login)
+    threading.Timer(0.3, lambda: _thread.interrupt_main(signal.SIGINT)).start()
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        probe.wait_for_logins([target("a"), target("b")], 120.0)
+    assert time.monotonic() - began < 0.6
+    time.sleep(0.8)
+    settled = len(tries)
+    time.sleep(0.8)
+    assert len(tries) == settled <= 4  # the probes gave up too: nothing keeps trying behind the user's back

@@ -143,7 +143,8 @@ def test_deploy_creates_the_network_the_secrets_and_one_service_per_host(client,
     rendered = deployed(project)
     (network,) = client.called("networks.create")
     assert network["name"] == "lab_net" and network["driver"] == "overlay" and network["attachable"] is True
-    assert network["labels"] == {"devbox.project": "lab"}
+    owner = {"devbox.project": "lab", "devbox.owner": project.owner, "devbox.owner-folder": str(project.folder)}
+    assert network["labels"] == owner and len(project.owner or "") == 16
     created = {call["name"]: call for call in client.called("services.create")}
     assert list(created) == ["lab_master", "lab_worker"]
     master = created["lab_master"]
@@ -157,6 +158,10 @@ def test_deploy_creates_the_network_the_secrets_and_one_service_per_host(client,
     assert all(ref["File"]["Mode"] == 0o400 for ref in master["secrets"])
     assert [(n["Target"], n["Aliases"]) for n in master["networks"]] == [("lab_net", ["master"])]
     assert master["mounts"][1]["Source"] == "lab_data"
+    # the owning spec on every object: service, containers, secrets and the volumes mounts make
+    assert owner.items() <= master["labels"].items() and owner.items() <= master["container_labels"].items()
+    assert master["mounts"][1]["VolumeOptions"]["Labels"] == owner
+    assert all(owner.items() <= call["labels"].items() for call in client.called("secrets.create"))
     assert said[1:] == ["starting service lab_master", "starting service lab_worker"]  # after the render's note
 
 
