@@ -97,6 +97,23 @@ def talks_to_engine(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def list_containers(client: docker.DockerClient, *, all: bool = False,  # noqa: A002 - the SDK's name
+                    filters: dict[str, Any] | None = None) -> list[Any]:
+    """Containers with their full attributes, like ``client.containers.list``, but one removed
+    between the listing and its inspection (by another user of a shared engine) is left out: the
+    SDK's list inspects each container and fails with "No such container" on such a one."""
+    import docker.errors
+
+    found = []
+    for container in client.containers.list(all=all, filters=filters, sparse=True):
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            continue
+        found.append(container)
+    return found
+
+
 @dataclass(frozen=True)
 class Compose:
     """The Compose v2 command found on this machine, e.g. ['docker', 'compose']."""
@@ -226,7 +243,7 @@ class StartWatch:
 
     def see_running(self) -> None:
         """Open the gate of every container already running (a start we saw no event for)."""
-        for container in self._client.containers.list(filters={"label": self._label, "status": "running"}):
+        for container in list_containers(self._client, filters={"label": self._label, "status": "running"}):
             name = container.labels.get(self._name_label)
             if name:
                 self._gate(name).set()

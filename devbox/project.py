@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe
-from devbox.docker_api import StartWatch, connect
+from devbox.docker_api import StartWatch, connect, list_containers
 from devbox.errors import PreflightError, UsageError
 from devbox.layout import IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
 from devbox.render import (
@@ -112,7 +112,8 @@ class Project:
         Found by devbox's own labels, which compose and swarm containers both carry; those of
         another spec under the same project name are refused here, for every command.
         """
-        found = self.client.containers.list(all=True, filters={"label": [f"{LABEL_PREFIX}project={self.spec.project}"]})
+        label = f"{LABEL_PREFIX}project={self.spec.project}"
+        found = list_containers(self.client, all=True, filters={"label": [label]})
         found.sort(key=lambda c: c.status == "running")
         containers = {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
         self.check_owner(containers)
@@ -262,7 +263,7 @@ def names_in_use(client: docker.DockerClient) -> Callable[[str], bool]:
     def taken(name: str) -> bool:
         for label in (f"{LABEL_PREFIX}project={name}", f"{COMPOSE_PROJECT_LABEL}={name}"):
             filters = {"label": label}
-            if (client.containers.list(all=True, filters=filters) or client.volumes.list(filters=filters)
+            if (client.containers.list(all=True, filters=filters, sparse=True) or client.volumes.list(filters=filters)
                     or client.networks.list(filters=filters)):  # fmt: skip
                 return True
         return False

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from devbox.docker_api import engine_facts, find_compose, run_compose
+from devbox.docker_api import engine_facts, find_compose, list_containers, run_compose
 from devbox.engines.base import Engine, build_image, prune_images
 from devbox.engines.preflight import (
     device_problems,
@@ -159,7 +159,8 @@ def repair_renamed(project: Project) -> list[str]:
     one: nothing written in it) is removed, and one that did (an old container, its files in
     it) is left and named, never removed.
     """
-    found = project.client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
+    label = f"{LABEL_PREFIX}project={project.spec.project}"
+    found = list_containers(project.client, all=True, filters={"label": label})
     names = {container.name for container in found}
     done = []
     for container in found:

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from devbox.docker_api import list_containers
 from devbox.errors import PreflightError
 from devbox.spec import Host, Spec, Ulimit
 
@@ -76,7 +77,7 @@ def _published_ports(project: Project, replaced: set[str]) -> dict[tuple[str, in
 
     This is what the engine itself knows, so it also works when the engine is remote.
     """
-    return {pair: container.name for container in project.client.containers.list()
+    return {pair: container.name for container in list_containers(project.client)
             if container.id not in replaced for pair in published_ports(container)}  # fmt: skip
 
 
