@@ -681,7 +681,7 @@ def read_cgroup(pid: int, proc: Path = Path("/proc")) -> str | None:
 
 def container_facts(container: Any) -> HostContainer:
     """A Docker SDK container reduced to what attribution needs (its label names its host)."""
-    from devbox.render import LABEL_PREFIX
+    from devbox.labels import LABEL_PREFIX
 
     requests = (container.attrs.get("HostConfig") or {}).get("DeviceRequests") or []
     ids: list[str] = []

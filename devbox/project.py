@@ -18,11 +18,9 @@ from typing import TYPE_CHECKING, Any
 from devbox import probe
 from devbox.docker_api import StartWatch, connect, list_containers
 from devbox.errors import PreflightError, UsageError
+from devbox.labels import LABEL_PREFIX, OWNER_FOLDER_LABEL, OWNER_LABEL
 from devbox.layout import IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
 from devbox.render import (
-    LABEL_PREFIX,
-    OWNER_FOLDER_LABEL,
-    OWNER_LABEL,
     RenderedFile,
     RenderedProject,
     host_key_alias,

@@ -15,10 +15,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
+from devbox.labels import LABEL_PREFIX, OWNER_LABEL
 from devbox.layout import (
     COMPOSE_FILE,
     DOCKERIGNORE,
@@ -34,14 +35,24 @@ from devbox.spec import Host, Spec
 if TYPE_CHECKING:
     import jinja2
 
-    from devbox.gpus import Allocation, Assignment
 
 BASE_PACKAGES = ("ca-certificates", "openssh-server", "sudo")  # gpgv (in apt) verifies signatures
-LABEL_PREFIX = "devbox."
-# Which spec owns an engine object (its id, devbox.state.owner_id), and where that spec keeps its
-# state (its output folder: on objects devbox makes through the SDK, never in a rendered file).
-OWNER_LABEL = f"{LABEL_PREFIX}owner"
-OWNER_FOLDER_LABEL = f"{LABEL_PREFIX}owner-folder"
+
+
+class Assignment(Protocol):
+    """The devices one GPU host was given (devbox.gpus.Assignment): the renderer needs only its
+    part of the compose GPU reservation, so it does not depend on how GPUs are allocated."""
+
+    def compose_fields(self) -> dict[str, Any]: ...
+
+
+class Allocation(Protocol):
+    """Every GPU host's devices (devbox.gpus.Allocation), and what to tell the user about them."""
+
+    @property
+    def notes(self) -> tuple[str, ...]: ...
+
+    def of(self, host: str) -> Assignment | None: ...
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def prune_images(project: Project, current: str) -> list[str]:
 
     Every image edit builds a new tag (named by content); without this they pile up.
     """
-    from devbox.render import LABEL_PREFIX, OWNER_LABEL
+    from devbox.labels import LABEL_PREFIX, OWNER_LABEL
 
     client = project.client
     built = client.images.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})

@@ -23,9 +23,10 @@ from devbox.engines.preflight import (
     resource_problems,
     ulimit_problems,
 )
+from devbox.labels import LABEL_PREFIX, OWNER_LABEL
 from devbox.passwords import renew_passwords
 from devbox.project import COMPOSE_PROJECT_LABEL, recreating_note
-from devbox.render import LABEL_PREFIX, OWNER_LABEL, connect_address, named_volumes
+from devbox.render import connect_address, named_volumes
 
 if TYPE_CHECKING:
     from docker.models.containers import Container

@@ -34,17 +34,10 @@ from devbox.engines.swarm_nodes import (
     registry_problems,
 )
 from devbox.errors import EngineError, UsageError
+from devbox.labels import LABEL_PREFIX
 from devbox.layout import secret_sources
 from devbox.project import recreating_note
-from devbox.render import (
-    HEALTHCHECK,
-    LABEL_PREFIX,
-    RenderedProject,
-    connect_address,
-    home_directory,
-    home_volume,
-    named_volumes,
-)
+from devbox.render import HEALTHCHECK, RenderedProject, connect_address, home_directory, home_volume, named_volumes
 from devbox.spec import Host, Spec
 
 if TYPE_CHECKING:

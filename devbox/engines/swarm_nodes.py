@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from devbox.errors import EngineError
-from devbox.render import LABEL_PREFIX
+from devbox.labels import LABEL_PREFIX
 from devbox.spec import Host, Spec
 
 if TYPE_CHECKING:

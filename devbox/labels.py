@@ -1,0 +1,8 @@
+"""The labels devbox puts on what it makes on an engine (containers, images, volumes, networks,
+services, secrets): how it finds its own objects again, and whose they are."""
+
+from __future__ import annotations
+
+LABEL_PREFIX = "devbox."
+OWNER_LABEL = f"{LABEL_PREFIX}owner"  # the id of the spec that made it (kept in its state folder)
+OWNER_FOLDER_LABEL = f"{LABEL_PREFIX}owner-folder"  # that spec's folder, to name it in refusals
