@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from devbox.errors import EngineError
@@ -38,12 +39,32 @@ ENGINE_HINT = (
 )
 
 
+def sdk() -> ModuleType:
+    """The docker SDK, imported without its SSH transport unless DOCKER_HOST is ssh://.
+
+    That transport imports paramiko (which imports invoke): about half of the SDK's import time,
+    0.1 s of every `devbox status` or `exec` that never logs in. Commands that do log in import
+    paramiko themselves (devbox.probe). Import the SDK through here before anything else does.
+    """
+    if "docker" in sys.modules or os.environ.get("DOCKER_HOST", "").startswith("ssh://"):
+        import docker
+
+        return docker
+    skipped = "docker.transport.sshconn"
+    sys.modules[skipped] = None  # type: ignore[assignment] # its import raises ImportError: the SDK goes on without it
+    try:
+        import docker
+    finally:
+        del sys.modules[skipped]
+    return docker
+
+
 def connect(timeout: int = 120) -> docker.DockerClient:
     """A client for the engine DOCKER_HOST names (or the local socket), checked with a ping.
 
     Raises EngineError with the fix when the engine does not answer.
     """
-    import docker
+    docker = sdk()
     from docker.errors import DockerException
 
     where = os.environ.get("DOCKER_HOST", "the local socket (/var/run/docker.sock)")
@@ -67,6 +88,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def engine_errors() -> Iterator[None]:
     """Docker SDK and HTTP errors, raised by the SDK anywhere in the block, as one EngineError
     line with the next step: a command talking to the engine never shows a traceback."""
+    sdk()
     import docker.errors
     import requests.exceptions
 
@@ -196,8 +218,10 @@ class StartWatch:
 
     def see_running(self) -> None:
         """Open the gate of every container already running (a start we saw no event for)."""
-        for container in self._client.containers.list(filters={"label": self._label, "status": "running"}):
-            name = container.labels.get(self._name_label)
+        running = self._client.containers.list(sparse=True, filters={"label": self._label, "status": "running"})
+        for container in running:  # sparse: the listing's labels are enough, no inspect each
+            labels = container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
+            name = labels.get(self._name_label)
             if name:
                 self._gate(name).set()
 

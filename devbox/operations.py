@@ -1,7 +1,8 @@
 """What the commands do, on whichever engine the spec names: up, down, status, logs, exec.
 
 Each operation picks the engine once (devbox.engines.engine_for) and works on a Project.
-Output goes through ``project.say``; errors are raised, never printed.
+Output goes through ``project.say``; errors are raised, never printed. The engines are imported
+by the operations that use them: `status` and `exec` only look, and start faster without them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import probe
 from devbox.docker_api import talks_to_engine
-from devbox.engines import engine_for
 from devbox.errors import EngineError, UsageError
 from devbox.render import connect_address
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 def login_targets(project: Project, hosts: list[Host]) -> list[probe.Target]:
     """Where and how to log in to each host: the engine knows where it runs."""
+    from devbox.engines import engine_for
+
     return project.targets(hosts, engine_for(project.spec).addresses(project, hosts))
 
 
@@ -37,6 +39,8 @@ def up(project: Project, only: list[str] | None = None,
     `deploy` returns): see devbox.docker_api.StartWatch. Returns each host's login target (where
     it was reached) with its result, so callers need not look the addresses up again.
     """
+    from devbox.engines import engine_for
+
     engine = engine_for(project.spec)
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
     with project.lock():
@@ -65,6 +69,8 @@ def _last_words(container: Container | None) -> str:
 @talks_to_engine
 def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
+    from devbox.engines import engine_for
+
     with project.lock():
         engine_for(project.spec).down(project, volumes)
 
@@ -119,6 +125,8 @@ def stream_logs(project: Project, host: str, follow: bool, tail: str) -> Iterato
 @talks_to_engine
 def all_logs(project: Project, follow: bool, tail: str) -> None:
     """Every host's logs, prefixed with its name."""
+    from devbox.engines import engine_for
+
     engine_for(project.spec).all_logs(project, follow, tail)
 
 

@@ -84,17 +84,23 @@ class Project:
         """This project's container starts as they happen, so each host is probed from its own."""
         return StartWatch(self.client, f"{LABEL_PREFIX}project={self.spec.project}", f"{LABEL_PREFIX}host")
 
-    def containers(self) -> dict[str, Container]:
-        """This project's containers by host name (running or not; a running one wins).
+    def containers(self, host: str | None = None) -> dict[str, Container]:
+        """This project's containers by host name (running or not; a running one wins); only
+        ``host``'s when one is named.
 
         Found by devbox's own labels, which compose and swarm containers both carry; those of
-        another spec under the same project name are refused here, for every command.
+        another spec under the same project name are refused here, for every command. One list
+        call, then only the containers returned are inspected, side by side: the SDK's own list
+        inspects every container one after another (33 requests in a row for 32 hosts).
         """
-        found = self.client.containers.list(all=True, filters={"label": [f"{LABEL_PREFIX}project={self.spec.project}"]})
+        label = f"{LABEL_PREFIX}project={self.spec.project}"
+        found = self.client.containers.list(all=True, sparse=True, filters={"label": [label]})
+        self._refuse_foreign([summary_labels(c) for c in found])
+        if host is not None:
+            found = [c for c in found if summary_labels(c).get(f"{LABEL_PREFIX}host") == host]
+        inspect_all(found)
         found.sort(key=lambda c: c.status == "running")
-        containers = {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
-        self.check_owner(containers)
-        return containers
+        return {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
 
     def check_owner(self, containers: Mapping[str, Container]) -> None:
         """Refuse to act on containers another spec made under the same project name.
@@ -103,9 +109,12 @@ class Project:
         `devbox init` in two folders of the same name) would remove the first one's hosts at
         `up` and their volumes at `down --volumes`. Compose labels each container with its file.
         """
+        self._refuse_foreign([container.labels for container in containers.values()])
+
+    def _refuse_foreign(self, labels: list[Mapping[str, str]]) -> None:
         ours = os.path.realpath(self.compose_file)
-        for container in containers.values():
-            theirs = container.labels.get("com.docker.compose.project.config_files", "")
+        for container_labels in labels:
+            theirs = container_labels.get("com.docker.compose.project.config_files", "")
             if theirs and os.path.realpath(theirs) != ours:
                 raise PreflightError(f"project {self.spec.project!r} already runs from {Path(theirs).parent}, "
                                      f"another spec's: give {self.spec.source} another `project:` name, or run "
@@ -113,7 +122,7 @@ class Project:
 
     def container(self, host: str) -> Container:
         self.host(host)
-        container = self.containers().get(host)
+        container = self.containers(host).get(host)
         if container is None:
             raise UsageError(f"host {host!r} has no container (run `devbox up {host}`)")
         return container
@@ -138,6 +147,24 @@ class Project:
             )
             for host in hosts
         ]  # fmt: skip
+
+
+def summary_labels(container: Container) -> Mapping[str, str]:
+    """A container's labels, also from a sparse listing (where the SDK's ``labels`` raises)."""
+    return container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
+
+
+def inspect_all(containers: list[Container]) -> None:
+    """Inspect listed containers side by side (``reload``): the engine answers each in a few ms,
+    and one after another they made a 32-host `status` wait on 32 round trips."""
+    if len(containers) < 2:
+        for container in containers:
+            container.reload()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
+        list(pool.map(lambda container: container.reload(), containers))
 
 
 # --------------------------------------------------------------------------- rendering to disk
