@@ -1,14 +1,18 @@
-"""Issue 6 benchmark: `devbox up` against a seed-001 compose baseline on the local Docker engine.
+"""Issues 6 and 18 benchmark: `devbox up` and the daily loop against compose baselines on the local engine.
 
     python benchmarks/bench.py --hosts 2 --repeats 1 --smoke     # CI smoke test, N=2, < 3 min
-    python benchmarks/bench.py --hosts 1,2,4,8 --repeats 3 --devbox-ref HEAD   # full run, ~15 min,
+    python benchmarks/bench.py --hosts 1,2,4,8 --repeats 3 --devbox-ref HEAD   # full run, ~25 min,
                                                                  # writes docs/benchmarks.md
 
 First `devbox render` of 100 hosts and `devbox --help`. Then per host count N, each repeat measures
 one side then the other (the order alternates, so neither always runs on a warmer machine): a cold
 up (its images removed and BuildKit's cache pruned just before), warm ups (nothing changed), and
-container start -> sshd banner -> first SSH login per host. Raw samples and logs go to
-benchmarks/results/ (gitignored).
+container start -> sshd banner -> first SSH login per host. On the devbox side, with the stack
+running, also: command latency (`devbox status`, `devbox exec`, `devbox ssh` up to its exec of
+ssh) against `docker compose ps` and `docker compose up -d` with nothing to do, each host's idle
+memory, and edit -> ready (one package added to the spec, `devbox up` until every login). Then
+seed 001's own files against devbox at the largest N, and devbox alone at the --scale host counts
+(default 16, 32). Raw samples and logs go to benchmarks/results/ (gitignored).
 
 Exits non-zero when any step fails (a command's exit code, a login that never succeeds, a smoke
 invariant); missed targets are reported, and fail the run only with --check-targets.
@@ -44,7 +48,6 @@ from benchmarks.stacks import (  # noqa: E402
     SEED_PACKAGES,
     BaselineStack,
     BenchError,
-    ClassicStack,
     DevboxStack,
     SeedStack,
     Stack,
@@ -52,6 +55,8 @@ from benchmarks.stacks import (  # noqa: E402
     cached_run_steps,
     check,
     devbox_command,
+    edit_facts,
+    idle_memory,
     image_facts,
     prune_build_cache,
     run_text,
@@ -60,7 +65,7 @@ from benchmarks.stacks import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDER_HOSTS = 100
-CLASSIC_PORTS = 500  # the classic-builder baseline's ports: --baseline-port + this
+LATENCY_ROUNDS = 5  # command latency: rounds of (compose ps, status, exec, ssh, compose up -d) per repeat
 TODAY_PORTS = 700  # the "today" sides' ports: --devbox-port / --baseline-port + this
 SLOW_APT_SECONDS = 10  # the mirror usually serves the package lists in 1-2 s
 
@@ -101,8 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cold runs per side for N >= 8 (the slowest), default: --repeats")  # fmt: skip
     parser.add_argument("--warm", type=int, default=None, help="warm ups after each cold up [full: 3; smoke: 1]")
     parser.add_argument("--smoke", action="store_true", help="CI smoke test: check invariants, write no docs")
-    parser.add_argument("--no-classic", dest="classic", action="store_false", default=None,
-                        help="skip the classic-builder baseline (cold only; never run in --smoke)")  # fmt: skip
+    parser.add_argument("--scale", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
+                        help="host counts for devbox alone, after the comparisons [full: 16,32; smoke: -]")  # fmt: skip
+    parser.add_argument("--repeats-scale", type=int, default=2, help="cold runs per --scale host count [2]")
     parser.add_argument("--no-today", dest="today", action="store_false", default=None,
                         help="skip the cold comparison with seed 001's own files at the largest N "
                              "(never run in --smoke)")  # fmt: skip
@@ -119,7 +125,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.hosts = args.hosts or ([2] if args.smoke else [1, 2, 4, 8])
     args.repeats = args.repeats or (1 if args.smoke else 3)
     args.repeats_large = args.repeats_large or args.repeats
-    args.classic = not args.smoke and args.classic is not False
+    args.scale = [] if args.smoke else (args.scale if args.scale is not None else [16, 32])
     args.today = not args.smoke and args.today is not False
     args.warm = args.warm if args.warm is not None else (1 if args.smoke else 3)
     args.stamp = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if args.smoke else "")
@@ -155,10 +161,10 @@ def preflight(run: Run) -> str:
         raise BenchError(f"base image {BASE_IMAGE} is missing (run `bash scripts/engine.sh`)") from None
     top = max(run.args.hosts)
     args = run.args
-    firsts = [args.devbox_port, args.baseline_port, *([args.baseline_port + CLASSIC_PORTS] if args.classic else []),
-              *([args.devbox_port + TODAY_PORTS, args.baseline_port + TODAY_PORTS] if args.today else [])]  # fmt: skip
-    for first in firsts:
-        taken = [p for p in range(first, first + top) if port_taken(p)]
+    firsts = [(args.devbox_port, max([top, *args.scale])), (args.baseline_port, top),
+              *([(args.devbox_port + TODAY_PORTS, top), (args.baseline_port + TODAY_PORTS, top)] if args.today else [])]
+    for first, count in firsts:
+        taken = [p for p in range(first, first + count) if port_taken(p)]
         if taken:
             raise BenchError(f"ports {taken} on 127.0.0.1 are taken (choose --devbox-port/--baseline-port)")
     return find_compose().version
@@ -202,6 +208,8 @@ def measure_side(run: Run, stack: Stack, others: list[Stack], repeat: int) -> No
     facts = measure_cold(run, stack)
     if not stack.cold_only:
         measure_running(run, stack)
+    if isinstance(stack, DevboxStack) and not stack.cold_only:
+        measure_daily(run, stack)
     stack.down()
     if run.args.smoke:
         check_invariants(stack, facts)
@@ -244,14 +252,72 @@ def measure_running(run: Run, stack: Stack) -> None:
     run.say(f"{side:8} N={n} start->login max {worst:.2f} s")
 
 
+def measure_daily(run: Run, stack: DevboxStack) -> None:
+    """With the devbox stack running: command latency against compose's, idle memory, and (not
+    at the --scale host counts, which measure the rest) edit -> ready."""
+    measure_latency(run, stack)
+    measure_memory(run, stack)
+    if stack.hosts not in run.args.scale:
+        measure_edit(run, stack)
+
+
+def measure_latency(run: Run, stack: DevboxStack) -> None:
+    """Rounds of `docker compose ps`, `devbox status`, `devbox exec h0 -- true`, `devbox ssh h0 --
+    true` (ssh replaced by `true`: the time devbox takes before it execs ssh) and `docker compose
+    up -d` with nothing to do, interleaved so that load on the machine hits all of them alike."""
+    n, repeat = stack.hosts, stack.repeat
+    fake = run.folder / "fake-ssh"
+    fake.mkdir(parents=True, exist_ok=True)
+    if not (fake / "ssh").exists():
+        (fake / "ssh").symlink_to(shutil.which("true") or "/bin/true")
+    ssh_env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for _ in range(2 if run.args.smoke else LATENCY_ROUNDS):
+        timings = {
+            ("compose", "ps"): stack.compose_command("ps", "ps"),
+            ("devbox", "status"): stack.command("status", "status"),
+            ("devbox", "exec"): stack.command("exec", "exec", "h0", "--", "true"),
+            ("devbox", "ssh"): stack.command("ssh", "ssh", "h0", "--", "true", env=ssh_env),
+            ("compose", "up_noop"): stack.compose_command("up-noop", "up", "--detach"),
+        }
+        for (side, metric), timed in timings.items():
+            run.add(metric, side, n, timed.seconds, repeat=repeat, cpu=timed.cpu_seconds)
+    ps, status = run.samples[-5]["value"], run.samples[-4]["value"]
+    run.say(f"devbox   N={n} compose ps {ps:.2f} s, status {status:.2f} s (last round)")
+
+
+def measure_memory(run: Run, stack: DevboxStack) -> None:
+    """Each idle host's memory (sshd waiting for a login), once per repeat."""
+    hosts = idle_memory(run.client, stack.project)
+    for host in hosts:
+        run.add("idle_rss", "devbox", stack.hosts, host["rss"], repeat=stack.repeat, usage=host["usage"])
+        run.add("idle_usage", "devbox", stack.hosts, host["usage"], repeat=stack.repeat)
+    if hosts:
+        run.say(f"devbox   N={stack.hosts} idle host RSS {max(h['rss'] for h in hosts) / 1024**2:.1f} MiB max")
+
+
+def measure_edit(run: Run, stack: DevboxStack) -> None:
+    """Edit -> ready on the running stack: one package more, until every host logs in again."""
+    timed = stack.edit()
+    facts = edit_facts(stack.log("edit").read_text(encoding="utf-8", errors="replace"))
+    run.add("edit", "devbox", stack.hosts, timed.seconds, repeat=stack.repeat, **facts)
+    run.say(f"devbox   N={stack.hosts} edit -> ready {timed.seconds:6.2f} s ({facts})")
+
+
 def check_invariants(stack: Stack, facts: dict[str, Any]) -> None:
     """What the smoke test guarantees beyond 'nothing failed': one image for devbox, N for the
-    baseline, and a warm devbox up that really had nothing to do."""
+    baseline, a warm devbox up that really had nothing to do, and an edit -> ready that rebuilt
+    only the packages' layer without fetching apt's lists again."""
     expected = 1 if stack.side == "devbox" else stack.hosts
     if facts["count"] != expected:
         raise BenchError(f"{stack.project}: {facts['count']} images after a cold up, expected {expected}")
-    if stack.side == "devbox" and "nothing changed" not in stack.log("warm").read_text(encoding="utf-8"):
+    if stack.side != "devbox":
+        return
+    if "nothing changed" not in stack.log("warm").read_text(encoding="utf-8"):
         raise BenchError(f"{stack.project}: the warm `devbox up` did work (see {stack.log('warm')})")
+    edit = edit_facts(stack.log("edit").read_text(encoding="utf-8", errors="replace"))
+    if edit["lists_fetched"] or edit["run_steps"] != 1 or not edit["cached_steps"]:
+        raise BenchError(f"{stack.project}: edit -> ready should run one RUN step (the packages') from cached "
+                         f"setup, without fetching package lists; it did {edit} (see {stack.log('edit')})")  # fmt: skip
 
 
 def measure_cli(run: Run, repeat: int) -> None:
@@ -277,16 +343,21 @@ def measure_cli(run: Run, repeat: int) -> None:
 
 
 def stacks_for(run: Run, n: int) -> list[Stack]:
-    """devbox, the baseline, and (unless --no-classic) the classic-builder baseline for one N."""
+    """devbox and the baseline for one N. (The classic-builder baseline of issue 6 is gone: the
+    legacy builder cannot build devbox's recipe, whose RUN steps use BuildKit cache mounts.)"""
     work, logs, rid, args = run.folder / "work", run.folder / "logs", run.rid, run.args
     stacks: list[Stack] = [
         DevboxStack("devbox", n, f"bench-{rid}-dbx-n{n}", args.devbox_port, work / f"dbx-n{n}", logs),
         BaselineStack("baseline", n, f"bench-{rid}-base-n{n}", args.baseline_port, work / f"base-n{n}", logs),
     ]
-    if args.classic:
-        port = args.baseline_port + CLASSIC_PORTS
-        stacks.append(ClassicStack("classic", n, f"bench-{rid}-cls-n{n}", port, work / f"cls-n{n}", logs))
     return prepared(run, stacks)
+
+
+def scale_stacks(run: Run, n: int) -> list[Stack]:
+    """devbox alone at a --scale host count: cold, warm, command latency, idle memory."""
+    work, logs, rid, args = run.folder / "work", run.folder / "logs", run.rid, run.args
+    stack = DevboxStack("devbox", n, f"bench-{rid}-dbx-n{n}", args.devbox_port, work / f"dbx-n{n}", logs)
+    return prepared(run, [stack])
 
 
 def today_stacks(run: Run, n: int) -> list[Stack]:
@@ -326,6 +397,8 @@ def measure_all(run: Run) -> None:
     if run.args.today:
         top = max(run.args.hosts)
         measure_sides(run, today_stacks(run, top), repeats_for(run.args, top))
+    for n in run.args.scale:
+        measure_sides(run, scale_stacks(run, n), run.args.repeats_scale)
 
 
 def snapshot(ref: str, results: Path) -> Path:
@@ -345,6 +418,10 @@ def snapshot(ref: str, results: Path) -> Path:
                 tar.extractall(folder, filter="data")
             else:
                 tar.extractall(folder)  # noqa: S202 - our own repository's archive
+        # Bytecode, as `pip install` leaves it: with PYTHONDONTWRITEBYTECODE set (CI, some shells)
+        # every devbox command would compile its modules from source, 0.1 s of each command.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(folder / "devbox")],  # noqa: S603
+                       check=True, capture_output=True)  # fmt: skip
     return folder
 
 
@@ -379,7 +456,8 @@ def results_data(run: Run, machine: dict[str, Any]) -> dict[str, Any]:
         "machine": machine,
         "config": {
             "hosts": args.hosts, "repeats_by_n": {n: repeats_for(args, n) for n in args.hosts},
-            "warm": args.warm, "classic": args.classic, "today": args.today,
+            "scale": args.scale, "repeats_scale": args.repeats_scale,
+            "warm": args.warm, "today": args.today,
             "limits": LIMITS, "smoke": args.smoke, "command": args.command,
             "minutes": (time.monotonic() - run.started) / 60,
         },
@@ -404,8 +482,8 @@ def publish(run: Run, data: dict[str, Any]) -> list[report.Verdict]:
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(data, indent=1), encoding="utf-8")
     groups = report.group(data["samples"])
-    verdicts = report.verdicts(groups, run.args.hosts)
-    print(report.results_table(groups, run.args.hosts))
+    verdicts = report.verdicts(groups, run.args.hosts, run.args.scale)
+    print(report.results_table(groups, [*run.args.hosts, *run.args.scale]))
     print(report.verdict_table(verdicts))
     print(f"raw results: {raw}")
     if not run.args.smoke:
@@ -450,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         machine = report.machine_facts(client, compose_version)
         machine["devbox_commit"] = devbox_commit()
         run.say(f"run {run.rid}: N={args.hosts}, repeats {args.repeats} (N>=8: {args.repeats_large}), "
-                f"warm {args.warm}; logs in {run.folder / 'logs'}")  # fmt: skip
+                f"warm {args.warm}, scale {args.scale}; logs in {run.folder / 'logs'}")  # fmt: skip
         measure_all(run)
         if devbox_commit() != machine["devbox_commit"]:  # the work tree is shared with others
             machine["devbox_commit"] += f", then {devbox_commit()} by the end of the run"

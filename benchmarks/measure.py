@@ -29,6 +29,7 @@ class Timed:
     returncode: int
     peak_rss: int | None  # the command's own process, sampled (None without psutil)
     tree_maxrss: int  # kernel's ru_maxrss: the largest process of the tree (itself or a child)
+    cpu_seconds: float = 0.0  # user + system CPU of the command and the children it waited for
 
 
 def _sample_rss(pid: int, done: threading.Event, peak: list[int]) -> None:
@@ -74,7 +75,7 @@ def run_timed(argv: Sequence[str], log: Path, cwd: Path | None = None, env: dict
         child.returncode = os.waitstatus_to_exitcode(status)
         done.set()
         sampler.join()
-    return Timed(seconds, child.returncode, peak[0] or None, usage.ru_maxrss * 1024)
+    return Timed(seconds, child.returncode, peak[0] or None, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime)
 
 
 def banner_ready(address: str, port: int) -> bool:

@@ -71,26 +71,27 @@ class Verdict:
     miss: str  # by how much, when missed
 
 
-def verdicts(groups: dict[tuple[str, str, int], list[float]], hosts: list[int]) -> list[Verdict]:
-    """Check the issue's targets against the medians (only those this run has data for)."""
+def verdicts(groups: dict[tuple[str, str, int], list[float]], hosts: list[int],
+             scale: list[int] | None = None) -> list[Verdict]:  # fmt: skip
+    """Check the issues' targets against the medians (only those this run has data for)."""
     out: list[Verdict] = []
     top = max(hosts)
-    cold_d, cold_b = med(groups, "cold", "devbox", top), med(groups, "cold", "baseline", top)
-    if cold_d and cold_b:
-        ratio = cold_d / cold_b
-        measured = f"{ratio:.2f} x ({cold_d:.1f} s vs {cold_b:.1f} s)"
-        cold_c = med(groups, "cold", "classic", top)
-        if cold_c:
-            measured += f"; vs the classic-builder baseline {cold_d / cold_c:.2f} x ({cold_c:.1f} s)"
-        seed_d, seed = med(groups, "cold", "devbox-seed", top), med(groups, "cold", "seed", top)
-        if seed_d and seed:
-            measured += (f"; seed 001's packages, vs seed 001's own files {seed_d / seed:.2f} x "
-                         f"({seed_d:.1f} s vs {seed:.1f} s)")  # fmt: skip
-        out.append(Verdict("cold", f"cold up N={top} <= 0.5 x baseline", measured, ratio <= 0.5,
-                           f"{ratio / 0.5:.1f} x the target ratio; {cold_d - 0.5 * cold_b:+.1f} s over"))  # fmt: skip
-    warm = med(groups, "warm", "devbox", top)
-    if warm is not None:
-        out.append(_limit("warm", f"warm up N={top} <= 1.0 s", warm, 1.0))
+    out.extend(_cold(groups, top))
+    edit, cold = med(groups, "edit", "devbox", top), med(groups, "cold", "devbox", top)
+    if edit is not None and cold:
+        out.append(_ratio_verdict("edit", f"edit -> ready N={top} <= 0.3 x cold up", edit, cold, 0.3,
+                                  f"{edit:.1f} s vs cold {cold:.1f} s"))  # fmt: skip
+    ps = med(groups, "ps", "compose", top)
+    for metric, label in (("status", "`devbox status`"), ("exec", "`devbox exec h0 -- true`"),
+                          ("ssh", "`devbox ssh` until it execs ssh")):  # fmt: skip
+        value = med(groups, metric, "devbox", top)
+        if value is not None and ps:
+            out.append(_ratio_verdict(f"latency-{metric}", f"{label} N={top} <= 2 x `docker compose ps`", value, ps,
+                                      2.0, f"{value:.2f} s vs {ps:.2f} s"))  # fmt: skip
+    warm, noop = med(groups, "warm", "devbox", top), med(groups, "up_noop", "compose", top)
+    if warm is not None and noop:
+        out.append(_ratio_verdict("warm", f"warm up N={top} <= 3 x `docker compose up -d` (nothing to do)", warm,
+                                  noop, 3.0, f"{warm:.2f} s vs {noop:.2f} s"))  # fmt: skip
     start = [v for n in hosts for v in groups.get(("start_to_login", "devbox", n), [])]
     if start:
         value = statistics.median(start)
@@ -105,7 +106,55 @@ def verdicts(groups: dict[tuple[str, str, int], list[float]], hosts: list[int]) 
     if helped is not None:
         out.append(_limit("help", "devbox --help <= 0.15 s", helped, 0.15))
     out.extend(_sublinear(groups, hosts))
+    out.extend(_scale(groups, hosts, scale or []))
     return out
+
+
+def _cold(groups: dict[tuple[str, str, int], list[float]], top: int) -> list[Verdict]:
+    """Cold up against what users write today (seed 001's own files, the same packages); the
+    baseline that shares devbox's recipe is named alongside."""
+    seed_d, seed = med(groups, "cold", "devbox-seed", top), med(groups, "cold", "seed", top)
+    if not (seed_d and seed):
+        return []
+    measured = f"{seed_d / seed:.2f} x ({seed_d:.1f} s vs {seed:.1f} s)"
+    cold_d, cold_b = med(groups, "cold", "devbox", top), med(groups, "cold", "baseline", top)
+    if cold_d and cold_b:
+        measured += (f"; vs the baseline sharing devbox's recipe {cold_d / cold_b:.2f} x "
+                     f"({cold_d:.1f} s vs {cold_b:.1f} s)")  # fmt: skip
+    verdict = _ratio_verdict("cold", f"cold up N={top} <= 0.45 x seed 001's own files", seed_d, seed, 0.45, "")
+    return [Verdict(verdict.key, verdict.target, measured, verdict.met, verdict.miss)]
+
+
+def _scale(groups: dict[tuple[str, str, int], list[float]], hosts: list[int], scale: list[int]) -> list[Verdict]:
+    """N = 16 and 32 on one machine: cold against N=1, warm in seconds, status against N=8."""
+    if not scale:
+        return []
+    out = []
+    big, first = max(scale), min(hosts)
+    cold_big, cold_first = med(groups, "cold", "devbox", big), med(groups, "cold", "devbox", first)
+    if cold_big and cold_first:
+        out.append(_ratio_verdict("scale-cold", f"cold up N={big} <= 1.5 x N={first}", cold_big, cold_first, 1.5,
+                                  f"{cold_big:.1f} s vs {cold_first:.1f} s"))  # fmt: skip
+    warm = med(groups, "warm", "devbox", big)
+    if warm is not None:
+        out.append(_limit("scale-warm", f"warm up N={big} <= 1.0 s", warm, 1.0))
+    status_big, status_top = med(groups, "status", "devbox", big), med(groups, "status", "devbox", max(hosts))
+    if status_big and status_top:
+        out.append(_ratio_verdict("scale-status", f"`devbox status` N={big} <= 1.5 x N={max(hosts)}", status_big,
+                                  status_top, 1.5, f"{status_big:.2f} s vs {status_top:.2f} s"))  # fmt: skip
+    memory = [v for n in [*hosts, *scale] for v in groups.get(("idle_rss", "devbox", n), [])]
+    if memory:
+        out.append(Verdict("memory", "idle host memory reported (container RSS, sshd waiting)",
+                           f"{statistics.median(memory) / 1024**2:.1f} MiB median, {max(memory) / 1024**2:.1f} MiB "
+                           f"max over {len(memory)} hosts", True, ""))  # fmt: skip
+    return out
+
+
+def _ratio_verdict(key: str, target: str, value: float, base: float, limit: float, detail: str) -> Verdict:
+    ratio = value / base
+    met = ratio <= limit
+    miss = "" if met else f"{ratio / limit:.2f} x the target ratio; {value - limit * base:+.2f} s over"
+    return Verdict(key, target, f"{ratio:.2f} x" + (f" ({detail})" if detail else ""), met, miss)
 
 
 def _limit(key: str, target: str, value: float, limit: float) -> Verdict:
@@ -169,8 +218,20 @@ def results_table(groups: dict[tuple[str, str, int], list[float]], hosts: list[i
             cells = _cells(d, b, unit)
             samples = f"{len(groups.get((metric, 'devbox', n), []))}/{len(groups.get((metric, 'baseline', n), []))}"
             rows.append(f"| {label} | {n} | {cells[0]} | {cells[1]} | {_ratio(d, b)} | {samples} |")
-    rows += _versus(groups, hosts, "devbox", "classic", (
-        ("cold", "cold up vs classic-builder baseline", "s"), ("image_count", "images built (classic)", "n")))
+    rows += _pairs(groups, hosts, (
+        ("edit", "devbox", "cold", "devbox", "edit -> ready (one package added) vs cold up, devbox"),
+        ("status", "devbox", "ps", "compose", "`devbox status` vs `docker compose ps`"),
+        ("exec", "devbox", "ps", "compose", "`devbox exec h0 -- true` vs `docker compose ps`"),
+        ("ssh", "devbox", "ps", "compose", "`devbox ssh` until it execs ssh vs `docker compose ps`"),
+        ("warm", "devbox", "up_noop", "compose", "warm `devbox up` vs `docker compose up -d`, nothing to do"),
+    ))
+    for metric, label in (("idle_rss", "idle host: container RSS (sshd waiting)"),
+                          ("idle_usage", "idle host: cgroup memory usage (with page cache)")):  # fmt: skip
+        for n in hosts:
+            values = groups.get((metric, "devbox", n), [])
+            if values:
+                value = statistics.median(values) / 1024**2
+                rows.append(f"| {label} | {n} | {value:.1f} MiB | - | - | {len(values)}/0 |")
     rows += _versus(groups, hosts, "devbox-seed", "seed", (
         ("cold", "cold up, seed 001's packages: devbox vs seed 001's own files", "s"),
         ("image_size", "image size, seed 001's packages (devbox vs seed 001's files)", "MiB"),
@@ -184,9 +245,23 @@ def results_table(groups: dict[tuple[str, str, int], list[float]], hosts: list[i
     return "\n".join(rows)
 
 
+def _pairs(groups: dict[tuple[str, str, int], list[float]], hosts: list[int],
+           pairs: Iterable[tuple[str, str, str, str, str]]) -> list[str]:  # fmt: skip
+    """Rows of one metric against another (edit against cold, devbox's commands against compose's)."""
+    rows = []
+    for metric, side, other_metric, other_side, label in pairs:
+        for n in hosts:
+            a, b = med(groups, metric, side, n), med(groups, other_metric, other_side, n)
+            if a is None:
+                continue
+            samples = f"{len(groups.get((metric, side, n), []))}/{len(groups.get((other_metric, other_side, n), []))}"
+            rows.append(f"| {label} | {n} | {_fmt(a)} | {_fmt(b)} | {_ratio(a, b)} | {samples} |")
+    return rows
+
+
 def _versus(groups: dict[tuple[str, str, int], list[float]], hosts: list[int], side: str, other: str,
             metrics: Iterable[tuple[str, str, str]]) -> list[str]:  # fmt: skip
-    """Rows comparing two sides that only some runs measure (the classic builder, seed 001's files)."""
+    """Rows comparing two sides that only some runs measure (seed 001's files)."""
     rows = []
     for metric, label, unit in metrics:
         for n in hosts:
@@ -215,7 +290,9 @@ def machine_lines(machine: dict[str, Any], config: dict[str, Any], disturbance: 
         f"Compose {machine['compose']}, Python {machine['python']}; devbox {machine.get('devbox_commit', '?')}",
         f"- hosts N = {', '.join(map(str, config['hosts']))}; cold runs per side: "
         f"{', '.join(f'{r} at N={n}' for n, r in config['repeats_by_n'].items())}; "
-        f"{config['warm']} warm runs per cold run; limits {config['limits']}; run time {config['minutes']:.1f} min",
+        + (f"devbox alone at N = {', '.join(map(str, config['scale']))}, {config.get('repeats_scale')} cold runs "
+           "each; " if config.get("scale") else "")
+        + f"{config['warm']} warm runs per cold run; limits {config['limits']}; run time {config['minutes']:.1f} min",
         f"- command: `{config['command']}`",
         "- others on the engine at cold starts: "
         + (
@@ -235,10 +312,10 @@ def machine_lines(machine: dict[str, Any], config: dict[str, Any], disturbance: 
 
 def generated_block(results: dict[str, Any], plot: str | None) -> str:
     groups = group(results["samples"])
-    hosts = results["config"]["hosts"]
+    hosts, scale = results["config"]["hosts"], results["config"].get("scale") or []
     parts = [BEGIN, "", "### Machine", "", machine_lines(results["machine"], results["config"], results["disturbance"]),
-             "", "### Targets", "", verdict_table(verdicts(groups, hosts)), "", "### All results", "",
-             results_table(groups, hosts)]  # fmt: skip
+             "", "### Targets", "", verdict_table(verdicts(groups, hosts, scale)), "", "### All results", "",
+             results_table(groups, [*hosts, *scale])]  # fmt: skip
     if plot:
         parts += ["", f"![time vs N]({plot})"]
     parts += ["", END]
@@ -267,14 +344,13 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     groups = group(results["samples"])
-    hosts = results["config"]["hosts"]
+    hosts = [*results["config"]["hosts"], *(results["config"].get("scale") or [])]
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for axis, metric, title in ((axes[0], "cold", "cold up"), (axes[1], "warm", "warm up")):
-        for side, style in (("devbox", "o-"), ("baseline", "s--"), ("classic", "^:")):
+        for side, style in (("devbox", "o-"), ("baseline", "s--")):
             points = [(n, v) for n in hosts if (v := med(groups, metric, side, n)) is not None]
             if points:
-                label = "baseline, classic builder" if side == "classic" else side
-                axis.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
+                axis.plot([p[0] for p in points], [p[1] for p in points], style, label=side)
         axis.set(title=f"{title} (median, to every SSH login)", xlabel="hosts N", ylabel="seconds", xticks=hosts)
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)

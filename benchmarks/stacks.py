@@ -35,6 +35,7 @@ LIMITS = {"cpus": 0.25, "memory": "256m"}
 # A package nobody else's spec is likely to list, so no other image's layers can serve as cache
 # for the expensive apt layer (a hit is detected and reported all the same, see cached_steps).
 PACKAGES = ("less",)
+EDIT_PACKAGE = "jq"  # edit -> ready: the one package added to a running stack
 WAIT_SECONDS = 300.0
 # Seed 001's own files, the way its users write them today (the "today" comparison).
 SEED_DOCKERFILE = Path(__file__).resolve().parent.parent / "tests" / "reference" / "seed-001.Dockerfile"
@@ -231,6 +232,30 @@ class DevboxStack(Stack):
     def warm(self) -> Timed:
         return self._up("warm")
 
+    def edit(self) -> Timed:
+        """Edit -> ready: add one package to the running stack's spec, `devbox up` until every
+        host takes a login again; the spec is put back afterwards (the next repeat starts cold)."""
+        original = self.spec_path.read_text(encoding="utf-8")
+        edited = original.replace(f"  packages: [{', '.join(self.packages)}]",
+                                  f"  packages: [{', '.join((*self.packages, EDIT_PACKAGE))}]")  # fmt: skip
+        if edited == original:
+            raise BenchError(f"{self.project}: found no packages line to edit in {self.spec_path}")
+        self.spec_path.write_text(edited, encoding="utf-8")
+        try:
+            return self._up("edit")
+        finally:
+            self.spec_path.write_text(original, encoding="utf-8")
+
+    def command(self, name: str, *args: str, env: dict[str, str] | None = None) -> Timed:
+        """One devbox command on this stack, timed (status, exec, ssh: command latency)."""
+        argv = [*devbox_command(), "-f", str(self.spec_path), *args]
+        return check(run_timed(argv, self.log(name), env=env), f"devbox {' '.join(args)}")
+
+    def compose_command(self, name: str, *args: str) -> Timed:
+        """The same compose command a user would type on devbox's own compose file."""
+        return check(compose(*args, file=self.compose_file, project=self.project, log=self.log(name)),
+                     f"docker compose {' '.join(args)}")  # fmt: skip
+
     def start(self) -> Timed:
         """The compose command `devbox up` itself runs, without devbox's own login probe: two
         probers would share each host's 0.25 CPU and slow down the very login being timed."""
@@ -291,18 +316,6 @@ class BaselineStack(Stack):
         """compose up alone: the LoginWatch of start_to_login does the waiting."""
         return check(compose("up", "--detach", file=self.compose_file, project=self.project,
                               log=self.log("start")), "baseline compose up (start)")  # fmt: skip
-
-
-@dataclass
-class ClassicStack(BaselineStack):
-    """The same baseline built by the classic builder (DOCKER_BUILDKIT=0), as seed 001 met it on
-    engines without BuildKit: each service then really builds its own image. Measured cold only."""
-
-    cold_only: bool = True
-
-    @property
-    def env(self) -> dict[str, str] | None:
-        return {**os.environ, "DOCKER_BUILDKIT": "0"}
 
 
 def seed_dockerfile(timezone: str) -> str:
@@ -373,6 +386,28 @@ def prune_build_cache(log: Path) -> None:
     This is engine-wide: other users of the engine lose their BuildKit cache too (accepted).
     """
     check(run_timed(["docker", "builder", "prune", "--all", "--force"], log), "docker builder prune")
+
+
+def edit_facts(log_text: str) -> dict[str, int]:
+    """What an edit -> ready build did: package-list fetches (apt's InRelease files: 0 when the
+    cache mount served them), RUN steps served from cache and RUN steps run."""
+    runs = set(re.findall(r"^#(\d+) \[[^\]]*\] RUN ", log_text, re.MULTILINE))
+    cached = set(re.findall(r"^#(\d+) CACHED", log_text, re.MULTILINE))
+    return {"lists_fetched": len(re.findall(r"^#\d+ [0-9.]+ (?:Get|Hit|Ign):\d+ \S+ \S+ InRelease", log_text,
+                                            re.MULTILINE)),
+            "cached_steps": len(runs & cached), "run_steps": len(runs - cached)}  # fmt: skip
+
+
+def idle_memory(client: Any, project: str) -> list[dict[str, int]]:
+    """Each running host's memory as its cgroup counts it (one-shot stats): ``rss`` (anonymous
+    memory: sshd waiting, the entrypoint's shell) and ``usage`` (with page cache)."""
+    found = client.containers.list(filters={"label": f"com.docker.compose.project={project}"}, sparse=True)
+    out = []
+    for container in found:
+        stats = client.api.stats(container.id, stream=False, one_shot=True)["memory_stats"]
+        detail = stats.get("stats") or {}
+        out.append({"rss": int(detail.get("rss", detail.get("anon", 0))), "usage": int(stats.get("usage", 0))})
+    return out
 
 
 def image_facts(client: Any, names: list[str]) -> dict[str, Any]:

@@ -19,9 +19,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from devbox.errors import EngineError
@@ -39,12 +40,32 @@ ENGINE_HINT = (
 )
 
 
+def sdk() -> ModuleType:
+    """The docker SDK, imported without its SSH transport unless DOCKER_HOST is ssh://.
+
+    That transport imports paramiko (which imports invoke): about half of the SDK's import time,
+    0.1 s of every `devbox status` or `exec` that never logs in. Commands that do log in import
+    paramiko themselves (devbox.probe). Import the SDK through here before anything else does.
+    """
+    if "docker" in sys.modules or os.environ.get("DOCKER_HOST", "").startswith("ssh://"):
+        import docker
+
+        return docker
+    skipped = "docker.transport.sshconn"
+    sys.modules[skipped] = None  # type: ignore[assignment] # its import raises ImportError: the SDK goes on without it
+    try:
+        import docker
+    finally:
+        del sys.modules[skipped]
+    return docker
+
+
 def connect(timeout: int = 120) -> docker.DockerClient:
     """A client for the engine DOCKER_HOST names (or the local socket), checked with a ping.
 
     Raises EngineError with the fix when the engine does not answer.
     """
-    import docker
+    docker = sdk()
     from docker.errors import DockerException
 
     where = os.environ.get("DOCKER_HOST", "the local socket (/var/run/docker.sock)")
@@ -68,6 +89,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def engine_errors() -> Iterator[None]:
     """Docker SDK and HTTP errors, raised by the SDK anywhere in the block, as one EngineError
     line with the next step: a command talking to the engine never shows a traceback."""
+    sdk()
     import docker.errors
     import requests.exceptions
 
@@ -97,21 +119,41 @@ def talks_to_engine(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def summary_labels(container: Any) -> Mapping[str, str]:
+    """A container's labels, also from a sparse listing (where the SDK's ``labels`` raises)."""
+    return container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
+
+
 def list_containers(client: docker.DockerClient, *, all: bool = False,  # noqa: A002 - the SDK's name
-                    filters: dict[str, Any] | None = None) -> list[Any]:
-    """Containers with their full attributes, like ``client.containers.list``, but one removed
-    between the listing and its inspection (by another user of a shared engine) is left out: the
-    SDK's list inspects each container and fails with "No such container" on such a one."""
+                    filters: dict[str, Any] | None = None,
+                    keep: Callable[[Mapping[str, str]], bool] | None = None) -> list[Any]:  # fmt: skip
+    """Containers with their full attributes, like ``client.containers.list``, only those whose
+    labels ``keep`` accepts, inspected side by side.
+
+    The SDK's own list inspects every container one after another (33 requests in a row for 32
+    hosts), and fails with "No such container" when another user of a shared engine removes one
+    between the listing and its inspection: such a one is left out here.
+    """
     import docker.errors
 
-    found = []
-    for container in client.containers.list(all=all, filters=filters, sparse=True):
+    listed = [c for c in client.containers.list(all=all, filters=filters, sparse=True)
+              if keep is None or keep(summary_labels(c))]  # fmt: skip
+
+    def inspected(container: Any) -> Any:
         try:
             container.reload()
         except docker.errors.NotFound:
-            continue
-        found.append(container)
-    return found
+            return None
+        return container
+
+    if len(listed) < 2:
+        found = [inspected(container) for container in listed]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(listed))) as pool:
+            found = list(pool.map(inspected, listed))
+    return [container for container in found if container is not None]
 
 
 @dataclass(frozen=True)
@@ -243,8 +285,10 @@ class StartWatch:
 
     def see_running(self) -> None:
         """Open the gate of every container already running (a start we saw no event for)."""
-        for container in list_containers(self._client, filters={"label": self._label, "status": "running"}):
-            name = container.labels.get(self._name_label)
+        running = self._client.containers.list(sparse=True, filters={"label": self._label, "status": "running"})
+        for container in running:  # sparse: the listing's labels are enough, no inspect each
+            labels = container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
+            name = labels.get(self._name_label)
             if name:
                 self._gate(name).set()
 

@@ -1,7 +1,8 @@
 """What the commands do, on whichever engine the spec names: up, down, status, logs, exec.
 
 Each operation picks the engine once (devbox.engines.engine_for) and works on a Project.
-Output goes through ``project.say``; errors are raised, never printed.
+Output goes through ``project.say``; errors are raised, never printed. The engines are imported
+by the operations that use them: `status` and `exec` only look, and start faster without them.
 """
 
 from __future__ import annotations
@@ -12,20 +13,30 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import probe
 from devbox.docker_api import StartWatch, engine_errors, talks_to_engine
-from devbox.engines import engine_for
 from devbox.errors import DevboxError, EngineError, UsageError
 from devbox.render import connect_address
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
+    from devbox.engines.base import Engine
     from devbox.gpus import GpuRow, Ledger
     from devbox.project import Project
     from devbox.spec import Host, Spec
 
 
+def _engine_for(project: Project) -> Engine:
+    """The project's engine, imported when an operation needs one: looking at a stack does not
+    (`status` of one machine is a container listing), and the engines cost import time."""
+    from devbox.engines import engine_for
+
+    return engine_for(project.spec)
+
+
 def login_targets(project: Project, hosts: list[Host]) -> list[probe.Target]:
     """Where and how to log in to each host: the engine knows where it runs."""
+    from devbox.engines import engine_for
+
     return project.targets(hosts, engine_for(project.spec).addresses(project, hosts))
 
 
@@ -38,6 +49,8 @@ def up(project: Project, only: list[str] | None = None,
     `deploy` returns): see devbox.docker_api.StartWatch. Returns each host's login target (where
     it was reached) with its result, so callers need not look the addresses up again.
     """
+    from devbox.engines import engine_for
+
     engine = engine_for(project.spec)
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
     with project.lock(), _reporting_interrupts(project):
@@ -90,7 +103,7 @@ def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
     with project.lock(), _reporting_interrupts(project):
         project.consent_to_discard(project.containers(), "down")
-        engine_for(project.spec).down(project, volumes)
+        _engine_for(project).down(project, volumes)
 
 
 @contextlib.contextmanager
@@ -102,7 +115,7 @@ def _reporting_interrupts(project: Project) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         with contextlib.suppress(DevboxError), engine_errors():  # no engine to ask: the interrupt alone
-            for line in engine_for(project.spec).repair(project):
+            for line in _engine_for(project).repair(project):
                 project.say(line)
             ours = project.containers()
             for host in project.spec.hosts:
@@ -185,6 +198,8 @@ def stream_logs(project: Project, host: str, follow: bool, tail: str) -> Iterato
 @talks_to_engine
 def all_logs(project: Project, follow: bool, tail: str) -> None:
     """Every host's logs, prefixed with its name."""
+    from devbox.engines import engine_for
+
     engine_for(project.spec).all_logs(project, follow, tail)
 
 

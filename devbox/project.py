@@ -104,14 +104,18 @@ class Project:
         """This project's container starts as they happen, so each host is probed from its own."""
         return StartWatch(self.client, f"{LABEL_PREFIX}project={self.spec.project}", f"{LABEL_PREFIX}host")
 
-    def containers(self) -> dict[str, Container]:
-        """This project's containers by host name (running or not; a running one wins).
+    def containers(self, host: str | None = None) -> dict[str, Container]:
+        """This project's containers by host name (running or not; a running one wins); only
+        ``host``'s when one is named.
 
         Found by devbox's own labels, which compose and swarm containers both carry; those of
-        another spec under the same project name are refused here, for every command.
+        another spec under the same project name are refused here, for every command. One list
+        call, then only the containers returned are inspected, side by side: the SDK's own list
+        inspects every container one after another (33 requests in a row for 32 hosts).
         """
         label = f"{LABEL_PREFIX}project={self.spec.project}"
-        found = list_containers(self.client, all=True, filters={"label": [label]})
+        only = None if host is None else lambda labels: labels.get(f"{LABEL_PREFIX}host") == host
+        found = list_containers(self.client, all=True, filters={"label": [label]}, keep=only)
         found.sort(key=lambda c: c.status == "running")
         containers = {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
         self.check_owner(containers)
@@ -210,7 +214,7 @@ class Project:
 
     def container(self, host: str) -> Container:
         self.host(host)
-        container = self.containers().get(host)
+        container = self.containers(host).get(host)
         if container is None:
             raise UsageError(f"host {host!r} has no container (run `devbox up {host}`)")
         return container

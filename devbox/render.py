@@ -92,14 +92,32 @@ def render_template(name: str, **context: Any) -> str:
 # --------------------------------------------------------------------------- image
 
 
-def image_packages(spec: Spec) -> list[str]:
-    """Packages for the image: what sshd and sudo need, the login shell, then the spec's own."""
-    wanted = [*BASE_PACKAGES, spec.image.shell, *spec.image.packages]
+def setup_packages(spec: Spec) -> list[str]:
+    """The setup layer's packages: what sshd and sudo need, the login shell (and curl, which the
+    Docker CLI's layer after it uses)."""
+    wanted = [*BASE_PACKAGES, spec.image.shell]
     if spec.image.docker_cli:
         wanted.append("curl")
-    if spec.image.pip_requirements:
-        wanted.append("python3-pip")
     return list(dict.fromkeys(wanted))
+
+
+def own_packages(spec: Spec) -> list[str]:
+    """The spec's own packages (and pip for its requirements), installed in a layer of their own
+    after the setup one: adding a package then rebuilds only that layer, not sshd and the user."""
+    setup = setup_packages(spec)
+    wanted = [*spec.image.packages, *(["python3-pip"] if spec.image.pip_requirements else [])]
+    return [package for package in dict.fromkeys(wanted) if package not in setup]
+
+
+def image_packages(spec: Spec) -> list[str]:
+    """Every package the image installs, setup layer first."""
+    return [*setup_packages(spec), *own_packages(spec)]
+
+
+def apt_cache_id(spec: Spec) -> str:
+    """The BuildKit cache mounts' id for apt: one per base image, since `apt-get update` drops
+    the lists of every source its own image does not name (another distribution's)."""
+    return "devbox-apt-" + hashlib.sha256(spec.image.base.encode()).hexdigest()[:12]
 
 
 def _origin(spec: Spec) -> str:
@@ -154,8 +172,8 @@ SSHD_HARDENING = SshdHardening()
 
 def render_dockerfile(spec: Spec) -> str:
     return render_template(
-        "Dockerfile.j2", image=spec.image, packages=image_packages(spec), source=_origin(spec),
-        sshd=SSHD_HARDENING,
+        "Dockerfile.j2", image=spec.image, setup_packages=setup_packages(spec),
+        own_packages=own_packages(spec), apt_cache=apt_cache_id(spec), source=_origin(spec), sshd=SSHD_HARDENING,
     )  # fmt: skip
 
 

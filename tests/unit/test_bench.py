@@ -11,11 +11,12 @@ sys.path.insert(0, str(REPO))  # `benchmarks` is a folder of the repository, not
 from benchmarks import report  # noqa: E402
 from benchmarks.stacks import (  # noqa: E402
     BASE_IMAGE,
+    EDIT_PACKAGE,
     SEED_PACKAGES,
     BaselineStack,
-    ClassicStack,
     DevboxStack,
     SeedStack,
+    edit_facts,
     seed_dockerfile,
 )
 
@@ -43,19 +44,63 @@ def test_only_the_comparison_sides_are_measured_cold_only(tmp_path):
     def made(kind, **extra):
         return kind("side", 2, "project", 15000, tmp_path, tmp_path, **extra)
 
-    assert made(ClassicStack).cold_only and made(SeedStack).cold_only
+    assert made(SeedStack).cold_only
     assert not made(BaselineStack).cold_only and not made(DevboxStack).cold_only
     assert made(DevboxStack, cold_only=True).cold_only
 
 
-def test_the_cold_verdict_names_every_baseline_measured():
+def test_the_cold_verdict_is_against_seed_001s_own_files_and_names_the_shared_recipe_baseline():
     samples = [
         {"metric": "cold", "side": side, "n": 8, "value": value}
-        for side, value in (("devbox", 10.0), ("baseline", 10.0), ("classic", 40.0), ("devbox-seed", 18.0), ("seed", 24.0))
+        for side, value in (("devbox", 10.0), ("baseline", 10.0), ("devbox-seed", 18.0), ("seed", 24.0))
     ]
     cold = next(v for v in report.verdicts(report.group(samples), [8]) if v.key == "cold")
-    assert not cold.met and cold.measured.startswith("1.00 x (10.0 s vs 10.0 s)")
-    assert "classic-builder baseline 0.25 x" in cold.measured
-    assert "vs seed 001's own files 0.75 x (18.0 s vs 24.0 s)" in cold.measured
+    assert not cold.met and cold.measured.startswith("0.75 x (18.0 s vs 24.0 s)")
+    assert "baseline sharing devbox's recipe 1.00 x" in cold.measured
     table = report.results_table(report.group(samples), [8])
     assert "| cold up, seed 001's packages: devbox vs seed 001's own files | 8 | 18.0 s | 24.0 s | 0.75 | 1/1 |" in table
+
+
+def test_issue_18_targets_are_ratios_measured_in_the_same_run():
+    values = {
+        ("cold", "devbox", 1): 7.0, ("cold", "devbox", 8): 8.0, ("edit", "devbox", 8): 2.0,
+        ("ps", "compose", 8): 0.15, ("status", "devbox", 8): 0.25, ("exec", "devbox", 8): 0.35,
+        ("ssh", "devbox", 8): 0.1, ("warm", "devbox", 8): 0.5, ("up_noop", "compose", 8): 0.15,
+        ("cold", "devbox", 32): 10.0, ("warm", "devbox", 32): 0.9, ("status", "devbox", 32): 0.4,
+        ("idle_rss", "devbox", 32): 2 * 1024**2,
+    }  # fmt: skip
+    samples = [{"metric": m, "side": s, "n": n, "value": v} for (m, s, n), v in values.items()]
+    found = {v.key: v for v in report.verdicts(report.group(samples), [1, 8], [16, 32])}
+    assert found["edit"].met and found["edit"].measured.startswith("0.25 x")
+    assert found["latency-status"].met and not found["latency-exec"].met and found["latency-ssh"].met
+    assert not found["warm"].met and "1.11 x the target ratio" in found["warm"].miss
+    assert found["scale-cold"].met and found["scale-warm"].met and not found["scale-status"].met
+    assert found["memory"].measured.startswith("2.0 MiB median")
+    table = report.results_table(report.group(samples), [1, 8, 16, 32])
+    assert "| `devbox status` vs `docker compose ps` | 8 | 0.25 s | 0.15 s | 1.67 | 1/1 |" in table
+    assert "| idle host: container RSS (sshd waiting) | 32 | 2.0 MiB | - | - | 1/0 |" in table
+
+
+def test_edit_adds_one_package_and_puts_the_spec_back(tmp_path, monkeypatch):
+    stack = DevboxStack("devbox", 2, "project", 15000, tmp_path, tmp_path)
+    stack.prepare()
+    original = stack.spec_path.read_text()
+    seen = []
+    monkeypatch.setattr(DevboxStack, "_up", lambda self, name: seen.append((name, self.spec_path.read_text())))
+    stack.edit()
+    assert seen[0][0] == "edit" and f"packages: [less, {EDIT_PACKAGE}]" in seen[0][1]
+    assert stack.spec_path.read_text() == original
+
+
+def test_edit_facts_count_list_fetches_and_cached_steps():
+    log = "\n".join([
+        "#5 [h0 stage-0 2/4] RUN --mount=type=cache,id=x rm -f /etc/apt/sources.list.d/cuda*.list",
+        "#5 CACHED",
+        "#6 [h0 stage-0 3/4] RUN --mount=type=cache,id=x set -- less jq",
+        "#6 0.360 Reading package lists...",
+        "#6 2.083 Get:1 http://deb.debian.org/debian bookworm/main amd64 jq amd64 1.6-2.1 [135 kB]",
+        "#6 DONE 3.1s",
+    ])  # fmt: skip
+    assert edit_facts(log) == {"lists_fetched": 0, "cached_steps": 1, "run_steps": 1}
+    fetched = log + "\n#6 4.1 Get:2 http://deb.debian.org/debian bookworm InRelease [151 kB]"
+    assert edit_facts(fetched)["lists_fetched"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -135,6 +136,21 @@ def test_help_does_not_import_heavy_modules():
     code = "import sys; from devbox.cli import cli; print(sorted(m for m in ('docker','jinja2','paramiko','yaml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_looking_at_a_stack_imports_no_login_render_or_engine_modules():
+    """status, exec and ssh (issue 18: each within 2 x `docker compose ps`) import only what they use."""
+    heavy = ("paramiko", "invoke", "jinja2", "passlib", "devbox.engines")
+    code = ("import sys; import devbox.cli, devbox.operations, devbox.project; from devbox.docker_api import sdk; "
+            f"sdk(); print(sorted(m for m in {heavy!r} if m in sys.modules), 'docker' in sys.modules)")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["[]", "True"]
+    # an engine reached over SSH still gets the SDK's SSH transport
+    code = "from devbox.docker_api import sdk; import docker.transport as t; print(hasattr(sdk().transport, 'SSHHTTPAdapter'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "DOCKER_HOST": "ssh://nobody@localhost"})  # fmt: skip
+    assert out.stdout.strip() == "True"
 
 
 def test_every_problem_of_an_error_gets_its_own_error_line(run, monkeypatch):

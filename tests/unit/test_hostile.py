@@ -39,6 +39,7 @@ from devbox.render import (
     COMPOSE_FILE,
     RenderedFile,
     image_packages,
+    own_packages,
     render_dockerfile,
     render_entrypoint,
     render_project,
@@ -268,8 +269,9 @@ def logical_lines(dockerfile: str) -> list[str]:
 
 def baseline(spec: Spec) -> Spec:
     """The same spec with every free-text image value swapped for a tame one."""
-    tame = dataclasses.replace(
-        spec.image, base="debian:bookworm", timezone="UTC", packages=("vim",), user="u", extra_lines=()
+    tame = dataclasses.replace(  # the spec's packages get a layer of their own only when there are any
+        spec.image, base="debian:bookworm", timezone="UTC", packages=("vim",) if own_packages(spec) else (),
+        user="u", extra_lines=(),
     )
     return dataclasses.replace(spec, image=tame, source="devbox.yaml")
 

@@ -78,13 +78,41 @@ def test_no_plaintext_password_reaches_compose_or_image(tmp_path, seed_spec):
 def test_dockerfile_follows_the_seed_order_without_apt_key(seed_spec):
     text = render_dockerfile(seed_spec)
     order = ["FROM nvidia/cuda:", "ARG DEBIAN_FRONTEND=noninteractive", "ENV TZ=UTC",
-             "rm -f /etc/apt/sources.list.d/cuda", "--no-install-recommends", "rm -rf /var/lib/apt/lists/*",
+             "rm -f /etc/apt/sources.list.d/cuda", "--no-install-recommends", "rm -f /etc/ssh/ssh_host_*",
              "sshd_config.d", "useradd -l -m -s /bin/zsh developer", "usermod -aG sudo developer",
              "COPY entrypoint.sh /entrypoint.sh", "EXPOSE 22", 'ENTRYPOINT ["/entrypoint.sh"]']  # fmt: skip
     positions = [text.index(marker) for marker in order]
     assert positions == sorted(positions)
     assert "apt-key" not in text and "chpasswd" not in text
     assert "rm -f /etc/ssh/ssh_host_*" in text
+
+
+def _layers(text: str) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    return [step for step in text.replace("\\\n", " ").splitlines() if step and not step.startswith("#")]
+
+
+def test_the_specs_packages_and_requirements_are_layers_of_their_own_after_the_setup(tmp_path):
+    (tmp_path / "requirements.txt").write_text("six\n")
+    image = {"base": "debian:bookworm", "packages": ["jq", "sudo"], "pip_requirements": "requirements.txt"}
+    one = make_spec(tmp_path, image=image)
+    more = make_spec(tmp_path, image={**image, "packages": ["jq", "sudo", "less"]})
+    before, after = _layers(render_dockerfile(one)), _layers(render_dockerfile(more))
+    setup = next(i for i, step in enumerate(before) if "usermod -aG sudo" in step)
+    own = next(i for i, step in enumerate(before) if "set -- jq python3-pip" in " ".join(step.split()))
+    pip = next(i for i, step in enumerate(before) if "pip install" in step)
+    assert setup < own < pip and " jq " not in before[setup] and "sudo" not in before[own].split("set --")[1]
+    # one more package changes that layer only: every step before it stays, so the builder's cache serves them
+    assert before[:own] == after[:own] and before[own] != after[own] and before[own + 1:] == after[own + 1:]
+    # apt's lists come from the cache mount the setup layer fills; a lost or stale one is fetched again
+    for step in (before[setup], before[own]):
+        assert "--mount=type=cache,id=devbox-apt-" in step and "target=/var/lib/apt/lists" in step
+    assert "update" not in before[own].split("||")[0] and "rm -rf /var/lib/apt/lists" not in before[setup]
+
+
+def test_no_package_layer_without_packages_of_the_specs_own():
+    text = render_dockerfile(make_spec(image={"base": "debian:bookworm", "packages": ["sudo"]}))
+    assert "set --" not in text and text.count("RUN ") == 1
 
 
 def test_docker_cli_is_opt_in_and_uses_a_keyring():
