@@ -60,21 +60,28 @@ def _has(container: Container, command: str) -> bool:
 def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
     """Every check of a running stack, in a readable order."""
     spec = project.spec
-    containers = project.containers()
+    engine = engine_for(spec)
+    reach = engine.reach(project)
+    containers = reach.containers
     running: dict[str, Container] = {}
     for host in spec.hosts:
         container = containers.get(host.name)
-        if container is None or container.status != "running":
+        if host.name in reach.unreachable:
+            details = reach.details.get(host.name, {})
+            yield Check(host.name, "running", details.get("task") == "running",
+                        f"task {details.get('task', '?')} on node {details.get('node', '?')}")  # fmt: skip
+            yield Check(host.name, "inside checks", None, reach.unreachable[host.name])
+        elif container is None or container.status != "running":
             state = container.status if container else "missing"
             yield Check(host.name, "running", False, f"container is {state} (run `devbox up`)")
         else:
             running[host.name] = container
             yield Check(host.name, "running", True, container.name)
     up_hosts = [h for h in spec.hosts if h.name in running]
-    engine = engine_for(spec)
+    reached = [h for h in spec.hosts if h.name in reach.unreachable and reach.details[h.name].get("task") == "running"]
     reserved = engine.memory_reservations(project) or {}
     ledger = load_ledger(project.folder) if engine.allocates_gpus else Ledger()
-    yield from _logins(project, up_hosts, running)
+    yield from _logins(project, [h for h in spec.hosts if h in up_hosts or h in reached], running)
     for host in up_hosts:
         container = running[host.name]
         container.reload()
@@ -98,7 +105,8 @@ def _logins(project: Project, hosts: list[Host], running: dict[str, Container]) 
     for result in results:
         detail = result.detail
         if result.ok:
-            hostname = result.output.strip() or _exec(running[result.name], ["hostname"])[1] or "?"
+            inside = running.get(result.name)
+            hostname = result.output.strip() or (_exec(inside, ["hostname"])[1] if inside else "") or "?"
             detail += f", hostname {hostname} ({result.seconds:.2f}s)"
         yield Check(result.name, "ssh login", result.ok, detail)
 
@@ -234,6 +242,8 @@ def doctor(project: Project) -> Iterator[Check]:
                 ", ".join(f"{h.bind_address}:{h.ssh_port}" for h in spec.hosts))  # fmt: skip
     problems = resource_problems(spec, facts)
     yield Check("resources", "fit the engine", not problems, "; ".join(problems) or "limits and reservations fit")
+    for line in engine.doctor(project):
+        yield Check(*line)
     if any(h.devices for h in spec.hosts):
         problems = device_problems(list(spec.hosts))
         yield Check("devices", "present", not problems, "; ".join(problems) or "every device exists")
