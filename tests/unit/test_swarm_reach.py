@@ -245,3 +245,15 @@ def test_doctor_without_a_registry_needs_the_image_on_every_node(client, node2, 
     [(_s, _n, ok, detail)] = image_lines(client, project.spec, "devbox-lab:abc", nodes, "node-1")
     assert (ok, detail) == (False, "missing on nodes a host may run on (n2: No such image: devbox-lab:abc): "
                                    "set image.registry")  # fmt: skip
+
+
+def test_check_compares_the_gpus_swarm_assigned_with_the_spec(client, make_project):
+    from devbox.checks import _gpus
+
+    project = make_project(hosts={"c": {"ssh_port": 4434, "gpus": 2}})
+    host = project.spec.hosts[0]
+    given = client.containers.add("c", env=["DOCKER_RESOURCE_NVIDIA-GPU=GPU-a,GPU-b"])
+    [check, *_rest] = _gpus(host, given, False, engine_assigns=True)
+    assert (check.name, check.ok, check.detail) == ("gpu assignment", True, "swarm assigned GPU-a,GPU-b (NVIDIA-GPU), spec 2")
+    short = client.containers.add("d", env=["DOCKER_RESOURCE_NVIDIA-GPU=1"])
+    assert next(iter(_gpus(host, short, False, engine_assigns=True))).ok is False
