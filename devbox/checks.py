@@ -60,21 +60,28 @@ def _has(container: Container, command: str) -> bool:
 def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
     """Every check of a running stack, in a readable order."""
     spec = project.spec
-    containers = project.containers()
+    engine = engine_for(spec)
+    reach = engine.reach(project)
+    containers = reach.containers
     running: dict[str, Container] = {}
     for host in spec.hosts:
         container = containers.get(host.name)
-        if container is None or container.status != "running":
+        if host.name in reach.unreachable:
+            details = reach.details.get(host.name, {})
+            yield Check(host.name, "running", details.get("task") == "running",
+                        f"task {details.get('task', '?')} on node {details.get('node', '?')}")  # fmt: skip
+            yield Check(host.name, "inside checks", None, reach.unreachable[host.name])
+        elif container is None or container.status != "running":
             state = container.status if container else "missing"
             yield Check(host.name, "running", False, f"container is {state} (run `devbox up`)")
         else:
             running[host.name] = container
             yield Check(host.name, "running", True, container.name)
     up_hosts = [h for h in spec.hosts if h.name in running]
-    engine = engine_for(spec)
+    reached = [h for h in spec.hosts if h.name in reach.unreachable and reach.details[h.name].get("task") == "running"]
     reserved = engine.memory_reservations(project) or {}
     ledger = load_ledger(project.folder) if engine.allocates_gpus else Ledger()
-    yield from _logins(project, up_hosts, running)
+    yield from _logins(project, [h for h in spec.hosts if h in up_hosts or h in reached], running)
     for host in up_hosts:
         container = running[host.name]
         container.reload()
@@ -82,7 +89,7 @@ def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
         yield from _limits(host, container.attrs, reserved.get(host.name))
         yield from _volumes(host, container.attrs)
         yield from _threads(host, container)
-        yield from _gpus(host, container, deep, ledger.of(host.name))
+        yield from _gpus(host, container, deep, ledger.of(host.name), engine_assigns=not engine.allocates_gpus)
 
 
 def _logins(project: Project, hosts: list[Host], running: dict[str, Container]) -> Iterator[Check]:
@@ -98,7 +105,8 @@ def _logins(project: Project, hosts: list[Host], running: dict[str, Container]) 
     for result in results:
         detail = result.detail
         if result.ok:
-            hostname = result.output.strip() or _exec(running[result.name], ["hostname"])[1] or "?"
+            inside = running.get(result.name)
+            hostname = result.output.strip() or (_exec(inside, ["hostname"])[1] if inside else "") or "?"
             detail += f", hostname {hostname} ({result.seconds:.2f}s)"
         yield Check(result.name, "ssh login", result.ok, detail)
 
@@ -172,19 +180,33 @@ def _wanted_request(host: Host, assignment: Assignment | None) -> tuple[list[str
     return wanted_ids, -1 if host.gpus.count == "all" else (int(host.gpus.count) if not wanted_ids else 0)
 
 
-def _gpus(host: Host, container: Container, deep: bool, assignment: Assignment | None = None) -> Iterator[Check]:
+def _swarm_gpus(host: Host, container: Container) -> Check:
+    """A swarm hands GPUs out as generic resources: the task's container is told which in
+    DOCKER_RESOURCE_NVIDIA-GPU (UUIDs, or a count for a discrete resource), which the NVIDIA
+    runtime reads; there is no device request to compare."""
+    env = dict(item.split("=", 1) for item in container.attrs.get("Config", {}).get("Env", []) if "=" in item)
+    given = env.get("DOCKER_RESOURCE_NVIDIA-GPU", "")
+    count = int(given) if given.isdigit() else len([unit for unit in given.split(",") if unit])
+    return Check(host.name, "gpu assignment", count == host.gpus.count,
+                 f"swarm assigned {given or 'none'} (NVIDIA-GPU), spec {host.gpus.count}")  # fmt: skip
+
+
+def _gpus(host: Host, container: Container, deep: bool, assignment: Assignment | None = None,
+          engine_assigns: bool = False) -> Iterator[Check]:  # fmt: skip
     requests = container.attrs.get("HostConfig", {}).get("DeviceRequests") or []
     if not host.gpus.wanted:
         if requests:
             yield Check(host.name, "gpus", False, "the container has GPU requests the spec does not ask for")
         return
-    request = requests[0] if requests else {}
-    wanted_ids, wanted_count = _wanted_request(host, assignment)
-    ok = bool(request) and request.get("DeviceIDs") == wanted_ids and (request.get("Count") or 0) == wanted_count
-    env = start_environment(container)
-    visible = env.get("NVIDIA_VISIBLE_DEVICES", "(unset)")
-    yield Check(host.name, "gpu request", ok, f"ids {request.get('DeviceIDs')}, count {request.get('Count')}, "
-                f"capabilities {request.get('Capabilities')}; NVIDIA_VISIBLE_DEVICES={visible}")  # fmt: skip
+    if engine_assigns:
+        yield _swarm_gpus(host, container)
+    else:
+        request = requests[0] if requests else {}
+        wanted_ids, wanted_count = _wanted_request(host, assignment)
+        ok = bool(request) and request.get("DeviceIDs") == wanted_ids and (request.get("Count") or 0) == wanted_count
+        visible = start_environment(container).get("NVIDIA_VISIBLE_DEVICES", "(unset)")
+        yield Check(host.name, "gpu request", ok, f"ids {request.get('DeviceIDs')}, count {request.get('Count')}, "
+                    f"capabilities {request.get('Capabilities')}; NVIDIA_VISIBLE_DEVICES={visible}")  # fmt: skip
     if not _has(container, "nvidia-smi"):
         yield Check(host.name, "nvidia-smi", None, "no nvidia-smi in the container: the engine has no NVIDIA "
                     "runtime with a driver (nothing to run on)")  # fmt: skip
@@ -234,6 +256,8 @@ def doctor(project: Project) -> Iterator[Check]:
                 ", ".join(f"{h.bind_address}:{h.ssh_port}" for h in spec.hosts))  # fmt: skip
     problems = resource_problems(spec, facts)
     yield Check("resources", "fit the engine", not problems, "; ".join(problems) or "limits and reservations fit")
+    for line in engine.doctor(project):
+        yield Check(*line)
     if any(h.devices for h in spec.hosts):
         problems = device_problems(list(spec.hosts))
         yield Check("devices", "present", not problems, "; ".join(problems) or "every device exists")

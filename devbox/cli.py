@@ -383,9 +383,12 @@ def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
 
     if address is not None:
         _check_address(address)
+    from devbox.engines import engine_for
+
     project = _project(ctx)
     project.rendered_once()
-    text = render_ssh_config(project.spec, str(project.layout.known_hosts), address)
+    where = None if address else engine_for(project.spec).addresses(project, list(project.spec.hosts))
+    text = render_ssh_config(project.spec, str(project.layout.known_hosts), address, where)
     if not write:
         click.echo(text, nl=False)
         return

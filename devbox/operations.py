@@ -180,19 +180,37 @@ def host_status(spec: Spec, host: Host, container: Container | None,
 
 @talks_to_engine
 def status(project: Project) -> list[dict[str, Any]]:
+    """Each host as `status` shows it; where the engine knows more (a swarm: the node, its
+    address, the task's state where the container is out of reach) that is added."""
     from devbox.gpus import load_ledger
 
-    ours = project.containers()
+    reach = _engine_for(project).reach(project)
     ledger = load_ledger(project.folder)
-    return [host_status(project.spec, host, ours.get(host.name), gpu_devices(ledger, host.name))
-            for host in project.spec.hosts]  # fmt: skip
+    entries = []
+    for host in project.spec.hosts:
+        entry = host_status(project.spec, host, reach.containers.get(host.name), gpu_devices(ledger, host.name))
+        details = reach.details.get(host.name, {})
+        if details and host.name not in reach.containers:
+            entry["state"] = details["task"]
+        entries.append({**entry, **details})
+    return entries
 
 
 @talks_to_engine
 def stream_logs(project: Project, host: str, follow: bool, tail: str) -> Iterator[bytes]:
-    container = project.container(host)
-    lines: int | str = int(tail) if tail.isdigit() else "all"
-    yield from container.logs(stream=True, follow=follow, tail=lines)
+    yield from _engine_for(project).stream_logs(project, host, follow, tail)
+
+
+def host_container(project: Project, host: str) -> Container:
+    """The host's container wherever it runs; a one-line UsageError when it has none or runs
+    where this machine cannot look inside it."""
+    project.host(host)
+    reach = _engine_for(project).reach(project)
+    if host in reach.unreachable:
+        raise UsageError(reach.unreachable[host])
+    if host not in reach.containers:
+        raise UsageError(f"host {host!r} has no container (run `devbox up {host}`)")
+    return reach.containers[host]
 
 
 @talks_to_engine
@@ -207,10 +225,10 @@ def all_logs(project: Project, follow: bool, tail: str) -> None:
 def exec_in(project: Project, host: str, command: list[str], user: str | None,
             write: Callable[[bytes], None]) -> int:  # fmt: skip
     """Run a command in a host, streaming its output; returns its exit code."""
-    container = project.container(host)
+    container = host_container(project, host)
     if container.status != "running":
         raise UsageError(f"host {host!r} is {container.status} (run `devbox up {host}`)")
-    api = project.client.api
+    api = container.client.api  # the engine of the node that runs it
     exec_id = api.exec_create(container.id, command, user=user or "", stdout=True, stderr=True)
     for chunk in api.exec_start(exec_id, stream=True):
         write(chunk)

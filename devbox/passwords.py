@@ -65,7 +65,11 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
         raise UsageError(f"the password of {host}/{user} comes from ${dict(target.password_env)[user]}: change "
                          "the variable and run `devbox up`")  # fmt: skip
     with project.lock():
-        containers = project.containers()  # the engine answers (and they are ours) before anything changes
+        from devbox.engines import engine_for
+
+        # the engine answers (and they are ours) before anything changes; a host out of reach
+        # (a swarm node this machine cannot look into) gets its password at the next `up`
+        containers = engine_for(project.spec).reach(project).containers
         credentials = Credentials.load(project.folder)
         credentials.rotate(host, user)
         credentials.save()
@@ -95,7 +99,7 @@ def apply_passwords(project: Project, host: Host, container: Container,
     changed = [user for user, hashed in wanted.items() if current.get(user) != hashed]
     if changed:
         lines = chpasswd_lines((user, wanted[user]) for user in changed).encode()
-        code, detail = exec_with_input(project.client, container.id, ["chpasswd", "-e"], lines)
+        code, detail = exec_with_input(container.client, container.id, ["chpasswd", "-e"], lines)
         if code != 0:
             raise EngineError(f"could not set the passwords of {', '.join(changed)} in {host.name}: "
                               f"{detail.strip() or f'chpasswd exited with {code}'}")  # fmt: skip

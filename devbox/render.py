@@ -539,13 +539,16 @@ def connect_address(host: Host) -> str:
     return wildcards.get(host.bind_address, host.bind_address)
 
 
-def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None) -> str:
-    """``Host`` entries for OpenSSH and VS Code Remote-SSH, with host-key checking left ON."""
+def render_ssh_config(spec: Spec, known_hosts: str, address: str | None = None,
+                      addresses: Mapping[str, str] | None = None) -> str:  # fmt: skip
+    """``Host`` entries for OpenSSH and VS Code Remote-SSH, with host-key checking left ON.
+    ``address`` (the user's) wins over ``addresses`` (where the engine says each host is: a
+    swarm host at its node's address)."""
     blocks = [f"# devbox hosts of project {spec.project} (generated; `devbox ssh-config`)\n"]
     for host in spec.hosts:
         blocks.append(
             f"Host {spec.project}-{host.name}\n"
-            f"    HostName {address or connect_address(host)}\n"
+            f"    HostName {address or (addresses or {}).get(host.name) or connect_address(host)}\n"
             f"    Port {host.ssh_port}\n"
             f"    User {spec.image.user}\n"
             f"    HostKeyAlias {host_key_alias(spec, host)}\n"

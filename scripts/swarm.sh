@@ -166,10 +166,13 @@ node_ready() {   # the manager sees NODE ready and active
     | grep -qx "$1 Ready Active"
 }
 all_ready() { local n; for n in "${NODES[@]}"; do node_ready "$n" || return 1; done; }
-label_nodes() {
+label_nodes() {   # only where missing: a node update makes swarmkit reject the node's GPU tasks
   local node labels
   for node in "${NODES[@]}"; do
-    labels=(--label-add "rig.node=$node")
+    [ "$(on "$MANAGER" node inspect -f '{{index .Spec.Labels "devbox.docker-host"}}' "$node" 2>/dev/null)" \
+      != "unix:///var/run/docker-$node.sock" ] || continue
+    # devbox.docker-host: where devbox reaches the node's engine (exec, check, down --volumes)
+    labels=(--label-add "rig.node=$node" --label-add "devbox.docker-host=unix:///var/run/docker-$node.sock")
     [ "$node" != "$GPU_NODE" ] || labels+=(--label-add gpu=fake)
     on "$MANAGER" node update "${labels[@]}" "$node" >/dev/null
   done

@@ -8,14 +8,33 @@ one engine once (devbox.engines.engine_for) and never ask which one they have.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from docker.models.containers import Container
+
     from devbox.docker_api import StartWatch
     from devbox.project import Project
     from devbox.render import RenderedProject
     from devbox.spec import Host, Spec
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where each host's container is, as far as this machine can see (`status`, `exec`,
+    `check` and `passwd` look inside hosts through these)."""
+
+    containers: dict[str, Container]
+    # hosts running where this machine cannot look inside them: host -> what to do (one line)
+    unreachable: dict[str, str] = field(default_factory=dict)
+    # what the engine knows beyond the container (a swarm: node, its address, task state), by host
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# One line of `doctor`: (subject, name, passed / failed / skipped (None), detail).
+DoctorLine = tuple[str, str, "bool | None", str]
 
 
 class Engine(ABC):
@@ -64,6 +83,20 @@ class Engine(ABC):
     def repair(self, project: Project) -> list[str]:
         """Put right what an interrupted `up` or `down` left half done (a container compose made
         under a temporary name); returns what was done, one line each."""
+        return []
+
+    def reach(self, project: Project) -> Reach:
+        """Each host's container, on whichever machine runs it."""
+        return Reach(project.containers())
+
+    def stream_logs(self, project: Project, host: str, follow: bool, tail: str) -> Iterator[bytes]:
+        """One host's logs as the engine streams them."""
+        lines: int | str = int(tail) if tail.isdigit() else "all"
+        yield from project.container(host).logs(stream=True, follow=follow, tail=lines)
+
+    def doctor(self, project: Project) -> list[DoctorLine]:
+        """The engine's own checks for `doctor`, beyond the engine, ports, resources and GPUs
+        of this machine (a swarm: its nodes, registry, image and ports where hosts are pinned)."""
         return []
 
     def memory_reservations(self, project: Project) -> dict[str, int] | None:

@@ -16,16 +16,18 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from devbox.docker_api import StartWatch, engine_facts
-from devbox.engines.base import Engine, build_image
+from devbox.docker_api import StartWatch, engine_facts, talks_to_engine
+from devbox.engines.base import DoctorLine, Engine, Reach, build_image
 from devbox.engines.preflight import port_problems, raise_all, resource_problems
 from devbox.engines.swarm_nodes import (
     GPU_RESOURCE,
     Node,
     constraints,
+    eligible,
+    gpus_wanted,
     image_problems,
     placement_problems,
     push,
@@ -33,6 +35,7 @@ from devbox.engines.swarm_nodes import (
     read_nodes,
     registry_problems,
 )
+from devbox.engines.swarm_reach import DOCKER_HOST_LABEL, locate, remove_volumes
 from devbox.errors import EngineError, UsageError
 from devbox.labels import LABEL_PREFIX
 from devbox.layout import secret_sources
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 # What a swarm service cannot express (Docker's service API has no such fields), by host setting.
 SWARM_UNSUPPORTED = ("ulimits", "devices", "privileged", "ipc", "cpuset")
 _WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
+ANCHOR_LABEL = f"{LABEL_PREFIX}network-anchor"  # the project whose network a task holds on its node
 RESTART_CONDITIONS = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
 
 
@@ -144,6 +148,9 @@ def swarm_spec_problems(spec: Spec) -> tuple[list[str], list[str]]:
             found.append(f"{host.origin('gpus')}.gpus: swarm hands out GPUs by count only (NVIDIA-GPU generic "
                          "resources): use a number")  # fmt: skip
         problems += [line for line in found if line not in problems]
+        if named_volumes(spec, host) and not host.node:
+            notes.append(f"hosts.{host.name}: on a swarm of several nodes its named volumes stay on the node "
+                         "that ran it; placed elsewhere it finds them empty (pin it with node:)")  # fmt: skip
         if host.bind_address not in _WILDCARDS:
             notes.append(f"hosts.{host.name}.bind_address: swarm publishes ports on every interface "
                          f"of the node, not only {host.bind_address}")  # fmt: skip
@@ -234,9 +241,71 @@ def _ensure_network(project: Project) -> None:
 
 
 def _services(project: Project) -> dict[str, Any]:
+    """The project's host services by host name (network anchors are not hosts)."""
     found = project.client.services.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
     project.check_labels([("service", s.name, s.attrs["Spec"].get("Labels") or {}) for s in found])
-    return {s.attrs["Spec"]["Labels"].get(f"{LABEL_PREFIX}host", s.name): s for s in found}
+    host = f"{LABEL_PREFIX}host"
+    return {s.attrs["Spec"]["Labels"][host]: s for s in found if host in s.attrs["Spec"]["Labels"]}
+
+
+# --------------------------------------------------------------------------- network anchors
+#
+# swarmkit's constraint enforcer rejects every task holding generic resources (GPUs) whenever
+# the task's node object changes: it tests `HasResource(assigned, available)` and removes the
+# task when that is *true* (manager/orchestrator/constraintenforcer, Docker 20.10 to this day).
+# The first task of an overlay network on a node makes the allocator give that node an address
+# on the network, which is such a change: a GPU host alone on its node is rejected, its
+# rejection frees the address, its retry takes it again, and so on for ever. A tiny task of the
+# project network kept on every node a GPU host may run on holds that address before the GPU
+# task arrives, so the node does not change under it.
+
+
+def anchor_name(spec: Spec, node: Node) -> str:
+    """A host name is a DNS label (no underscore): this name cannot be a host's service."""
+    return f"{spec.project}_anchor_{node.id[:12]}"
+
+
+def anchor_nodes(spec: Spec, nodes: list[Node]) -> list[Node]:
+    """The nodes some GPU host of the spec may run on."""
+    seen: dict[str, Node] = {}
+    for host in spec.hosts:
+        if gpus_wanted(host):
+            for node in eligible(host, nodes):
+                seen.setdefault(node.id, node)
+    return list(seen.values())
+
+
+def _anchors(project: Project) -> list[Any]:
+    return project.client.services.list(filters={"label": f"{ANCHOR_LABEL}={project.spec.project}"})
+
+
+def ensure_anchors(project: Project, nodes: list[Node], image: str, seconds: float = 120) -> None:
+    """A running network anchor on each node a GPU host may run on, before any GPU task lands
+    there: `sleep infinity` from the project's image, on the project network, no ports."""
+    from docker.types import RestartPolicy, ServiceMode
+
+    have = {s.name for s in _anchors(project)}
+    made = []
+    for node in anchor_nodes(project.spec, nodes):
+        name = anchor_name(project.spec, node)
+        if name not in have:
+            labels = {**project.owner_labels(), ANCHOR_LABEL: project.spec.project}
+            # its container is no host: the project label it inherits from the image is emptied
+            # (status, check and down's questions go by that label)
+            container_labels = {f"{LABEL_PREFIX}project": "", ANCHOR_LABEL: project.spec.project}
+            made.append(project.client.services.create(
+                image, command=["sleep", "infinity"], name=name, labels=labels, container_labels=container_labels,
+                networks=[network_name(project.spec)], constraints=[f"node.id=={node.id}"],
+                mode=ServiceMode("replicated", replicas=1), restart_policy=RestartPolicy(condition="any"),
+                stop_grace_period=10**9,
+            ))  # fmt: skip
+    deadline = time.monotonic() + seconds
+    for anchor in made:
+        while not _running(anchor):
+            if time.monotonic() > deadline:
+                raise EngineError(f"network anchor {anchor.name} has no running task after {seconds:.0f}s "
+                                  "(see `docker service ps`)")  # fmt: skip
+            time.sleep(0.3)
 
 
 def _running(service: Any) -> bool:
@@ -270,6 +339,7 @@ def deploy(project: Project, hosts: list[Host], rendered: RenderedProject, nodes
     _ensure_network(project)
     services = _services(project)
     nodes = read_nodes(project.client) if nodes is None else nodes
+    ensure_anchors(project, nodes, image or rendered.image_tag)
     for host in hosts:
         names = _ensure_secrets(project, host)
         ids = {s.name: s.id for s in project.client.secrets.list(filters={"names": list(names.values())})}
@@ -293,13 +363,18 @@ def _retire(project: Project, host: Host, service: Any, seconds: float = 60) -> 
     """Stop a service's task, then remove the service: its host port and volume are free when
     this returns, on whichever node it ran (the manager sees tasks of every node, not their
     containers)."""
+    _stop_and_remove(service, seconds)
+    _wait_gone(project, host)
+
+
+def _stop_and_remove(service: Any, seconds: float = 60) -> None:
+    """Scale a service to nothing, wait until its tasks have stopped, then remove it."""
     with contextlib.suppress(Exception):  # a service that cannot scale (gone already) is removed anyway
         service.scale(0)
         deadline = time.monotonic() + seconds
         while any(t["Status"]["State"] in _TASK_ALIVE for t in service.tasks()) and time.monotonic() < deadline:
             time.sleep(0.2)
     service.remove()
-    _wait_gone(project, host)
 
 
 _TASK_ALIVE = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running")
@@ -348,17 +423,61 @@ def remove_all(project: Project, volumes: bool) -> None:
         if host.name in services:
             _retire(project, host, services[host.name])
     _remove_unused_secrets(project)
+    for anchor in _anchors(project):  # after the GPU hosts: see "network anchors"
+        _stop_and_remove(anchor)
     for network in project.client.networks.list(names=[network_name(project.spec)]):
         network.remove()
     if volumes:
-        for name in {f"{project.spec.project}_{v}" for h in project.spec.hosts
-                     for v in named_volumes(project.spec, h)}:  # fmt: skip
-            # the engine's name filter matches parts of names: another project's volume too
-            for volume in project.client.volumes.list(filters={"name": name}):
-                if volume.name == name:
-                    volume.remove(force=True)
+        _remove_volumes(project)
 
 
+def _remove_volumes(project: Project) -> None:
+    """The project's named volumes on every node: a volume lives on the node that made it, and
+    only that node's engine can remove it (devbox.engines.swarm_reach); the nodes out of reach
+    are named with the command to run there."""
+    names = {f"{project.spec.project}_{v}" for h in project.spec.hosts for v in named_volumes(project.spec, h)}
+    if not names:
+        return
+    missed = remove_volumes(project, names, read_nodes(project.client), _own_node(project))
+    if missed:
+        project.say(f"note: nodes {', '.join(missed)} are out of reach (no {DOCKER_HOST_LABEL} label): volumes "
+                    f"of {project.spec.project} there stay; remove them on each with `docker volume rm "
+                    f"{' '.join(sorted(names))}`")  # fmt: skip
+
+
+def _own_node(project: Project) -> str:
+    return str((project.client.info().get("Swarm") or {}).get("NodeID", ""))
+
+
+def reach(project: Project) -> Reach:
+    """Each host's container on its node (devbox.engines.swarm_reach.locate). On an engine that is
+    no manager (DOCKER_HOST pointing at a worker, the fallback for nodes out of reach) its own
+    containers."""
+    if _manager_problems(project):
+        return Reach(project.containers())
+    found = locate(project, list(project.spec.hosts), _services(project), read_nodes(project.client),
+                   _own_node(project))  # fmt: skip
+    for host in project.spec.hosts:
+        detail = found.details.get(host.name)
+        if detail and detail["node_address"] not in ("", *_WILDCARDS):
+            detail["ssh"] = f"ssh -p {host.ssh_port} {project.spec.image.user}@{detail['node_address']}"
+    return found
+
+
+def _tail(tail: str) -> int | str:
+    return int(tail) if tail.isdigit() else "all"
+
+
+def service_logs(project: Project, host: str, follow: bool, tail: str) -> Iterator[bytes]:
+    """A host's logs through the manager, from whichever node runs it (the service logs API)."""
+    project.host(host)
+    service = _services(project).get(host)
+    if service is None:
+        raise UsageError(f"host {host!r} has no service (run `devbox up {host}`)")
+    yield from service.logs(stdout=True, stderr=True, follow=follow, tail=_tail(tail))
+
+
+@talks_to_engine
 def node_addresses(project: Project, hosts: list[Host]) -> dict[str, str]:
     """Where to reach each host's SSH port: the address of the node its task runs on (host-mode
     ports listen on every address of that node), else its own address."""
@@ -427,6 +546,10 @@ class SwarmEngine(Engine):
         raise_all(_manager_problems(project))
         nodes = read_nodes(project.client)
         raise_all(_placement_problems(project, nodes))
+        from devbox.engines.swarm_doctor import volume_warnings
+
+        for line in volume_warnings(project.spec, nodes):
+            project.say(f"warning: {line}")
         stale = stale_hosts(project, hosts, rendered, nodes)
         if not stale:
             project.say(f"nothing changed: {len(hosts)} services already up to date")
@@ -452,14 +575,33 @@ class SwarmEngine(Engine):
         return node_addresses(project, hosts)
 
     def all_logs(self, project: Project, follow: bool, tail: str) -> None:
-        """The SDK's logs of each host in turn; following several streams at once is refused."""
+        """Each host's service logs in turn; following several streams at once is refused."""
         if follow:
             raise UsageError("on a swarm, follow one host at a time: devbox logs -f HOST")
+        services = _services(project)
         for host in project.spec.hosts:
-            container = project.container(host.name)
-            lines: int | str = int(tail) if tail.isdigit() else "all"
-            for line in container.logs(tail=lines).decode(errors="replace").splitlines():
+            if host.name not in services:
+                project.say(f"{host.name} | (no service: run `devbox up {host.name}`)")
+                continue
+            text = b"".join(service_logs(project, host.name, False, tail)).decode(errors="replace")
+            for line in text.splitlines():
                 project.say(f"{host.name} | {line}")
+
+    def stream_logs(self, project: Project, host: str, follow: bool, tail: str) -> Iterator[bytes]:
+        return service_logs(project, host, follow, tail)
+
+    def reach(self, project: Project) -> Reach:
+        return reach(project)
 
     def memory_reservations(self, project: Project) -> dict[str, int] | None:
         return memory_reservations(project)
+
+    def doctor(self, project: Project) -> list[DoctorLine]:
+        """The swarm's own checks (devbox.engines.swarm_doctor), once the engine is a manager."""
+        from devbox.engines.swarm_doctor import doctor_lines
+        from devbox.render import image_files, image_tag
+
+        if _manager_problems(project):
+            return []  # said by the engine line
+        tag = image_tag(project.spec, image_files(project.spec))
+        return doctor_lines(project, read_nodes(project.client), _own_node(project), tag)

@@ -6,6 +6,7 @@ before anything is deployed."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,7 @@ def rig_stack(multinode_swarm: Rig, make_stack: Any) -> Iterator[Any]:  # noqa: 
                        defaults={"bind_address": "0.0.0.0", "volumes": ["data:/data"]})  # fmt: skip
     for host, node in PLACED.items():
         stack.spec["hosts"][host]["node"] = node
+    stack.spec["hosts"]["c"]["gpus"] = 1  # only n3 advertises a (fake) NVIDIA-GPU
     stack.write_spec()
     env = {"DOCKER_HOST": multinode_swarm.manager.docker_host}
     stack.run = lambda *args, check=True: stack.devbox(*args, env=env, check=check)  # type: ignore[attr-defined]
@@ -86,6 +88,8 @@ def test_hosts_pinned_to_three_nodes_come_up_reach_each_other_and_keep_their_vol
               for s in manager.services.list(filters={"label": f"devbox.project={stack.name}"})}  # fmt: skip
     assert len(images) == 1 and "@sha256:" in next(iter(images))  # every node runs the same bytes
 
+    assert_each_host_reached_on_its_node(rig, stack)
+
     # names across nodes (gossip spreads them: retried a few seconds)
     for host, other in (("a", "c"), ("c", "b"), ("b", "a")):
         wait_for(lambda h=host, o=other: "1 received" in ssh(rig, stack, h, f"ping -c 1 -W 2 {o} || true"),
@@ -110,13 +114,48 @@ def test_hosts_pinned_to_three_nodes_come_up_reach_each_other_and_keep_their_vol
     volumes = {}
     for node in rig.nodes:
         client = rig.client(node)
-        volumes[node] = [v.name for v in client.volumes.list(filters={"name": stack.name})]
+        volumes[node] = sorted(v.name for v in client.volumes.list(filters={"name": stack.name}))
         client.close()
-    assert volumes == {node: [f"{stack.name}_data"] for node in rig.nodes}  # nothing but volumes
+    # nothing but volumes: each node's host's home and data
+    assert volumes == {node: sorted([f"{stack.name}_data", f"{stack.name}_{host}-home"])
+                       for host, node in PLACED.items()}  # fmt: skip
 
     stack.run("up")
     assert ssh(rig, stack, "b", "cat /data/file").strip() == "kept"  # pinned: its node's volume again
     manager.close()
+
+    stack.run("down", "--volumes", "--yes")  # on every node, not only the manager's
+    wait_for(lambda: not any(node_containers(rig, stack).values()), "every node's containers to go")
+    for node in rig.nodes:
+        client = rig.client(node)
+        assert client.volumes.list(filters={"name": stack.name}) == []
+        client.close()
+
+
+def assert_each_host_reached_on_its_node(rig: Rig, stack: Any) -> None:
+    """status, exec, logs, check, ssh-config and doctor through the manager reach each host on its
+    node (the manager's API alone shows only its own node's containers)."""
+    status = {e["host"]: e for e in json.loads(stack.run("status", "--json").stdout)}
+    assert {h: (e["state"], e["node"]) for h, e in status.items()} == {h: ("running", n) for h, n in PLACED.items()}
+    assert status["c"]["ssh"].endswith(f"@{rig.nodes['n3'].address}")
+    for host in PLACED:
+        assert stack.run("exec", host, "--", "hostname").stdout.strip() == host
+    # the GPU swarm assigned the task on n3, the only node advertising one
+    n3 = rig.client("n3")
+    (container,) = n3.containers.list(filters={"label": [f"devbox.project={stack.name}", "devbox.host=c"]})
+    assert any(v.startswith("DOCKER_RESOURCE_NVIDIA-GPU=GPU-fa4e") for v in container.attrs["Config"]["Env"])
+    n3.close()
+    stack.run("exec", "b", "--", "sh", "-c", "echo marker-on-n2 > /proc/1/fd/1")
+    wait_for(lambda: "marker-on-n2" in stack.run("logs", "b").stdout, "b's log line through the manager", 20)
+    check = stack.run("check").stdout
+    assert "FAIL" not in check and "PASS  c          ssh login" in check and "PASS  a          reach c" in check
+    config = stack.run("ssh-config").stdout
+    for host, node in PLACED.items():
+        assert f"HostName {rig.nodes[node].address}" in config.split(f"Host {stack.name}-{host}", 1)[1].split("Host ")[0]
+    doctor = stack.run("doctor").stdout
+    assert "PASS  swarm      nodes: 3 ready and active" in doctor and "PASS  swarm      gpu nodes: n3: 1 NVIDIA-GPU" in doctor
+    assert f"PASS  swarm      registry: {rig.registry}/e2e answers" in doctor
+    assert f"PASS  c          port: {stack.port('c')} free on n3" in doctor
 
 
 @pytest.mark.parametrize(("change", "message"), [

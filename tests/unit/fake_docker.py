@@ -314,10 +314,19 @@ class Service:
     client: FakeDockerClient
     attrs: dict[str, Any]
     task_list: list[dict[str, Any]] = field(default_factory=list)
+    log: bytes = b""  # what its tasks logged, on whichever node (the service logs API)
 
     @property
     def id(self) -> str:
         return str(self.attrs["ID"])
+
+    def logs(self, **kwargs: Any) -> Iterator[bytes]:
+        """The service logs API: a stream of chunks, always (as docker-py's ``Service.logs``)."""
+        self.client.record("service.logs", name=self.name, **kwargs)
+        lines = self.log.splitlines(keepends=True)
+        if isinstance(kwargs.get("tail"), int):
+            lines = lines[-kwargs["tail"] :] if kwargs["tail"] else []
+        return iter(lines)
 
     @property
     def name(self) -> str:
