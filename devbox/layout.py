@@ -19,6 +19,7 @@ DOCKERIGNORE = ".dockerignore"
 IMAGE_FILES = ("Dockerfile", "entrypoint.sh", "requirements.txt")
 IMAGE_FILE_MODES = {"Dockerfile": 0o644, "entrypoint.sh": 0o755, "requirements.txt": 0o644}
 IMAGE_KEY_FILE = ".image-key"
+COMPOSE_KEY_FILE = ".compose-key"
 CREDENTIALS_FILE = "credentials.yaml"
 APPLIED_PASSWORDS_FILE = "passwords-applied.json"
 LOCK_FILE = ".lock"
@@ -93,6 +94,10 @@ class Layout:
     @property
     def image_key(self) -> Path:
         return self.folder / IMAGE_KEY_FILE
+
+    @property
+    def compose_key(self) -> Path:
+        return self.folder / COMPOSE_KEY_FILE
 
     @property
     def lock(self) -> Path:

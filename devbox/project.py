@@ -9,6 +9,7 @@ engines (devbox.engines) act on a Project.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from devbox import probe
 from devbox.docker_api import StartWatch, connect, list_containers
 from devbox.errors import PreflightError, UsageError
 from devbox.labels import LABEL_PREFIX, OWNER_FOLDER_LABEL, OWNER_LABEL
-from devbox.layout import IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
+from devbox.layout import COMPOSE_FILE, IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
 from devbox.render import (
     RenderedFile,
     RenderedProject,
@@ -301,10 +302,29 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_
     material, created = prepare(spec, folder, environ, say)
     key = image_inputs_key(spec)
     owner = owner_id(folder)
-    rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus, owner)
+    rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus, owner,
+                              _compose_on_disk(folder))  # fmt: skip
     changed = write_files(folder, rendered.files)
     write_if_changed(Layout(folder).image_key, key + "\n", 0o644)
+    compose_text = next(file.content for file in rendered.files if file.path == COMPOSE_FILE)
+    write_if_changed(Layout(folder).compose_key, f"{rendered.compose_key} {_digest(compose_text)}\n", 0o644)
     return rendered, changed, created
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _compose_on_disk(folder: Path) -> tuple[str, str] | None:
+    """(compose_key, text) of docker-compose.yml as last rendered, if it is still the file devbox
+    wrote (a hand-edited one is rendered anew, and so written over)."""
+    layout = Layout(folder)
+    try:
+        key, digest = layout.compose_key.read_text(encoding="utf-8").split()
+        text = layout.compose_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return (key, text) if _digest(text) == digest else None
 
 
 def allocate_gpus_of(spec: Spec, folder: Path, environ: Mapping[str, str], *, save: bool = True) -> Allocation | None:

@@ -414,9 +414,9 @@ def write_if_changed(path: Path, content: str, mode: int) -> bool:
 def write_files(folder: Path, files: list[RenderedFile]) -> list[str]:
     """Write rendered files below ``folder``; returns the paths that changed."""
     changed = []
-    root = folder.resolve()
+    root = Path(os.path.realpath(folder))
     for file in files:
-        target = (root / file.path).resolve()
+        target = Path(os.path.realpath(root / file.path))
         if root not in target.parents:
             raise UsageError(f"refusing to write {file.path!r} outside {root}")
         if write_if_changed(target, file.content, file.mode):

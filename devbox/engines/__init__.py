@@ -6,20 +6,30 @@ asks the engine it was given.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from devbox import spec as specs
 from devbox.engines.base import Engine
-from devbox.engines.compose import ComposeEngine
-from devbox.engines.swarm import SwarmEngine
 from devbox.spec import Spec
 
-ENGINES: dict[str, type[Engine]] = {engine.name: engine for engine in (ComposeEngine, SwarmEngine)}
+# Each engine by the name a spec gives it: its module and class, imported when a spec names it
+# (a compose project never pays for importing the swarm engine).
+ENGINES: dict[str, tuple[str, str]] = {
+    "compose": ("devbox.engines.compose", "ComposeEngine"),
+    "swarm": ("devbox.engines.swarm", "SwarmEngine"),
+}
+
+
+def engine_class(name: str) -> type[Engine]:
+    module, cls = ENGINES[name]
+    engine: type[Engine] = getattr(importlib.import_module(module), cls)
+    return engine
 
 
 def engine_for(spec: Spec) -> Engine:
     """The engine the (validated) spec names."""
-    return ENGINES[spec.engine]()
+    return engine_class(spec.engine)()
 
 
 def spec_rules(spec: Spec) -> tuple[list[str], list[str]]:
@@ -32,4 +42,4 @@ def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None, engine: 
     return specs.load_spec(path, gpu=gpu, engine=engine, rules=spec_rules)
 
 
-__all__ = ["ENGINES", "Engine", "engine_for", "load_spec", "spec_rules"]
+__all__ = ["ENGINES", "Engine", "engine_class", "engine_for", "load_spec", "spec_rules"]

@@ -188,8 +188,9 @@ def test_docker_errors_are_one_line_where_devbox_calls_the_sdk():
 
 def test_the_engine_names_agree_everywhere():
     from devbox.cli import cli as group
-    from devbox.engines import ENGINES
+    from devbox.engines import ENGINES, engine_class
     from devbox.spec import ENGINES as SPEC_ENGINES
 
     option = next(p for p in group.params if p.name == "engine")
     assert sorted(option.type.choices) == sorted(ENGINES) == sorted(SPEC_ENGINES)
+    assert all(engine_class(name).name == name for name in ENGINES)
