@@ -19,7 +19,7 @@ from devbox.spec.hosts import read_host
 from devbox.spec.model import DEFAULT_BASE_IMAGE, Host, Image, Network, Spec
 from devbox.spec.options import Reading, join, type_name
 from devbox.spec.parse import parse_yaml
-from devbox.spec.rules import check_password_accounts, cross_checks
+from devbox.spec.rules import check_password_accounts, check_socket_mounts, cross_checks
 from devbox.spec.values import DNS_LABEL
 
 # An engine's rules for a valid spec: (problems, notes), each "path: text".
@@ -84,6 +84,7 @@ def _read_spec(data: Any, gpu: bool | None, reading: Reading) -> Spec | None:
     if reading.problems or top.get("project") is None:
         return None
     cross_checks(hosts, reading)
+    check_socket_mounts(hosts, reading)
     network = top["network"]
     return Spec(
         project=top["project"], engine=top["engine"], image=image, hosts=tuple(hosts), directory=reading.directory,

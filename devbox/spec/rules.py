@@ -3,6 +3,8 @@ passwords. What one engine cannot do is that engine's rule (devbox.engines)."""
 
 from __future__ import annotations
 
+import posixpath
+
 from devbox.spec.model import Host, Image
 from devbox.spec.options import Reading, join
 
@@ -44,6 +46,18 @@ def cross_checks(hosts: list[Host], reading: Reading) -> None:
         reading.notes.append(f"reservations.cpus (hosts {', '.join(reserving)}): a single "
                              "Docker engine enforces CPU limits but not CPU reservations; "
                              "set cpuset to pin cores for hard isolation")  # fmt: skip
+
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def check_socket_mounts(hosts: list[Host], reading: Reading) -> None:
+    """`docker_socket: true` mounts the engine's socket on /var/run/docker.sock: a volume of
+    the host on that path too is two mounts on one target, which the engine refuses at `up`."""
+    for host in hosts:
+        if host.docker_socket and any(posixpath.normpath(v.target) == DOCKER_SOCKET for v in host.volumes):
+            reading.add(join(host.origin("volumes"), "volumes"), f"{DOCKER_SOCKET} is mounted by docker_socket: "
+                        "true already (remove the volume, or docker_socket)")  # fmt: skip
 
 
 def _overlap(first: str, second: str) -> bool:

@@ -300,7 +300,6 @@ _REFUSED_TARGETS = (
     ("/proc", "the kernel's process files"), ("/sys", "the kernel's sysfs"), ("/dev", "the container's devices"),
     ("/run/secrets", "devbox's secrets"), ("/etc/hosts", "a file the engine writes"),
     ("/etc/hostname", "a file the engine writes"), ("/etc/resolv.conf", "a file the engine writes"),
-    ("/var/run/docker.sock", "the engine's socket (use docker_socket: true)"),
 )  # fmt: skip
 
 

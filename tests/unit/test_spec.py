@@ -228,3 +228,11 @@ def test_a_password_env_entry_in_defaults_is_reported_once():
 def test_a_subnet_is_a_cidr_range_a_bridge_can_use(subnet, problem):
     found = problems(network={"name": "net", "subnet": subnet})
     assert any(line.startswith("network.subnet: ") and problem in line for line in found), found
+
+
+def test_the_docker_socket_as_a_volume_is_taken_but_not_twice():
+    socket = {"ssh_port": 1, "volumes": ["/var/run/docker.sock:/var/run/docker.sock"]}
+    assert make_spec(hosts={"a": socket}).hosts[0].volumes[0].target == "/var/run/docker.sock"
+    found = problems(hosts={"a": {**socket, "docker_socket": True}})
+    assert found == ["hosts.a.volumes: /var/run/docker.sock is mounted by docker_socket: true already "
+                     "(remove the volume, or docker_socket)"]  # fmt: skip
