@@ -87,6 +87,11 @@ def container_changes(host: str, container: Container) -> Changes | None:
 
 
 def changes_of(containers: Mapping[str, Container]) -> list[Changes]:
-    """Each host's container changes, for the hosts that have any."""
-    found = [container_changes(host, container) for host, container in sorted(containers.items())]
+    """Each host's container changes, for the hosts that have any. The engine walks each
+    container's layer for its diff (0.2 s and more each): the hosts are asked side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hosts = sorted(containers.items())
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
+        found = list(pool.map(lambda item: container_changes(*item), hosts))
     return [changes for changes in found if changes is not None]
