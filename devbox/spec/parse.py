@@ -24,39 +24,36 @@ from devbox.errors import SpecError
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-class WrittenInt(int):
-    """An integer that remembers how it was written (``0022``, ``0x1F``): str() gives that back."""
+class _Written:
+    """A number that remembers how it was written: str() (and so the container) gets that back."""
 
     text: str
-
-    def __new__(cls, value: int, text: str) -> WrittenInt:
-        number = super().__new__(cls, value)
-        number.text = text
-        return number
 
     def __str__(self) -> str:
         return self.text
 
     __repr__ = __str__
+
+
+class WrittenInt(_Written, int):
+    """An integer as written (``0022``, ``0x1F``)."""
+
+    def __new__(cls, value: int, text: str) -> WrittenInt:
+        number = int.__new__(cls, value)
+        number.text = text
+        return number
 
     def __reduce__(self) -> tuple[Any, ...]:
         return WrittenInt, (int(self), self.text)
 
 
-class WrittenFloat(float):
-    """A float that remembers how it was written (``3.10``, ``1e3``): str() gives that back."""
-
-    text: str
+class WrittenFloat(_Written, float):
+    """A float as written (``3.10``, ``1e3``)."""
 
     def __new__(cls, value: float, text: str) -> WrittenFloat:
-        number = super().__new__(cls, value)
+        number = float.__new__(cls, value)
         number.text = text
         return number
-
-    def __str__(self) -> str:
-        return self.text
-
-    __repr__ = __str__
 
     def __reduce__(self) -> tuple[Any, ...]:
         return WrittenFloat, (float(self), self.text)

@@ -28,7 +28,6 @@ from devbox.project import Project, recreating_note
 from devbox.render import render_project
 
 from .fake_docker import FakeDockerClient, getent_shadow, serve
-from .helpers import make_spec
 
 COMPOSE = Compose(("docker", "compose"), "2.30.0")
 
@@ -42,24 +41,6 @@ def now() -> str:
 def client(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "tcp://fake-engine:2375")  # a remote engine: no local port is bound
     return serve(monkeypatch, FakeDockerClient())
-
-
-@pytest.fixture
-def said():
-    return []
-
-
-@pytest.fixture
-def make_project(tmp_path, said):
-    def make(**changes: Any) -> Project:
-        return Project(make_spec(tmp_path, **changes), tmp_path / ".devbox", say=said.append, environ={})
-
-    return make
-
-
-@pytest.fixture
-def project(make_project):
-    return make_project()
 
 
 @pytest.fixture

@@ -30,22 +30,14 @@ def client(monkeypatch):
 
 
 @pytest.fixture
-def said():
-    return []
-
-
-@pytest.fixture
 def make_project(tmp_path, said):
+    """Swarm specs, with this module's hosts unless given others."""
+
     def make(hosts: dict[str, Any] | None = None, **changes: Any) -> Project:
         spec = make_spec(tmp_path, engine="swarm", hosts=hosts or SWARM_HOSTS, **changes)
         return Project(spec, tmp_path / ".devbox", say=said.append, environ={})
 
     return make
-
-
-@pytest.fixture
-def project(make_project):
-    return make_project()
 
 
 def deployed(project: Project) -> Any:

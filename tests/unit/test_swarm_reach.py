@@ -45,22 +45,14 @@ def client(monkeypatch, node2):
 
 
 @pytest.fixture
-def said():
-    return []
-
-
-@pytest.fixture
 def make_project(tmp_path, said):
+    """Swarm specs, with this module's hosts unless given others."""
+
     def make(hosts: dict[str, Any] | None = None, **changes: Any) -> Project:
         spec = make_spec(tmp_path, engine="swarm", hosts=hosts or HOSTS, **changes)
         return Project(spec, tmp_path / ".devbox", say=said.append, environ={})
 
     return make
-
-
-@pytest.fixture
-def project(make_project):
-    return make_project()
 
 
 def deployed_on_two_nodes(client: FakeDockerClient, node2: FakeDockerClient, project: Project) -> Any:
