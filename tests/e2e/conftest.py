@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devbox.docker_api import list_containers
 from devbox.probe import Target, login
 
 # --------------------------------------------------------------------------- the engine
@@ -200,7 +201,7 @@ class Stack:
         return result.output
 
     def container_or_none(self, client: Any, host: str) -> Any:
-        found = client.containers.list(all=True, filters={"label": [
+        found = list_containers(client, all=True, filters={"label": [
             f"devbox.project={self.name}", f"devbox.host={host}"]})  # fmt: skip
         return found[0] if found else None
 

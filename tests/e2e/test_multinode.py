@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from devbox.docker_api import list_containers
 from devbox.probe import Target, login
 
 from .conftest_swarm import Rig, multinode_swarm  # noqa: F401  (the fixture)
@@ -61,8 +62,8 @@ def node_containers(rig: Rig, stack: Any) -> dict[str, list[str]]:
     found = {}
     for node in rig.nodes:
         client = rig.client(node)
-        found[node] = sorted(c.labels["devbox.host"] for c in client.containers.list(
-            all=True, filters={"label": f"devbox.project={stack.name}"}))  # fmt: skip
+        found[node] = sorted(c.labels["devbox.host"] for c in list_containers(
+            client, all=True, filters={"label": f"devbox.project={stack.name}"}))  # fmt: skip
         client.close()
     return found
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from devbox.docker_api import list_containers
+
 from .conftest_swarm import Rig, multinode_swarm  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +71,8 @@ def pushed_image(multinode_swarm: Rig, rig_clients: dict[str, Any], base_image: 
 def tasks_left(clients: dict[str, Any], prefix: str) -> list[str]:
     """Containers of services named PREFIX-... still on any node."""
     label = "com.docker.swarm.service.name"
-    return [c.name for client in clients.values() for c in client.containers.list(all=True, filters={"label": label})
+    # devbox's listing: a task container going away between listing and inspecting is left out
+    return [c.name for client in clients.values() for c in list_containers(client, all=True, filters={"label": label})
             if c.labels[label].startswith(f"{prefix}-")]  # fmt: skip
 
 
