@@ -35,9 +35,7 @@ def _engine_for(project: Project) -> Engine:
 
 def login_targets(project: Project, hosts: list[Host]) -> list[probe.Target]:
     """Where and how to log in to each host: the engine knows where it runs."""
-    from devbox.engines import engine_for
-
-    return project.targets(hosts, engine_for(project.spec).addresses(project, hosts))
+    return project.targets(hosts, _engine_for(project).addresses(project, hosts))
 
 
 @talks_to_engine
@@ -49,9 +47,7 @@ def up(project: Project, only: list[str] | None = None,
     `deploy` returns): see devbox.docker_api.StartWatch. Returns each host's login target (where
     it was reached) with its result, so callers need not look the addresses up again.
     """
-    from devbox.engines import engine_for
-
-    engine = engine_for(project.spec)
+    engine = _engine_for(project)
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
     with project.lock(), _reporting_interrupts(project):
         rendered = project.render(allocate_gpus=engine.allocates_gpus)
@@ -216,9 +212,7 @@ def host_container(project: Project, host: str) -> Container:
 @talks_to_engine
 def all_logs(project: Project, follow: bool, tail: str) -> None:
     """Every host's logs, prefixed with its name."""
-    from devbox.engines import engine_for
-
-    engine_for(project.spec).all_logs(project, follow, tail)
+    _engine_for(project).all_logs(project, follow, tail)
 
 
 @talks_to_engine
