@@ -16,6 +16,7 @@ test is skipped with the fix.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -52,3 +53,13 @@ class Lacking:
 @pytest.fixture(scope="session")
 def lacking() -> Lacking:
     return Lacking()
+
+
+@pytest.fixture(scope="module")
+def fast_hashes() -> Iterator[None]:
+    """The fewest SHA-512 crypt rounds passlib allows, for a module that renders many specs
+    (``pytestmark = pytest.mark.usefixtures("fast_hashes")``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("devbox.state.HASH_ROUNDS_GENERATED", 1000)
+        patch.setattr("devbox.state.HASH_ROUNDS_CHOSEN", 1000)
+        yield

@@ -6,7 +6,6 @@ A sample of them also goes through `up` on the real engine (tests/e2e/test_accep
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,14 @@ from unit.test_hostile import HYPOTHESIS, accepted_specs, hostile_specs
 
 from devbox.engines import spec_rules
 from devbox.errors import SpecError
+from devbox.layout import COMPOSE_FILE
 from devbox.project import render_to
-from devbox.render import COMPOSE_FILE
 from devbox.spec import build_spec
 
 from .helpers import run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_hashes() -> Iterator[None]:
-    """The fewest SHA-512 crypt rounds passlib allows: rendering many specs stays fast."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("devbox.state.HASH_ROUNDS_GENERATED", 1000)
-        patch.setattr("devbox.state.HASH_ROUNDS_CHOSEN", 1000)
-        yield
+# Rendering many specs: the fewest password-hash rounds (the fixture is in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_hashes")
 
 
 def compose_config_of_accepted(data: Any, compose: list[str]) -> None:

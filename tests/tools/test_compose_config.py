@@ -9,8 +9,8 @@ import os
 
 from unit.test_hostile import nasty_env_spec, unescape
 
+from devbox.layout import COMPOSE_FILE
 from devbox.project import render_to
-from devbox.render import COMPOSE_FILE
 from devbox.scaffold import init_project
 from devbox.spec import load_spec
 

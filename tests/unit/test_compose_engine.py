@@ -8,7 +8,9 @@ SSH logins are replaced too (devbox.probe.login); the e2e tests make real ones.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,16 @@ from devbox.project import Project, recreating_note
 from devbox.render import render_project
 
 from .fake_docker import FakeDockerClient, getent_shadow, serve
+
+
+@contextlib.contextmanager
+def held_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that another program (this test) listens on while the block runs."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]
+
 
 COMPOSE = Compose(("docker", "compose"), "2.30.0")
 
@@ -406,10 +418,7 @@ def test_a_running_host_keeps_its_own_port(client, project):
 
 def test_a_port_a_local_program_holds_is_named_when_the_engine_is_local(client, make_project, monkeypatch):
     monkeypatch.delenv("DOCKER_HOST")
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
+    with held_port() as port:
         project = make_project(hosts={"master": {"ssh_port": port}})
         assert port_problems(project, list(project.spec.hosts), {}) == [
             f"hosts.master.ssh_port: port {port} on 127.0.0.1 is already taken by another program "
@@ -469,10 +478,7 @@ def test_a_restarting_host_is_not_blamed_on_another_program(client, make_project
     """Listed as restarting, its container runs again (docker-proxy holds the port) by the time
     the port is tried: the port is the host's own, not another program's (issue 13, case 10)."""
     monkeypatch.delenv("DOCKER_HOST")
-    with socket.socket() as proxy:
-        proxy.bind(("127.0.0.1", 0))
-        proxy.listen()
-        port = proxy.getsockname()[1]
+    with held_port() as port:
         project = make_project(hosts={"master": {"ssh_port": port}})
         ours = client.containers.add("lab-master-1", labels={"devbox.project": "lab", "devbox.host": "master"},
                                      status="restarting",
@@ -482,10 +488,7 @@ def test_a_restarting_host_is_not_blamed_on_another_program(client, make_project
 
 def test_a_running_host_moving_to_a_taken_port_is_refused(client, make_project, monkeypatch):
     monkeypatch.delenv("DOCKER_HOST")
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
+    with held_port() as port:
         project = make_project(hosts={"master": {"ssh_port": port}})
         ours = client.containers.add("lab-master-1", labels={"devbox.project": "lab", "devbox.host": "master"},
                                      host_config={"PortBindings": {"22/tcp": [{"HostPort": "4432"}]}})  # fmt: skip

@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import re
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -351,13 +350,8 @@ def test_any_text_parses_or_raises_a_spec_error(text):
     assert_valid_and_inert_or_rejected(data)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_hashes() -> Iterator[None]:
-    """The fewest SHA-512 crypt rounds passlib allows: rendering many specs stays fast."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("devbox.state.HASH_ROUNDS_GENERATED", 1000)
-        patch.setattr("devbox.state.HASH_ROUNDS_CHOSEN", 1000)
-        yield
+# Rendering many specs: the fewest password-hash rounds (the fixture is in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_hashes")
 
 
 def files_below(root: Path) -> set[Path]:
