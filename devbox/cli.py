@@ -241,28 +241,45 @@ def _size(value: float | None) -> str:
 
 
 def _gpus_text(host: Any, devices: list[dict[str, Any]]) -> str:
-    """A host's GPUs: the indexes it was allocated, else its request (a swarm assigns them)."""
+    """A host's GPUs: the devices it was allocated, else its request (a swarm assigns them).
+
+    Never a bare index or count: `0` read as "no GPU" in the first screen users see (issue 21),
+    so a device is `#0 (GPU-5d5ba0d6)` and a request `1 GPU`, `2 GPUs` or `all GPUs`.
+    """
     if not host.gpus.wanted:
         return "-"
     if devices:
-        return ",".join(str(device["index"]) for device in devices)
-    return ",".join(host.gpus.device_ids) if host.gpus.device_ids else str(host.gpus.count)
+        return _devices_text(devices)
+    if host.gpus.device_ids:
+        return ", ".join(_device_id_text(device_id) for device_id in host.gpus.device_ids)
+    return _count_text(host.gpus.count)
+
+
+def _device_id_text(device_id: str) -> str:
+    """A device as Docker names it: an index is shown as `#0`, a UUID or MIG id as it is."""
+    return f"#{device_id}" if device_id.isdigit() else device_id
+
+
+def _count_text(count: int | None) -> str:
+    if count is None or count == -1:
+        return "all GPUs"
+    return f"{count} GPU" + ("" if count == 1 else "s")
 
 
 def _requests_text(requests: list[dict[str, Any]]) -> str:
-    """GPU requests as Docker applied them: `all`, `2`, or ids `0,1` (never `-1` or a list)."""
+    """GPU requests as Docker applied them: `all GPUs`, `2 GPUs`, or ids `#0, #1` (never `-1`)."""
     parts = []
     for request in requests:
         ids = request.get("device_ids")
-        parts.append(",".join(ids) if ids else "all" if request.get("count") == -1 else str(request.get("count")))
-    return ";".join(parts) or "-"
+        parts.append(", ".join(map(_device_id_text, ids)) if ids else _count_text(request.get("count")))
+    return "; ".join(parts) or "-"
 
 
 def _devices_text(devices: list[dict[str, Any]]) -> str:
-    """The ledger's GPUs of a host: index, short UUID and model, e.g. `0 (GPU-6f2b1c) A100`."""
+    """The ledger's GPUs of a host: index, short UUID and model, e.g. `#0 (GPU-6f2b1c) A100`."""
     shown = []
     for device in devices:
-        words = [str(device["index"])]
+        words = [f"#{device['index']}"]
         if device["uuid"]:
             words.append(f"({device['uuid'][:10]})")
         if device["name"]:
