@@ -131,6 +131,15 @@ def _raw(attached: Any) -> socket.socket:
     return raw
 
 
+def _hang_up(raw: socket.socket, attached: Any) -> None:
+    """Close the attach connection for good: closing only the SDK's wrapper leaves the socket
+    open, and the engine, blocked writing the rest of the stream to it, cannot remove the helper."""
+    with contextlib.suppress(OSError):
+        raw.shutdown(socket.SHUT_RDWR)
+    raw.close()
+    attached.close()
+
+
 def _demux(raw: socket.socket, on_stdout: Callable[[bytes], None], errors: list[bytes]) -> None:
     """Read the engine's multiplexed attach stream (8-byte frame headers) to its end."""
     stream = io.BufferedReader(socket.SocketIO(raw, "rb"), 1 << 20)  # type: ignore[arg-type]
@@ -153,11 +162,12 @@ def stream_out(project: Project, image: str, argv: list[str], mounts: list[Any],
     errors: list[bytes] = []
     try:
         attached = project.client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
+        raw = _raw(attached)
         try:
             container.start()
-            _demux(_raw(attached), on_stdout, errors)
+            _demux(raw, on_stdout, errors)
         finally:
-            attached.close()
+            _hang_up(raw, attached)
         code = int(container.wait()["StatusCode"])
     finally:
         with contextlib.suppress(Exception):
@@ -186,7 +196,7 @@ def stream_in(project: Project, image: str, argv: list[str], mounts: list[Any],
                 raw.shutdown(socket.SHUT_WR)
             reader.join()
         finally:
-            attached.close()
+            _hang_up(raw, attached)
         code = int(container.wait()["StatusCode"])
     finally:
         with contextlib.suppress(Exception):

@@ -127,21 +127,21 @@ def test_a_damaged_or_cut_archive_is_refused_in_one_line_and_nothing_changes(mak
     assert stack.ssh("master", "ls -A ~ | grep -c devbox-replaced || true").strip() == "0"
 
 
-def _interrupted(stack, args, when):
-    """Run devbox with ``args``, SIGINT it once its stderr shows ``when``; (code, stderr)."""
+def _interrupted(stack, args, when, stream="stderr"):
+    """Run devbox with ``args``, SIGINT it once its ``stream`` shows ``when``; (code, all it said)."""
     process = subprocess.Popen([sys.executable, "-m", "devbox", *args], cwd=stack.directory, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
     seen = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        line = process.stderr.readline()
+        line = getattr(process, stream).readline()
         seen.append(line)
         if when in line or not line:
             break
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
-    _out, rest = process.communicate(timeout=120)
-    return process.returncode, "".join(seen) + rest
+    out, err = process.communicate(timeout=120)
+    return process.returncode, "".join(seen) + out + err
 
 
 def test_ctrl_c_or_a_full_disk_leave_no_archive_and_force_keeps_old_data(make_stack, tmp_path, docker_client):
@@ -168,7 +168,7 @@ def test_ctrl_c_or_a_full_disk_leave_no_archive_and_force_keeps_old_data(make_st
     stack.devbox("backup", "--to", str(folder))
     [name] = _archives(folder)
     _root(stack, "echo v2 > /home/developer/notes")
-    code, said = _interrupted(stack, ["restore", "--force", str(folder / name)], "restoring")
+    code, said = _interrupted(stack, ["restore", "--force", str(folder / name)], "restoring", "stdout")
     assert code == 130, said
     assert "hold what they held before" in said
     stack.devbox("up")
