@@ -446,6 +446,7 @@ def restore(project: Project, path: Path, host_name: str | None, force: bool,
     if the restore fails or is interrupted, removed only once the restore is verified.
     """
     _refuse_swarm(project)
+    started = time.monotonic()
     archive = backup.read_archive(path)
     backup.verify(archive)
     host = project.host(host_name or archive.host)
@@ -486,7 +487,8 @@ def restore(project: Project, path: Path, host_name: str | None, force: bool,
         _run(project, image, DROP, [stash, *folders], mounts)
     replaced = f"; replaced what {', '.join(occupied)} held" if occupied else ""
     project.say(f"{host.name}: restored {', '.join(v.key for v, _ in pairs)} from {path.name} (made "
-                f"{archive.created}, {archive.manifest.get('consistency')}){replaced}")  # fmt: skip
+                f"{archive.created}, {archive.manifest.get('consistency')}){replaced} in "
+                f"{time.monotonic() - started:.1f} s")  # fmt: skip
     return host.name
 
 
