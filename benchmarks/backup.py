@@ -42,6 +42,12 @@ def _shell(command: str, cwd: Path) -> float:
     return time.monotonic() - started
 
 
+def _bytes(text: str) -> int:
+    """2g -> 2147483648 (head and split take K, M, G in capitals only)."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    return int(text[:-1]) * units[text[-1].lower()] if text[-1].lower() in units else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="2g", help="How much data the home gets (head -c size).")
@@ -58,10 +64,12 @@ def main() -> None:
         _run([*devbox, "up"], work)
         image = _run(["docker", "inspect", "-f", "{{.Image}}", f"{project}-master-1"], work).stdout.strip()
         _run([*devbox, "exec", "master", "--", "sh", "-c",
-              f"mkdir /home/developer/many && head -c {args.size} /dev/urandom | base64 -w 76 | "
-              f"head -c {args.size} | split -b {args.file_size} -a 6 - /home/developer/many/f && "
+              f"set -e; mkdir /home/developer/many; head -c {_bytes(args.size)} /dev/urandom | base64 -w 76 | "
+              f"head -c {_bytes(args.size)} | split -b {_bytes(args.file_size)} -a 6 - /home/developer/many/f; "
               "chown -R developer:developer /home/developer/many"], work)  # fmt: skip
         files = _run([*devbox, "exec", "master", "--", "sh", "-c", "ls /home/developer/many | wc -l"], work).stdout
+        if not int(files):
+            sys.exit("the home was not filled")
         times: dict[str, list[float]] = {"devbox backup": [], "tar | zstd": [], "devbox restore": [],
                                          "zstd -d | tar -x": []}  # fmt: skip
         for repeat in range(args.repeats):

@@ -572,7 +572,7 @@ def backup_cmd(ctx: Context, hosts: tuple[str, ...], to: str | None, live: bool,
 
         raise UsageError("--to - writes the archive to stdout, which is a terminal; redirect it (> FILE, | ssh ...)")
     project = Project(spec, ctx.folder(spec), say=lambda line: click.echo(line, err=True))
-    out = click.get_binary_stream("stdout") if streaming else None
+    out: Any = click.get_binary_stream("stdout") if streaming else None
     progress = _progress()
     try:
         backup_hosts(project, list(hosts), to, live=live, keep=keep, progress=progress, stdout=out)
