@@ -562,6 +562,87 @@ def gpus(ctx: Context, as_json: bool) -> None:
     click.echo("\n" + _table(processes) if len(processes) > 1 else "no processes on the GPUs")
 
 
+def _progress() -> Any:
+    """A copy's progress on a terminal (stderr), one line rewritten in place; None elsewhere."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda line: click.echo(f"\r{line}\033[K", err=True, nl=False)
+
+
+@cli.command(name="backup")
+@click.argument("hosts", nargs=-1)
+@click.option("--to", "to", default=None, help="Folder for the archives, or - to stream one to stdout "
+              "[default: backups/ beside the spec].")  # fmt: skip
+@click.option("--live", is_flag=True, help="Copy running hosts without pausing them (crash-consistent at best).")
+@click.option("--keep", type=click.IntRange(min=1), default=None,
+              help="Then keep only the N newest backups of each host.")
+@pass_context
+def backup_cmd(ctx: Context, hosts: tuple[str, ...], to: str | None, live: bool, keep: int | None) -> None:
+    """Back up each host's home and named volumes, one archive per host (see README: Your data)."""
+    from devbox.backup_ops import backup_hosts
+    from devbox.project import Project
+
+    spec = ctx.spec()
+    streaming = to == "-"
+    if streaming and sys.stdout.isatty():
+        from devbox.errors import UsageError
+
+        raise UsageError("--to - writes the archive to stdout, which is a terminal; redirect it (> FILE, | ssh ...)")
+    project = Project(spec, ctx.folder(spec), say=lambda line: click.echo(line, err=True))
+    out: Any = click.get_binary_stream("stdout") if streaming else None
+    progress = _progress()
+    try:
+        backup_hosts(project, list(hosts), to, live=live, keep=keep, progress=progress, stdout=out)
+    finally:
+        if progress is not None:
+            click.echo("", err=True)
+    if out is not None:
+        out.flush()
+
+
+@cli.command()
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--host", default=None, help="The host to restore into [default: the archive's host].")
+@click.option("--force", is_flag=True, help="Replace volumes that hold files (kept until the restore is verified).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the SSH login after.")
+@pass_context
+def restore(ctx: Context, archive: Path, host: str | None, force: bool, timeout: float) -> None:
+    """Restore a backup into this spec's host, then start it and check its login."""
+    from devbox.backup_ops import restore as run_restore
+    from devbox.operations import up as run_up
+
+    project = _project(ctx)
+    progress = _progress()
+    try:
+        name = run_restore(project, archive, host, force, progress)
+    finally:
+        if progress is not None:
+            click.echo("", err=True)
+    for target, result in run_up(project, [name], wait_seconds=timeout):
+        click.echo(f"{target.name}: up, login ok ({result.seconds:.1f} s): ssh -p {target.port} "
+                   f"{target.user}@{target.address}")  # fmt: skip
+
+
+@cli.command()
+@click.option("--in", "folder", default=None, help="The folder to look in [default: backups/ beside the spec].")
+@pass_context
+def backups(ctx: Context, folder: str | None) -> None:
+    """The backups in a folder, per host, with dates and sizes."""
+    from devbox.backup import find_archives, human_size
+
+    where = Path(folder) if folder else Path(ctx.spec_file).resolve().parent / "backups"
+    found = find_archives(where)
+    if not found:
+        click.echo(f"no backups in {where}")
+        return
+    rows = [["HOST", "PROJECT", "MADE", "SIZE", "VOLUMES", "STATE", "FILE"]]
+    for archive in sorted(found, key=lambda a: (a.host, a.created)):
+        rows.append([archive.host, archive.project, archive.created[:19].replace("T", " "), human_size(archive.size),
+                     ",".join(v.key for v in archive.volumes), "complete" if archive.trailer else "INCOMPLETE",
+                     archive.path.name])  # fmt: skip
+    click.echo(_table(rows))
+
+
 @cli.command()
 @click.option("--write", is_flag=True, help="Write it beside the spec as .devbox.schema.json (what `init` does).")
 @pass_context
