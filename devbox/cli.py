@@ -328,8 +328,11 @@ def status(ctx: Context, as_json: bool) -> None:
     import json
 
     from devbox.operations import status as run_status
+    from devbox.watch_service import add_idle
 
-    entries = run_status(_project(ctx))
+    project = _project(ctx)
+    entries = run_status(project)
+    watched = add_idle(project, entries)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -341,6 +344,10 @@ def status(ctx: Context, as_json: bool) -> None:
             entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
             f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,
         ])  # fmt: skip
+    if watched:  # the idle column only where a host has an idle policy
+        rows[0].append("IDLE")
+        for row, entry in zip(rows[1:], entries, strict=True):
+            row.append(entry["idle"])
     click.echo(_table(rows))
 
 
@@ -543,6 +550,38 @@ def gpus(ctx: Context, as_json: bool) -> None:
                    f"{p.used_memory_mib} MiB" if p.used_memory_mib is not None else "-"]
                   for row in rows for p in row.processes]  # fmt: skip
     click.echo("\n" + _table(processes) if len(processes) > 1 else "no processes on the GPUs")
+
+
+@cli.command()
+@click.argument("host")
+@click.option("--for", "duration", default=None, help="How long to hold it, e.g. 12h, 2d.")
+@click.option("--clear", is_flag=True, help="End the hold.")
+@pass_context
+def keep(ctx: Context, host: str, duration: str | None, clear: bool) -> None:
+    """Hold HOST: the idle watcher does not stop it for that long (--clear ends the hold)."""
+    import time
+
+    from devbox.errors import UsageError
+    from devbox.idle import parse_duration
+    from devbox.idle_files import IdleFolder
+
+    project = _project(ctx)
+    project.host(host)
+    folder = IdleFolder(project.folder)
+    if clear == (duration is not None):
+        raise UsageError("say how long (`devbox keep HOST --for 12h`) or `--clear`")
+    if clear:
+        folder.set_hold(host, None)
+        folder.add_event(time.time(), host, "released", "devbox keep --clear")
+        click.echo(f"{host}: no longer held")
+        return
+    seconds = parse_duration(duration or "")
+    if not seconds:
+        raise UsageError(f"--for {duration!r} is not a duration (use e.g. 12h, 90m, 2d)")
+    until = time.time() + seconds
+    folder.set_hold(host, until)
+    folder.add_event(time.time(), host, "kept", f"devbox keep --for {duration}", until=until)
+    click.echo(f"{host}: held until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
 
 
 @cli.command()

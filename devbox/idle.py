@@ -190,3 +190,15 @@ def decide(samples: Sequence[Sample], policy: IdlePolicy, now: float, interval: 
     if now >= stops_at - policy.warn:
         return Decision("warn", f"idle {duration_text(idle_for)}", since, stops_at)
     return Decision("idle", f"idle {duration_text(idle_for)}", since, stops_at)
+
+
+def reclaimed(attrs: dict) -> bool:
+    """Whether a container (its engine attributes) is a host the watcher stopped: a devbox host,
+    not running, with restart policy ``no`` (the watcher sets it before the stop, so it never
+    comes back by itself). Such a host holds no GPU: `devbox up` allocates again before it starts.
+    A host whose spec says ``restart: no`` and that is stopped counts the same: nothing brings it
+    back by itself either."""
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    running = bool((attrs.get("State") or {}).get("Running"))
+    restart = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+    return "devbox.host" in labels and not running and restart == "no"

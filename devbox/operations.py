@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from devbox import probe
+from devbox import probe, watch_service
 from devbox.docker_api import StartWatch, engine_errors, talks_to_engine
 from devbox.errors import DevboxError, EngineError, UsageError
 from devbox.render import connect_address
@@ -52,12 +52,15 @@ def up(project: Project, only: list[str] | None = None,
     with project.lock(), _reporting_interrupts(project):
         rendered = project.render(allocate_gpus=engine.allocates_gpus)
         project.containers()  # the project's containers, volumes and networks are this spec's
+        if project.spec.engine == "compose":
+            watch_service.bring_back(project, hosts)  # hosts the idle watcher stopped get their restart policy
         with engine.start_watch(project) as started:
             engine.converge(project, hosts, rendered, only=bool(only))
             started.see_running()
             targets = login_targets(project, hosts)
             results = probe.wait_for_logins(targets, wait_seconds, started.wait, started.failing)
             results = _restart_rekeyed(project, targets, results, wait_seconds, started)
+        watch_service.start(project)  # the idle watcher, when a host has an idle policy
     failed = [r for r in results if not r.ok]
     if failed:
         ours = project.containers()
@@ -99,6 +102,7 @@ def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
     with project.lock(), _reporting_interrupts(project):
         project.consent_to_discard(project.containers(), "down")
+        watch_service.stop(project)
         _engine_for(project).down(project, volumes)
 
 
