@@ -585,6 +585,44 @@ def keep(ctx: Context, host: str, duration: str | None, clear: bool) -> None:
 
 
 @cli.command()
+@click.option("--since", default="7d", show_default=True, help="How far back, e.g. 24h, 7d, 30d.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--html", "html_file", default=None, type=click.Path(dir_okay=False),
+              help="Write one self-contained page with a timeline per host.")  # fmt: skip
+@pass_context
+def usage(ctx: Context, since: str, as_json: bool, html_file: str | None) -> None:
+    """Per host, from the idle watcher's samples: GPU hours held and used, idle hours, last login, reclaims."""
+    import json
+    import time
+
+    from devbox.errors import UsageError
+    from devbox.idle import parse_duration
+    from devbox.idle_files import IdleFolder
+    from devbox.usage import html_page, summarise, table_rows
+    from devbox.watcher import DEFAULT_INTERVAL, INTERVAL_ENV
+
+    seconds = parse_duration(since)
+    if not seconds:
+        raise UsageError(f"--since {since!r} is not a duration (use e.g. 24h, 7d)")
+    spec = ctx.spec()
+    folder = IdleFolder(ctx.folder(spec))
+    now = time.time()
+    start = now - seconds
+    interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    samples, hosts = folder.samples(start), folder.policy().get("hosts") or {}
+    events = [e for e in folder.events() if float(e.get("at") or 0) >= start]
+    rows = summarise(samples, events, hosts, interval)
+    if html_file:
+        page = html_page(spec.project, rows, samples, hosts, start, now, interval)
+        Path(html_file).write_text(page, encoding="utf-8")
+        click.echo(f"wrote {html_file}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not html_file:
+        click.echo(_table(table_rows(rows)) if rows else "no samples yet (a host needs an idle policy and `devbox up`)")
+
+
+@cli.command()
 @click.option("--write", is_flag=True, help="Write it beside the spec as .devbox.schema.json (what `init` does).")
 @pass_context
 def schema(ctx: Context, write: bool) -> None:
