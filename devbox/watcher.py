@@ -104,7 +104,7 @@ def gpu_signal(units: Sequence[str], pids: set[int], usage: dict[str, tuple[floa
     watched = [*units, *used]
     if not watched:
         return None, None
-    busy = [usage[unit][0] for unit in watched if unit in usage and usage[unit][0] is not None]
+    busy = [value for unit in watched if (value := usage.get(unit, (None, None))[0]) is not None]
     memory = [m for pid, _uuid, m in apps if pid in pids and m is not None]
     return (max(busy) if busy else 0.0), (sum(memory) if memory else None)
 
