@@ -200,5 +200,5 @@ def reclaimed(attrs: dict) -> bool:
     back by itself either."""
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     running = bool((attrs.get("State") or {}).get("Running"))
-    restart = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
-    return "devbox.host" in labels and not running and restart == "no"
+    restart = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+    return "devbox.host" in labels and not running and restart in ("no", "")  # "": an older engine's no

@@ -125,6 +125,9 @@ def _watchers(client: Any, project: str) -> list[Any]:
 
 def start(project: Project) -> None:
     """Start (or keep) the watcher when a host has an idle policy; remove it when none has."""
+    if not any(host.idle for host in project.spec.hosts) and not (IdleFolder(project.folder).path / POLICY_FILE).exists():
+        stop(project)  # never had a policy: no idle folder made for it
+        return
     policy = write_policy(project)
     if not policy["hosts"]:
         stop(project)
