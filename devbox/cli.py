@@ -340,6 +340,8 @@ def status(ctx: Context, as_json: bool) -> None:
     for entry in entries:
         limits = entry.get("limits", {})
         gpus = _devices_text(entry["gpu_devices"]) or _requests_text(entry.get("gpus", []))
+        if entry.get("gpus_also_held_by"):
+            gpus += f" (also held by {', '.join(entry['gpus_also_held_by'])})"
         rows.append([
             entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
             f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,
@@ -526,19 +528,21 @@ def passwd(ctx: Context, host: str, user: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
 def gpus(ctx: Context, as_json: bool) -> None:
-    """Per GPU: the host holding it, memory used, utilisation, and its processes by host."""
+    """Per GPU of the machine: every container holding it (any spec), memory used, utilisation,
+    and its processes by host. Needs no spec: in a folder without devbox.yaml it shows the machine."""
     import json
 
     from devbox.operations import gpu_usage
 
-    rows = gpu_usage(_project(ctx))
+    alone = ctx.spec_file == DEFAULT_SPEC and not Path(DEFAULT_SPEC).exists()
+    rows = gpu_usage(None if alone else _project(ctx))
     if as_json:
         click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
     table = [["GPU", "UUID", "MODEL", "MEMORY", "UTIL", "HOLDERS"]]
     for row in rows:
-        held = [h.host + (f" ({h.device[:12]})" if h.device != row.uuid else "") + (" shared" if h.shared else "")
-                for h in row.holders]  # fmt: skip
+        held = [h.text + (f" ({h.device[:12]})" if h.device != row.uuid else "") + (" shared" if h.shared else "")
+                + (f" (folder {h.folder})" if h.folder else "") for h in row.holders]  # fmt: skip
         table.append([
             str(row.index), row.uuid[:12], row.name,
             f"{row.memory_used_mib or 0}/{row.memory_total_mib or '?'} MiB",
@@ -546,7 +550,7 @@ def gpus(ctx: Context, as_json: bool) -> None:
         ])  # fmt: skip
     click.echo(_table(table))
     processes = [["PID", "GPU", "HOST", "MEMORY"]]
-    processes += [[str(p.pid), str(row.index), p.host or "- (not a host of this project)",
+    processes += [[str(p.pid), str(row.index), p.text,
                    f"{p.used_memory_mib} MiB" if p.used_memory_mib is not None else "-"]
                   for row in rows for p in row.processes]  # fmt: skip
     click.echo("\n" + _table(processes) if len(processes) > 1 else "no processes on the GPUs")
