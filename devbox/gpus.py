@@ -270,15 +270,18 @@ def container_holding(attrs: Mapping[str, Any]) -> Holding | None:
 
     A container that exists holds its GPUs whether it runs or not (a stopped one starts again,
     by hand or by its restart policy, with the same devices); one that is dead or being removed
-    holds nothing. Read: NVIDIA device requests (``--gpus``, compose's ``devices``), a swarm
-    task's generic resources (``DOCKER_RESOURCE_NVIDIA-GPU``) and the older ``--runtime nvidia``
-    with ``NVIDIA_VISIBLE_DEVICES``.
+    holds nothing, and so does a devbox host the idle watcher stopped (devbox.idle.reclaimed:
+    not running, restart policy no; `devbox up` allocates again before it starts it). Read:
+    NVIDIA device requests (``--gpus``, compose's ``devices``), a swarm task's generic resources
+    (``DOCKER_RESOURCE_NVIDIA-GPU``) and the older ``--runtime nvidia`` with
+    ``NVIDIA_VISIBLE_DEVICES``.
     """
+    from devbox.idle import reclaimed
     from devbox.labels import GPU_SHARE_LABEL, LABEL_PREFIX, OWNER_FOLDER_LABEL, OWNER_LABEL
 
     state = attrs.get("State") or {}
     status = str(state.get("Status", "running") if isinstance(state, dict) else state)
-    if status in _GONE_STATES:
+    if status in _GONE_STATES or reclaimed(attrs):
         return None
     config, host_config = attrs.get("Config") or {}, attrs.get("HostConfig") or {}
     ids, count = _requested(host_config, _environment(config.get("Env")))

@@ -125,7 +125,8 @@ def _watchers(client: Any, project: str) -> list[Any]:
 
 def start(project: Project) -> None:
     """Start (or keep) the watcher when a host has an idle policy; remove it when none has."""
-    if not any(host.idle for host in project.spec.hosts) and not (IdleFolder(project.folder).path / POLICY_FILE).exists():
+    never = not (IdleFolder(project.folder).path / POLICY_FILE).exists()
+    if never and not any(host.idle for host in project.spec.hosts):
         stop(project)  # never had a policy: no idle folder made for it
         return
     policy = write_policy(project)

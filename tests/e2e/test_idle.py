@@ -87,10 +87,12 @@ def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, 
     assert by_host["kept"]["idle"].startswith("held until"), by_host["kept"]
     session.close()
 
-    # its GPU is free for another spec's host
+    # its GPU is free for another spec's host (the machine's other GPU is gpubusy's)
+    idle_gpu = idle.attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]
     other = make_stack(1, defaults={"gpus": 1})
     other.devbox("up", env=env, timeout=900)
-    assert other.container(docker_client, "master").status == "running"
+    given = other.container(docker_client, "master")
+    assert given.status == "running" and given.attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == idle_gpu
     other.devbox("down", env=env)
 
     # `up idle` brings it back with its files, and its restart policy

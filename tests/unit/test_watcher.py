@@ -87,3 +87,18 @@ def test_usage_summary_and_page():
     page = html_page("lab<x>", list(rows.values()), samples, hosts, t0, t0 + 3600, minute)
     assert page.count("<section class='timeline'") == 2 and "lab&lt;x&gt;" in page
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing fetched from anywhere
+
+
+def test_a_reclaimed_host_holds_no_gpu_on_the_machine_ledger():
+    from devbox.gpus import container_holding
+
+    def attrs(running, restart):
+        return {"Id": "c1", "Name": "/lab-a-1", "State": {"Status": "running" if running else "exited",
+                                                          "Running": running},
+                "Config": {"Labels": {"devbox.project": "lab", "devbox.host": "a"}, "Env": []},
+                "HostConfig": {"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["GPU-1"]}],
+                               "RestartPolicy": {"Name": restart}}}  # fmt: skip
+
+    assert container_holding(attrs(False, "no")) is None  # the watcher stopped it: its GPU is free
+    assert container_holding(attrs(False, "unless-stopped")) is not None  # stopped by hand: still held
+    assert container_holding(attrs(True, "no")) is not None
