@@ -86,6 +86,9 @@ def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, 
     assert by_host["idle"]["idle"].startswith("stopped"), by_host["idle"]
     assert by_host["kept"]["idle"].startswith("held until"), by_host["kept"]
     session.close()
+    usage = {row["host"]: row for row in json.loads(stack.devbox("usage", "--json", env=env).stdout)}
+    assert usage["idle"]["reclaims"] == 1 and usage["session"]["last_login"] is not None
+    assert usage["idle"]["gpus"] == 1 and usage["idle"]["samples"] > 5
 
     # its GPU is free for another spec's host (the machine's other GPU is gpubusy's)
     idle_gpu = idle.attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]
