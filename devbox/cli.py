@@ -345,8 +345,11 @@ def status(ctx: Context, as_json: bool) -> None:
     import json
 
     from devbox.operations import status as run_status
+    from devbox.watch_service import add_idle
 
-    entries = run_status(_project(ctx))
+    project = _project(ctx)
+    entries = run_status(project)
+    watched = add_idle(project, entries)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -354,10 +357,16 @@ def status(ctx: Context, as_json: bool) -> None:
     for entry in entries:
         limits = entry.get("limits", {})
         gpus = _devices_text(entry["gpu_devices"]) or _requests_text(entry.get("gpus", []))
+        if entry.get("gpus_also_held_by"):
+            gpus += f" (also held by {', '.join(entry['gpus_also_held_by'])})"
         rows.append([
             entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
             f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,
         ])  # fmt: skip
+    if watched:  # the idle column only where a host has an idle policy
+        rows[0].append("IDLE")
+        for row, entry in zip(rows[1:], entries, strict=True):
+            row.append(entry["idle"])
     click.echo(_table(rows))
 
 
@@ -536,19 +545,21 @@ def passwd(ctx: Context, host: str, user: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
 def gpus(ctx: Context, as_json: bool) -> None:
-    """Per GPU: the host holding it, memory used, utilisation, and its processes by host."""
+    """Per GPU of the machine: every container holding it (any spec), memory used, utilisation,
+    and its processes by host. Needs no spec: in a folder without devbox.yaml it shows the machine."""
     import json
 
     from devbox.operations import gpu_usage
 
-    rows = gpu_usage(_project(ctx))
+    alone = ctx.spec_file == DEFAULT_SPEC and not Path(DEFAULT_SPEC).exists()
+    rows = gpu_usage(None if alone else _project(ctx))
     if as_json:
         click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
     table = [["GPU", "UUID", "MODEL", "MEMORY", "UTIL", "HOLDERS"]]
     for row in rows:
-        held = [h.host + (f" ({h.device[:12]})" if h.device != row.uuid else "") + (" shared" if h.shared else "")
-                for h in row.holders]  # fmt: skip
+        held = [h.text + (f" ({h.device[:12]})" if h.device != row.uuid else "") + (" shared" if h.shared else "")
+                + (f" (folder {h.folder})" if h.folder else "") for h in row.holders]  # fmt: skip
         table.append([
             str(row.index), row.uuid[:12], row.name,
             f"{row.memory_used_mib or 0}/{row.memory_total_mib or '?'} MiB",
@@ -556,7 +567,7 @@ def gpus(ctx: Context, as_json: bool) -> None:
         ])  # fmt: skip
     click.echo(_table(table))
     processes = [["PID", "GPU", "HOST", "MEMORY"]]
-    processes += [[str(p.pid), str(row.index), p.host or "- (not a host of this project)",
+    processes += [[str(p.pid), str(row.index), p.text,
                    f"{p.used_memory_mib} MiB" if p.used_memory_mib is not None else "-"]
                   for row in rows for p in row.processes]  # fmt: skip
     click.echo("\n" + _table(processes) if len(processes) > 1 else "no processes on the GPUs")
@@ -641,6 +652,76 @@ def backups(ctx: Context, folder: str | None) -> None:
                      ",".join(v.key for v in archive.volumes), "complete" if archive.trailer else "INCOMPLETE",
                      archive.path.name])  # fmt: skip
     click.echo(_table(rows))
+
+
+@cli.command()
+@click.argument("host")
+@click.option("--for", "duration", default=None, help="How long to hold it, e.g. 12h, 2d.")
+@click.option("--clear", is_flag=True, help="End the hold.")
+@pass_context
+def keep(ctx: Context, host: str, duration: str | None, clear: bool) -> None:
+    """Hold HOST: the idle watcher does not stop it for that long (--clear ends the hold)."""
+    import time
+
+    from devbox.errors import UsageError
+    from devbox.idle import parse_duration
+    from devbox.idle_files import IdleFolder
+
+    project = _project(ctx)
+    project.host(host)
+    folder = IdleFolder(project.folder)
+    if clear == (duration is not None):
+        raise UsageError("say how long (`devbox keep HOST --for 12h`) or `--clear`")
+    if clear:
+        folder.set_hold(host, None)
+        folder.add_event(time.time(), host, "released", "devbox keep --clear")
+        click.echo(f"{host}: no longer held")
+        return
+    seconds = parse_duration(duration or "")
+    if not seconds:
+        raise UsageError(f"--for {duration!r} is not a duration (use e.g. 12h, 90m, 2d)")
+    until = time.time() + seconds
+    folder.set_hold(host, until)
+    folder.add_event(time.time(), host, "kept", f"devbox keep --for {duration}", until=until)
+    click.echo(f"{host}: held until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
+
+
+@cli.command()
+@click.option("--since", default="7d", show_default=True, help="How far back, e.g. 24h, 7d, 30d.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--html", "html_file", default=None, type=click.Path(dir_okay=False),
+              help="Write one self-contained page with a timeline per host.")  # fmt: skip
+@pass_context
+def usage(ctx: Context, since: str, as_json: bool, html_file: str | None) -> None:
+    """Per host, from the idle watcher's samples: GPU hours held and used, idle hours, last login, reclaims."""
+    import json
+    import time
+
+    from devbox.errors import UsageError
+    from devbox.idle import parse_duration
+    from devbox.idle_files import IdleFolder
+    from devbox.usage import html_page, summarise, table_rows
+    from devbox.watcher import DEFAULT_INTERVAL, INTERVAL_ENV
+
+    seconds = parse_duration(since)
+    if not seconds:
+        raise UsageError(f"--since {since!r} is not a duration (use e.g. 24h, 7d)")
+    spec = ctx.spec()
+    folder = IdleFolder(ctx.folder(spec))
+    now = time.time()
+    start = now - seconds
+    interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    samples, hosts = folder.samples(start), folder.policy().get("hosts") or {}
+    events = [e for e in folder.events() if float(e.get("at") or 0) >= start]
+    rows = summarise(samples, events, hosts, interval)
+    if html_file:
+        page = html_page(spec.project, rows, samples, hosts, start, now, interval)
+        Path(html_file).write_text(page, encoding="utf-8")
+        click.echo(f"wrote {html_file}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not html_file:
+        click.echo(_table(table_rows(rows)) if rows else "no samples yet (a host needs an idle policy and `devbox up`)")
 
 
 @cli.command()

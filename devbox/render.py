@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
-from devbox.labels import LABEL_PREFIX, OWNER_LABEL
+from devbox.labels import GPU_SHARE_LABEL, LABEL_PREFIX, OWNER_LABEL
 from devbox.layout import (
     COMPOSE_FILE,
     DOCKERIGNORE,
@@ -451,6 +451,7 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: st
             f"{LABEL_PREFIX}host": host.name,
             f"{LABEL_PREFIX}config-hash": digest,
             **({OWNER_LABEL: owner} if owner else {}),
+            **({GPU_SHARE_LABEL: "true"} if host.gpu_share and host.gpus.wanted else {}),
         }
         services[host.name] = service
         for name in named_volumes(spec, host):

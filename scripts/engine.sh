@@ -122,6 +122,13 @@ EOF
   say "apt-get update works inside $IMAGE"
 fi
 
+# ---- 2b. headless Chromium, for the test of `devbox usage --html` --------------
+if ! command -v chromium >/dev/null; then
+  say "installing chromium (apt)"
+  timeout 300 apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 # ---- 3. Compose v2 -----------------------------------------------------------
 is_v2() { timeout 30 "$@" version 2>/dev/null | grep -q 'v2\.'; }
 if ! is_v2 docker-compose && ! is_v2 "$DOCKER" compose; then

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from devbox.spec.idle_setting import IdleSetting
 from devbox.spec.model import DEFAULT_BASE_IMAGE, DEFAULT_PACKAGES
 from devbox.spec.options import (
     Choice,
@@ -173,6 +174,8 @@ HOST_SETTINGS_FIELDS = (
                                {"pattern": js_pattern(NODE_LABEL_KEY)}, Text(NODE_LABEL_VALUE,
                                "letters, digits, . _ / : -")),
           "Swarm: run only on nodes with these labels, e.g. {gpu: a100}."),
+    Field("idle", IdleSetting(), "Stop the host when idle: {after: 24h, gpu_below: 5, cpu_below: 10, warn: 1h} "
+          "(off unless set; see Idle hosts)."),
 )  # fmt: skip
 # Settings only a host itself can have.
 HOST_ONLY_FIELDS = (

@@ -85,7 +85,7 @@ def _assemble(name: str, v: dict[str, Any], origins: dict[str, str], gpu_enabled
         ulimits=tuple(Ulimit(key, *pair) for key, pair in sorted(v["ulimits"].items())),
         devices=tuple(v["devices"]), cap_add=tuple(v["cap_add"]), ipc=v["ipc"], cpuset=v["cpuset"],
         home_volume=v["home_volume"] is not False,
-        node=v["node"], node_labels=tuple(sorted(v["node_labels"].items())),
+        node=v["node"], node_labels=tuple(sorted(v["node_labels"].items())), idle=v["idle"],
         origins=tuple(sorted(origins.items())),
     )  # fmt: skip
     _check_environment(name, host.environment, origins, reading)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devbox.idle import IdlePolicy
+
 DEFAULT_BASE_IMAGE = "nvidia/cuda:12.6.3-cudnn-devel-ubuntu22.04"
 DEFAULT_PACKAGES = ("net-tools", "iputils-ping", "curl", "wget", "git", "python3-pip")
 DEFAULT_SHM_SIZE = "2g"
@@ -132,6 +134,7 @@ class Host:
     home_volume: bool = True  # the user's home lives in the named volume HOST-home
     node: str | None = None  # swarm: the node (hostname or ID) it runs on
     node_labels: tuple[tuple[str, str], ...] = ()  # swarm: labels its node must have
+    idle: IdlePolicy | None = None  # stopped when idle this long (devbox.idle); None: never
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property
