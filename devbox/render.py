@@ -265,6 +265,7 @@ def _resources(host: Host, assignment: Assignment | None = None) -> dict[str, An
             target["cpus"] = _cpus(wanted.cpus)
         if wanted.memory is not None:
             target["memory"] = wanted.memory.text
+    limits["pids"] = host.pids_limit  # -1: unlimited, as the user opted out
     if host.gpus.wanted:
         reservations["devices"] = [_gpu_device(host, assignment)]
     resources = {key: value for key, value in (("limits", limits), ("reservations", reservations)) if value}
@@ -387,8 +388,15 @@ def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[s
         [network] if host.hostname == host.name else {network: {"aliases": [host.hostname]}}
     )
     service.update(_hardware(host))
+    service["logging"] = _logging(host)
     service["healthcheck"] = HEALTHCHECK
     return service
+
+
+def _logging(host: Host) -> dict[str, Any]:
+    """The host's log driver, rotated: both drivers keep at most max_files files of max_size."""
+    return {"driver": host.logging.driver,
+            "options": {"max-size": host.logging.max_size.text, "max-file": str(host.logging.max_files)}}  # fmt: skip
 
 
 def _hardware(host: Host) -> dict[str, Any]:
