@@ -20,6 +20,7 @@ from devbox import probe
 from devbox.docker_api import StartWatch, connect, list_containers
 from devbox.errors import PreflightError, UsageError
 from devbox.labels import LABEL_PREFIX, OWNER_FOLDER_LABEL, OWNER_LABEL
+from devbox.layering import ImageLayers
 from devbox.layout import COMPOSE_FILE, IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
 from devbox.render import (
     RenderedFile,
@@ -27,6 +28,7 @@ from devbox.render import (
     host_key_alias,
     image_file_names,
     image_inputs_key,
+    image_layers,
     render_project,
 )
 from devbox.spec import Host, Spec
@@ -325,15 +327,27 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_
     check_output_folder(folder)
     gpus = allocate_gpus_of(spec, folder, environ, holdings=holdings) if allocate_gpus else None
     material, created = prepare(spec, folder, environ, say)
-    key = image_inputs_key(spec)
+    layers = layers_after_last_render(spec, folder)
+    key = image_inputs_key(spec, layers)
     owner = owner_id(folder)
     rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus, owner,
-                              _compose_on_disk(folder))  # fmt: skip
+                              _compose_on_disk(folder), layers)  # fmt: skip
     changed = write_files(folder, rendered.files)
+    write_if_changed(Layout(folder).image_layers, layers.to_text(), 0o644)
     write_if_changed(Layout(folder).image_key, key + "\n", 0o644)
     compose_text = next(file.content for file in rendered.files if file.path == COMPOSE_FILE)
     write_if_changed(Layout(folder).compose_key, f"{rendered.compose_key} {_digest(compose_text)}\n", 0o644)
     return rendered, changed, created
+
+
+def layers_after_last_render(spec: Spec, folder: Path) -> ImageLayers:
+    """The image's package and requirement layers: those of the folder's last render kept where
+    the spec still wants them whole, one more for what it adds (devbox.layering)."""
+    try:
+        before = ImageLayers.from_text(Layout(folder).image_layers.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        before = ImageLayers()
+    return image_layers(spec, before)
 
 
 def _digest(text: str) -> str:

@@ -39,7 +39,7 @@ from devbox.engines.swarm_reach import DOCKER_HOST_LABEL, locate, remove_volumes
 from devbox.errors import EngineError, UsageError
 from devbox.labels import LABEL_PREFIX
 from devbox.layout import secret_sources
-from devbox.project import recreating_note
+from devbox.project import layers_after_last_render, recreating_note
 from devbox.render import HEALTHCHECK, RenderedProject, connect_address, home_directory, home_volume, named_volumes
 from devbox.spec import Host, Spec
 from devbox.spec.options import join
@@ -630,5 +630,6 @@ class SwarmEngine(Engine):
 
         if _manager_problems(project):
             return []  # said by the engine line
-        tag = image_tag(project.spec, image_files(project.spec))
+        layers = layers_after_last_render(project.spec, project.folder)
+        tag = image_tag(project.spec, image_files(project.spec, layers))
         return doctor_lines(project, read_nodes(project.client), _own_node(project), tag)
