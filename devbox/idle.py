@@ -16,8 +16,9 @@ watcher's container carries it alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 MIN_AFTER = MINUTE
@@ -192,7 +193,7 @@ def decide(samples: Sequence[Sample], policy: IdlePolicy, now: float, interval: 
     return Decision("idle", f"idle {duration_text(idle_for)}", since, stops_at)
 
 
-def reclaimed(attrs: dict) -> bool:
+def reclaimed(attrs: Mapping[str, Any]) -> bool:
     """Whether a container (its engine attributes) is a host the watcher stopped: a devbox host,
     not running, with restart policy ``no`` (the watcher sets it before the stop, so it never
     comes back by itself). Such a host holds no GPU: `devbox up` allocates again before it starts.
