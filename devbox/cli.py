@@ -76,7 +76,8 @@ class ReportedError(click.ClickException):
     def __init__(self, lines: list[str], exit_code: int) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
-        self.exit_code = exit_code
+        # click 8.5 types exit_code as a class variable; click reads it from the instance
+        setattr(self, "exit_code", exit_code)  # noqa: B010
 
     def show(self, file: Any = None) -> None:
         for line in self.lines:
@@ -468,7 +469,7 @@ def logs(ctx: Context, host: str | None, follow: bool, tail: str) -> None:
     if host is None:
         all_logs(project, follow, tail)
         return
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     for chunk in stream_logs(project, host, follow, tail):
         out.write(chunk)
         out.flush()
@@ -483,7 +484,7 @@ def exec_cmd(ctx: Context, host: str, command: tuple[str, ...], user: str | None
     """Run a command in HOST, streaming its output; exits with the command's exit code."""
     from devbox.operations import exec_in
 
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
 
     def write(chunk: bytes) -> None:
         out.write(chunk)
@@ -600,7 +601,7 @@ def backup_cmd(ctx: Context, hosts: tuple[str, ...], to: str | None, live: bool,
 
         raise UsageError("--to - writes the archive to stdout, which is a terminal; redirect it (> FILE, | ssh ...)")
     project = Project(spec, ctx.folder(spec), say=lambda line: click.echo(line, err=True))
-    out: Any = click.get_binary_stream("stdout") if streaming else None
+    out: Any = sys.stdout.buffer if streaming else None
     progress = _progress()
     try:
         backup_hosts(project, list(hosts), to, live=live, keep=keep, progress=progress, stdout=out)
