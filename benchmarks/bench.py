@@ -44,7 +44,12 @@ if os.environ.get("DEVBOX_BENCH_SRC"):  # --devbox-ref: this process measures a 
 from benchmarks import report  # noqa: E402
 from benchmarks.measure import run_timed  # noqa: E402
 from benchmarks.stacks import (  # noqa: E402
+    EDIT_PACKAGE,
+    EDIT_REQUIREMENT,
+    EDITS,
     LIMITS,
+    ONE_PACKAGE,
+    REQUIREMENTS,
     SEED_PACKAGES,
     BaselineStack,
     BenchError,
@@ -206,9 +211,11 @@ def measure_side(run: Run, stack: Stack, others: list[Stack], repeat: int) -> No
     stack.repeat = repeat
     clean_slate(run, [stack, *others])
     facts = measure_cold(run, stack)
-    if not stack.cold_only:
+    if stack.side == "devbox-one":  # the one-package spec: its cold up and its edit alone
+        measure_edit(run, stack)  # type: ignore[arg-type]
+    elif not stack.cold_only:
         measure_running(run, stack)
-    if isinstance(stack, DevboxStack) and not stack.cold_only:
+    if isinstance(stack, DevboxStack) and not stack.cold_only and stack.side == "devbox":
         measure_daily(run, stack)
     stack.down()
     if run.args.smoke:
@@ -296,11 +303,27 @@ def measure_memory(run: Run, stack: DevboxStack) -> None:
 
 
 def measure_edit(run: Run, stack: DevboxStack) -> None:
-    """Edit -> ready on the running stack: one package more, until every host logs in again."""
-    timed = stack.edit()
-    facts = edit_facts(stack.log("edit").read_text(encoding="utf-8", errors="replace"))
-    run.add("edit", "devbox", stack.hosts, timed.seconds, repeat=stack.repeat, **facts)
-    run.say(f"devbox   N={stack.hosts} edit -> ready {timed.seconds:6.2f} s ({facts})")
+    """Edit -> ready on the running stack, until every host logs in again: a package added at
+    the start, middle and end of the list, one removed, a pip requirement added (to a spec whose
+    requirements file the step before gave it); each put back before the next. Each is set
+    against the cold up of the stack's own spec (the pip row's cold lacked the requirements)."""
+    rows = [(metric, change(stack.packages), ()) for metric, change in EDITS]
+    if stack.packages == ONE_PACKAGE:
+        rows = [("edit_one", (*stack.packages, EDIT_PACKAGE), ())]
+    for metric, packages, requirements in rows:
+        record_edit(run, stack, metric, stack.edit(metric, packages, requirements))
+        stack.put_back()
+    if stack.packages != ONE_PACKAGE:
+        stack.edit("pip-setup", stack.packages, REQUIREMENTS)
+        record_edit(run, stack, "edit_pip", stack.edit("edit_pip", stack.packages, (*REQUIREMENTS, EDIT_REQUIREMENT)))
+        stack.put_back()
+
+
+def record_edit(run: Run, stack: DevboxStack, metric: str, timed: Any) -> None:
+    facts = edit_facts(stack.log(metric).read_text(encoding="utf-8", errors="replace"))
+    side = "devbox-one" if metric == "edit_one" else "devbox"
+    run.add(metric, side, stack.hosts, timed.seconds, repeat=stack.repeat, **facts)
+    run.say(f"devbox   N={stack.hosts} {metric} -> ready {timed.seconds:6.2f} s ({facts})")
 
 
 def check_invariants(stack: Stack, facts: dict[str, Any]) -> None:
@@ -350,6 +373,9 @@ def stacks_for(run: Run, n: int) -> list[Stack]:
         DevboxStack("devbox", n, f"bench-{rid}-dbx-n{n}", args.devbox_port, work / f"dbx-n{n}", logs),
         BaselineStack("baseline", n, f"bench-{rid}-base-n{n}", args.baseline_port, work / f"base-n{n}", logs),
     ]
+    if n == max(args.hosts):  # the one-package spec of earlier runs: its cold up and one edit
+        stacks.append(DevboxStack("devbox-one", n, f"bench-{rid}-one-n{n}", args.devbox_port + TODAY_PORTS // 2,
+                                  work / f"one-n{n}", logs, packages=ONE_PACKAGE))  # fmt: skip
     return prepared(run, stacks)
 
 

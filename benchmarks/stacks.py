@@ -32,10 +32,22 @@ from devbox.spec import DEFAULT_PACKAGES, load_spec
 
 BASE_IMAGE = "devbox-test/bookworm:base"
 LIMITS = {"cpus": 0.25, "memory": "256m"}
-# A package nobody else's spec is likely to list, so no other image's layers can serve as cache
-# for the expensive apt layer (a hit is detected and reported all the same, see cached_steps).
-PACKAGES = ("less",)
-EDIT_PACKAGE = "jq"  # edit -> ready: the one package added to a running stack
+# The spec users have: `devbox init`'s packages (the run's own time zone keeps any other image's
+# layers from serving as cache; a hit is detected and reported all the same, see cached_steps).
+PACKAGES = DEFAULT_PACKAGES
+ONE_PACKAGE = ("less",)  # the one-package spec of earlier runs, kept as a second edit row
+EDIT_PACKAGE = "jq"  # edit -> ready: the one package added at the end of the list
+# edit -> ready rows: (metric, what is done to init's packages); each edit is put back after it.
+EDITS = (
+    ("edit_start", lambda p: ("bc", *p)),
+    ("edit_middle", lambda p: (*p[: len(p) // 2], "tree", *p[len(p) // 2:])),
+    ("edit", lambda p: (*p, EDIT_PACKAGE)),
+    ("edit_remove", lambda p: tuple(x for x in p if x != "wget")),
+)
+# pip inside the builds goes through this machine's TLS-intercepting proxy, whose CA the base
+# image lacks: the requirements name the hosts as trusted (lines like any user's).
+REQUIREMENTS = ("--trusted-host pypi.org", "--trusted-host files.pythonhosted.org", "six")
+EDIT_REQUIREMENT = "tomli"
 WAIT_SECONDS = 300.0
 # Seed 001's own files, the way its users write them today (the "today" comparison).
 SEED_DOCKERFILE = Path(__file__).resolve().parent.parent / "tests" / "reference" / "seed-001.Dockerfile"
@@ -66,7 +78,8 @@ def devbox_command() -> list[str]:
 
 
 def spec_text(project: str, hosts: int, first_port: int, timezone: str = "UTC",
-              packages: tuple[str, ...] = PACKAGES, login_shell: str = "bash") -> str:  # fmt: skip
+              packages: tuple[str, ...] = PACKAGES, login_shell: str = "zsh",
+              requirements: str | None = None) -> str:  # fmt: skip
     """A CPU-only spec with small limits: what a 2-core machine can run 8 of."""
     lines = [
         "version: 1",
@@ -77,6 +90,7 @@ def spec_text(project: str, hosts: int, first_port: int, timezone: str = "UTC",
         f"  timezone: {timezone}",
         f"  shell: {login_shell}",
         f"  packages: [{', '.join(packages)}]",
+        *([f"  pip_requirements: {requirements}"] if requirements else []),
         "defaults:",
         "  bind_address: 127.0.0.1",
         "  restart: 'no'",
@@ -123,7 +137,7 @@ class Stack:
     # means UTC) keeps any other image on a shared engine from serving the legacy builder as cache.
     timezone: str = "UTC"
     packages: tuple[str, ...] = PACKAGES
-    login_shell: str = "bash"
+    login_shell: str = "zsh"
     cold_only: bool = False  # measured cold only: after its build it is just another baseline
 
     @property
@@ -232,19 +246,21 @@ class DevboxStack(Stack):
     def warm(self) -> Timed:
         return self._up("warm")
 
-    def edit(self) -> Timed:
-        """Edit -> ready: add one package to the running stack's spec, `devbox up` until every
-        host takes a login again; the spec is put back afterwards (the next repeat starts cold)."""
-        original = self.spec_path.read_text(encoding="utf-8")
-        edited = original.replace(f"  packages: [{', '.join(self.packages)}]",
-                                  f"  packages: [{', '.join((*self.packages, EDIT_PACKAGE))}]")  # fmt: skip
-        if edited == original:
-            raise BenchError(f"{self.project}: found no packages line to edit in {self.spec_path}")
-        self.spec_path.write_text(edited, encoding="utf-8")
-        try:
-            return self._up("edit")
-        finally:
-            self.spec_path.write_text(original, encoding="utf-8")
+    def edit(self, name: str, packages: tuple[str, ...], requirements: tuple[str, ...] = ()) -> Timed:
+        """Edit -> ready: the running stack's spec with ``packages`` (and ``requirements``, lines of
+        its pip_requirements), `devbox up` until every host takes a login again."""
+        requirements_file = None
+        if requirements:
+            (self.folder / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements), "utf-8")
+            requirements_file = "requirements.txt"
+        text = spec_text(self.project, self.hosts, self.first_port, self.timezone, packages, self.login_shell,
+                         requirements_file)  # fmt: skip
+        self.spec_path.write_text(text, encoding="utf-8")
+        return self._up(name)
+
+    def put_back(self) -> Timed:
+        """The spec as prepared, brought up again (the next edit starts from it)."""
+        return self.edit("put-back", self.packages)
 
     def command(self, name: str, *args: str, env: dict[str, str] | None = None) -> Timed:
         """One devbox command on this stack, timed (status, exec, ssh: command latency)."""

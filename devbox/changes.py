@@ -23,7 +23,7 @@ IGNORED = (
     "/var/lib/sudo", "/var/lib/systemd", "/var/mail", "/dev", "/proc", "/sys", "/root/.cache",
     "/etc/ssh/ssh_host_*", "/etc/ssh/sshd_config.d", "/etc/devbox-path", "/etc/shadow*", "/etc/gshadow*",
     "/etc/passwd-", "/etc/group-", "/etc/.pwd.lock", "/etc/ld.so.cache", "/etc/mtab",
-    "/etc/hostname", "/etc/hosts", "/etc/resolv.conf",
+    "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/etc/profile.d/zz-devbox-idle.sh",
 )  # fmt: skip
 SHOWN = 5  # paths named per host; the rest are counted
 COLLAPSE = 3  # more changed files than this below one directory are shown as that directory

@@ -246,28 +246,45 @@ def _size(value: float | None) -> str:
 
 
 def _gpus_text(host: Any, devices: list[dict[str, Any]]) -> str:
-    """A host's GPUs: the indexes it was allocated, else its request (a swarm assigns them)."""
+    """A host's GPUs: the devices it was allocated, else its request (a swarm assigns them).
+
+    Never a bare index or count: `0` read as "no GPU" in the first screen users see (issue 21),
+    so a device is `#0 (GPU-5d5ba0d6)` and a request `1 GPU`, `2 GPUs` or `all GPUs`.
+    """
     if not host.gpus.wanted:
         return "-"
     if devices:
-        return ",".join(str(device["index"]) for device in devices)
-    return ",".join(host.gpus.device_ids) if host.gpus.device_ids else str(host.gpus.count)
+        return _devices_text(devices)
+    if host.gpus.device_ids:
+        return ", ".join(_device_id_text(device_id) for device_id in host.gpus.device_ids)
+    return _count_text(host.gpus.count)
+
+
+def _device_id_text(device_id: str) -> str:
+    """A device as Docker names it: an index is shown as `#0`, a UUID or MIG id as it is."""
+    return f"#{device_id}" if device_id.isdigit() else device_id
+
+
+def _count_text(count: int | None) -> str:
+    if count is None or count == -1:
+        return "all GPUs"
+    return f"{count} GPU" + ("" if count == 1 else "s")
 
 
 def _requests_text(requests: list[dict[str, Any]]) -> str:
-    """GPU requests as Docker applied them: `all`, `2`, or ids `0,1` (never `-1` or a list)."""
+    """GPU requests as Docker applied them: `all GPUs`, `2 GPUs`, or ids `#0, #1` (never `-1`)."""
     parts = []
     for request in requests:
         ids = request.get("device_ids")
-        parts.append(",".join(ids) if ids else "all" if request.get("count") == -1 else str(request.get("count")))
-    return ";".join(parts) or "-"
+        parts.append(", ".join(map(_device_id_text, ids)) if ids else _count_text(request.get("count")))
+    return "; ".join(parts) or "-"
 
 
 def _devices_text(devices: list[dict[str, Any]]) -> str:
-    """The ledger's GPUs of a host: index, short UUID and model, e.g. `0 (GPU-6f2b1c) A100`."""
+    """The ledger's GPUs of a host: index, short UUID and model, e.g. `#0 (GPU-6f2b1c) A100`."""
     shown = []
     for device in devices:
-        words = [str(device["index"])]
+        words = [f"#{device['index']}"]
         if device["uuid"]:
             words.append(f"({device['uuid'][:10]})")
         if device["name"]:
@@ -333,8 +350,11 @@ def status(ctx: Context, as_json: bool) -> None:
     import json
 
     from devbox.operations import status as run_status
+    from devbox.watch_service import add_idle
 
-    entries = run_status(_project(ctx))
+    project = _project(ctx)
+    entries = run_status(project)
+    watched = add_idle(project, entries)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -342,10 +362,16 @@ def status(ctx: Context, as_json: bool) -> None:
     for entry in entries:
         limits = entry.get("limits", {})
         gpus = _devices_text(entry["gpu_devices"]) or _requests_text(entry.get("gpus", []))
+        if entry.get("gpus_also_held_by"):
+            gpus += f" (also held by {', '.join(entry['gpus_also_held_by'])})"
         rows.append([
             entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
             f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,
         ])  # fmt: skip
+    if watched:  # the idle column only where a host has an idle policy
+        rows[0].append("IDLE")
+        for row, entry in zip(rows[1:], entries, strict=True):
+            row.append(entry["idle"])
     click.echo(_table(rows))
 
 
@@ -524,19 +550,21 @@ def passwd(ctx: Context, host: str, user: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
 def gpus(ctx: Context, as_json: bool) -> None:
-    """Per GPU: the host holding it, memory used, utilisation, and its processes by host."""
+    """Per GPU of the machine: every container holding it (any spec), memory used, utilisation,
+    and its processes by host. Needs no spec: in a folder without devbox.yaml it shows the machine."""
     import json
 
     from devbox.operations import gpu_usage
 
-    rows = gpu_usage(_project(ctx))
+    alone = ctx.spec_file == DEFAULT_SPEC and not Path(DEFAULT_SPEC).exists()
+    rows = gpu_usage(None if alone else _project(ctx))
     if as_json:
         click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
     table = [["GPU", "UUID", "MODEL", "MEMORY", "UTIL", "HOLDERS"]]
     for row in rows:
-        held = [h.host + (f" ({h.device[:12]})" if h.device != row.uuid else "") + (" shared" if h.shared else "")
-                for h in row.holders]  # fmt: skip
+        held = [h.text + (f" ({h.device[:12]})" if h.device != row.uuid else "") + (" shared" if h.shared else "")
+                + (f" (folder {h.folder})" if h.folder else "") for h in row.holders]  # fmt: skip
         table.append([
             str(row.index), row.uuid[:12], row.name,
             f"{row.memory_used_mib or 0}/{row.memory_total_mib or '?'} MiB",
@@ -544,10 +572,161 @@ def gpus(ctx: Context, as_json: bool) -> None:
         ])  # fmt: skip
     click.echo(_table(table))
     processes = [["PID", "GPU", "HOST", "MEMORY"]]
-    processes += [[str(p.pid), str(row.index), p.host or "- (not a host of this project)",
+    processes += [[str(p.pid), str(row.index), p.text,
                    f"{p.used_memory_mib} MiB" if p.used_memory_mib is not None else "-"]
                   for row in rows for p in row.processes]  # fmt: skip
     click.echo("\n" + _table(processes) if len(processes) > 1 else "no processes on the GPUs")
+
+
+def _progress() -> Any:
+    """A copy's progress on a terminal (stderr), one line rewritten in place; None elsewhere."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda line: click.echo(f"\r{line}\033[K", err=True, nl=False)
+
+
+@cli.command(name="backup")
+@click.argument("hosts", nargs=-1)
+@click.option("--to", "to", default=None, help="Folder for the archives, or - to stream one to stdout "
+              "[default: backups/ beside the spec].")  # fmt: skip
+@click.option("--live", is_flag=True, help="Copy running hosts without pausing them (crash-consistent at best).")
+@click.option("--keep", type=click.IntRange(min=1), default=None,
+              help="Then keep only the N newest backups of each host.")
+@pass_context
+def backup_cmd(ctx: Context, hosts: tuple[str, ...], to: str | None, live: bool, keep: int | None) -> None:
+    """Back up each host's home and named volumes, one archive per host (see README: Your data)."""
+    from devbox.backup_ops import backup_hosts
+    from devbox.project import Project
+
+    spec = ctx.spec()
+    streaming = to == "-"
+    if streaming and sys.stdout.isatty():
+        from devbox.errors import UsageError
+
+        raise UsageError("--to - writes the archive to stdout, which is a terminal; redirect it (> FILE, | ssh ...)")
+    project = Project(spec, ctx.folder(spec), say=lambda line: click.echo(line, err=True))
+    out: Any = click.get_binary_stream("stdout") if streaming else None
+    progress = _progress()
+    try:
+        backup_hosts(project, list(hosts), to, live=live, keep=keep, progress=progress, stdout=out)
+    finally:
+        if progress is not None:
+            click.echo("", err=True)
+    if out is not None:
+        out.flush()
+
+
+@cli.command()
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--host", default=None, help="The host to restore into [default: the archive's host].")
+@click.option("--force", is_flag=True, help="Replace volumes that hold files (kept until the restore is verified).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the SSH login after.")
+@pass_context
+def restore(ctx: Context, archive: Path, host: str | None, force: bool, timeout: float) -> None:
+    """Restore a backup into this spec's host, then start it and check its login."""
+    from devbox.backup_ops import restore as run_restore
+    from devbox.operations import up as run_up
+
+    project = _project(ctx)
+    progress = _progress()
+    try:
+        name = run_restore(project, archive, host, force, progress)
+    finally:
+        if progress is not None:
+            click.echo("", err=True)
+    for target, result in run_up(project, [name], wait_seconds=timeout):
+        click.echo(f"{target.name}: up, login ok ({result.seconds:.1f} s): ssh -p {target.port} "
+                   f"{target.user}@{target.address}")  # fmt: skip
+
+
+@cli.command()
+@click.option("--in", "folder", default=None, help="The folder to look in [default: backups/ beside the spec].")
+@pass_context
+def backups(ctx: Context, folder: str | None) -> None:
+    """The backups in a folder, per host, with dates and sizes."""
+    from devbox.backup import find_archives, human_size
+
+    where = Path(folder) if folder else Path(ctx.spec_file).resolve().parent / "backups"
+    found = find_archives(where)
+    if not found:
+        click.echo(f"no backups in {where}")
+        return
+    rows = [["HOST", "PROJECT", "MADE", "SIZE", "VOLUMES", "STATE", "FILE"]]
+    for archive in sorted(found, key=lambda a: (a.host, a.created)):
+        rows.append([archive.host, archive.project, archive.created[:19].replace("T", " "), human_size(archive.size),
+                     ",".join(v.key for v in archive.volumes), "complete" if archive.trailer else "INCOMPLETE",
+                     archive.path.name])  # fmt: skip
+    click.echo(_table(rows))
+
+
+@cli.command()
+@click.argument("host")
+@click.option("--for", "duration", default=None, help="How long to hold it, e.g. 12h, 2d.")
+@click.option("--clear", is_flag=True, help="End the hold.")
+@pass_context
+def keep(ctx: Context, host: str, duration: str | None, clear: bool) -> None:
+    """Hold HOST: the idle watcher does not stop it for that long (--clear ends the hold)."""
+    import time
+
+    from devbox.errors import UsageError
+    from devbox.idle import parse_duration
+    from devbox.idle_files import IdleFolder
+
+    project = _project(ctx)
+    project.host(host)
+    folder = IdleFolder(project.folder)
+    if clear == (duration is not None):
+        raise UsageError("say how long (`devbox keep HOST --for 12h`) or `--clear`")
+    if clear:
+        folder.set_hold(host, None)
+        folder.add_event(time.time(), host, "released", "devbox keep --clear")
+        click.echo(f"{host}: no longer held")
+        return
+    seconds = parse_duration(duration or "")
+    if not seconds:
+        raise UsageError(f"--for {duration!r} is not a duration (use e.g. 12h, 90m, 2d)")
+    until = time.time() + seconds
+    folder.set_hold(host, until)
+    folder.add_event(time.time(), host, "kept", f"devbox keep --for {duration}", until=until)
+    click.echo(f"{host}: held until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
+
+
+@cli.command()
+@click.option("--since", default="7d", show_default=True, help="How far back, e.g. 24h, 7d, 30d.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--html", "html_file", default=None, type=click.Path(dir_okay=False),
+              help="Write one self-contained page with a timeline per host.")  # fmt: skip
+@pass_context
+def usage(ctx: Context, since: str, as_json: bool, html_file: str | None) -> None:
+    """Per host, from the idle watcher's samples: GPU hours held and used, idle hours, last login, reclaims."""
+    import json
+    import time
+
+    from devbox.errors import UsageError
+    from devbox.idle import parse_duration
+    from devbox.idle_files import IdleFolder
+    from devbox.usage import html_page, summarise, table_rows
+    from devbox.watcher import DEFAULT_INTERVAL, INTERVAL_ENV
+
+    seconds = parse_duration(since)
+    if not seconds:
+        raise UsageError(f"--since {since!r} is not a duration (use e.g. 24h, 7d)")
+    spec = ctx.spec()
+    folder = IdleFolder(ctx.folder(spec))
+    now = time.time()
+    start = now - seconds
+    interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    samples, hosts = folder.samples(start), folder.policy().get("hosts") or {}
+    events = [e for e in folder.events() if float(e.get("at") or 0) >= start]
+    rows = summarise(samples, events, hosts, interval)
+    if html_file:
+        page = html_page(spec.project, rows, samples, hosts, start, now, interval)
+        Path(html_file).write_text(page, encoding="utf-8")
+        click.echo(f"wrote {html_file}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not html_file:
+        click.echo(_table(table_rows(rows)) if rows else "no samples yet (a host needs an idle policy and `devbox up`)")
 
 
 @cli.command()

@@ -19,6 +19,7 @@ devices (a GPU in MIG mode is never handed out whole). ``gpus: N`` means N units
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,6 +40,7 @@ DISCOVERY_QUERY = ["--query-gpu=index,uuid,name,memory.total,mig.mode.current", 
 USAGE_QUERY = ["--query-gpu=index,uuid,memory.used,utilization.gpu", "--format=csv,noheader,nounits"]
 APPS_QUERY = ["--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"]
 SHARE_HINT = "set gpu_share: true on a host that may use GPUs others hold"
+FREE_HINT = "free them (`devbox down` in that folder, or remove that container)"
 DRIVER_HINT = "check the NVIDIA driver with `nvidia-smi`, or run CPU-only with `devbox --no-gpu`"
 
 # A function that runs nvidia-smi with these arguments and returns what it printed.
@@ -218,6 +220,263 @@ def parse_machine(query: str, listing: str) -> Machine:
     return Machine(tuple(sorted(gpus, key=lambda gpu: gpu.index)))
 
 
+# --------------------------------------------------------------------------- the engine: who holds what
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What one container on the engine holds of the machine's GPUs, read from its attributes.
+
+    ``device_ids`` as its requests name them (indexes, GPU or MIG UUIDs); ``count`` as moby maps
+    a count (N: the devices 0 … N-1; -1: all). devbox's labels say whose host it is (``project``,
+    ``host``, ``owner``, the spec's state ``folder``); a container without them is another tool's.
+    ``shared``: a devbox host with gpu_share, which may use GPUs others hold and holds none.
+    """
+
+    id: str
+    name: str
+    device_ids: tuple[str, ...] = ()
+    count: int = 0
+    project: str | None = None
+    host: str | None = None
+    owner: str | None = None
+    folder: str | None = None
+    shared: bool = False
+    running: bool = True
+
+    @property
+    def is_devbox(self) -> bool:
+        return self.project is not None and self.host is not None
+
+    def describe(self) -> str:
+        """Who this is, for refusals and `devbox gpus`: 'gpu-lab/master (folder /srv/lab)' or
+        'container "trainer" (not devbox)'."""
+        if not self.is_devbox:
+            return f'container "{self.name}" (not devbox)'
+        where = f" (folder {spec_folder(self.folder)})" if self.folder else ""
+        return f"{self.project}/{self.host}{where}"
+
+
+# A container in these states never runs again: it holds nothing.
+_GONE_STATES = ("dead", "removing")
+# What a swarm tells a task's container of the GPUs it was given (generic resources).
+SWARM_GPU_ENV = "DOCKER_RESOURCE_NVIDIA-GPU"
+COMPOSE_FILES_LABEL = "com.docker.compose.project.config_files"
+
+
+def container_holding(attrs: Mapping[str, Any]) -> Holding | None:
+    """The GPUs a container holds, from its attributes as `docker inspect` gives them; None when
+    it holds none. Pure: the one place that decides what holding a GPU means on the engine.
+
+    A container that exists holds its GPUs whether it runs or not (a stopped one starts again,
+    by hand or by its restart policy, with the same devices); one that is dead or being removed
+    holds nothing, and so does a devbox host the idle watcher stopped (devbox.idle.reclaimed:
+    not running, restart policy no; `devbox up` allocates again before it starts it). Read:
+    NVIDIA device requests (``--gpus``, compose's ``devices``), a swarm task's generic resources
+    (``DOCKER_RESOURCE_NVIDIA-GPU``) and the older ``--runtime nvidia`` with
+    ``NVIDIA_VISIBLE_DEVICES``.
+    """
+    from devbox.idle import reclaimed
+    from devbox.labels import GPU_SHARE_LABEL, LABEL_PREFIX, OWNER_FOLDER_LABEL, OWNER_LABEL
+
+    state = attrs.get("State") or {}
+    status = str(state.get("Status", "running") if isinstance(state, dict) else state)
+    if status in _GONE_STATES or reclaimed(attrs):
+        return None
+    config, host_config = attrs.get("Config") or {}, attrs.get("HostConfig") or {}
+    ids, count = _requested(host_config, _environment(config.get("Env")))
+    if not ids and not count:
+        return None
+    labels = config.get("Labels") or {}
+    files = str(labels.get(COMPOSE_FILES_LABEL, ""))
+    folder = labels.get(OWNER_FOLDER_LABEL) or (str(Path(files.split(",")[0]).parent) if files else None)
+    return Holding(str(attrs.get("Id", "")), str(attrs.get("Name", "")).lstrip("/"), tuple(ids), count,
+                   labels.get(f"{LABEL_PREFIX}project"), labels.get(f"{LABEL_PREFIX}host"), labels.get(OWNER_LABEL),
+                   folder, labels.get(GPU_SHARE_LABEL) == "true", status == "running")  # fmt: skip
+
+
+def _environment(env: Any) -> dict[str, str]:
+    return dict(str(item).partition("=")[::2] for item in env or [])
+
+
+def _requested(host_config: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[str], int]:
+    """(device ids, count) of a container's GPU requests; count -1 is all."""
+    ids: list[str] = []
+    count = 0
+    for request in host_config.get("DeviceRequests") or []:
+        capabilities = {c for group in request.get("Capabilities") or [] for c in group}
+        if request.get("Driver") != "nvidia" and "gpu" not in capabilities:
+            continue  # another vendor's devices
+        ids += [str(i) for i in request.get("DeviceIDs") or []]
+        wanted = int(request.get("Count") or 0)
+        count = -1 if -1 in (wanted, count) else max(count, wanted)  # moby: the devices 0 … N-1
+    ids += [i.strip() for i in env.get(SWARM_GPU_ENV, "").split(",") if i.strip()]
+    visible = env.get("NVIDIA_VISIBLE_DEVICES", "").strip()
+    if host_config.get("Runtime") == "nvidia" and visible not in ("", "none", "void"):
+        if visible == "all":
+            count = -1
+        else:
+            ids += [i.strip() for i in visible.split(",") if i.strip()]
+    return list(dict.fromkeys(ids)), count
+
+
+def spec_folder(state_folder: str) -> str:
+    """The folder a user knows a spec by: the one holding its ``.devbox`` state folder."""
+    path = Path(state_folder)
+    return str(path.parent) if path.name.startswith(".devbox") else str(path)
+
+
+def held_units(holding: Holding, machine: Machine | None) -> tuple[str, ...]:
+    """The units a holding takes, as the NVIDIA hook resolves its request: UUIDs of ``machine``
+    (an id it does not have is dropped), or, where the machine is unknown, the ids as given and
+    the indexes of a count ("*": every GPU)."""
+    named = list(holding.device_ids) + [str(i) for i in range(max(holding.count, 0))]
+    if machine is None:
+        return ("*",) if holding.count == -1 else tuple(dict.fromkeys(named))
+    if holding.count == -1:
+        return machine.units
+    units: list[str] = []
+    for ident in named:
+        units += [u for u in machine.resolve(ident) or () if u not in units]
+    return tuple(units)
+
+
+def taken_by_others(holdings: Iterable[Holding], machine: Machine | None,
+                    ours: Callable[[Holding], bool]) -> dict[str, tuple[Holding, ...]]:  # fmt: skip
+    """Unit -> the containers holding it that are not the spec's own (``ours``), sharing hosts
+    left out: what `up` may not give a host of this spec. Pure."""
+    taken: dict[str, list[Holding]] = {}
+    for holding in holdings:
+        if holding.shared or ours(holding):
+            continue
+        for unit in held_units(holding, machine):
+            taken.setdefault(unit, []).append(holding)
+    return {unit: tuple(found) for unit, found in taken.items()}
+
+
+def owned_by(project: str, owner: str | None, folder: Path) -> Callable[[Holding], bool]:
+    """Whether a holding is a host of this spec: its project, and its owner (or, for a container
+    an older devbox made without an owner label, this very folder or none)."""
+
+    def ours(holding: Holding) -> bool:
+        if holding.project != project:
+            return False
+        if holding.owner:
+            return holding.owner == owner
+        return holding.folder is None or os.path.realpath(holding.folder) == os.path.realpath(folder)
+
+    return ours
+
+
+def also_held(holdings: Sequence[Holding], machine: Machine | None,
+              ours: Callable[[Holding], bool]) -> dict[str, list[str]]:  # fmt: skip
+    """This spec's host -> who else holds one of its GPUs (another spec's host, shared or made by an
+    older devbox, or another tool's container), for `devbox status` to mark. Pure."""
+    others = [(h, set(held_units(h, machine))) for h in holdings if not ours(h)]
+    found: dict[str, list[str]] = {}
+    for holding in holdings:
+        if not ours(holding) or holding.host is None:
+            continue
+        mine = set(held_units(holding, machine))
+        for other, theirs in others:
+            if mine & theirs or (mine and "*" in theirs) or (theirs and "*" in mine):
+                found.setdefault(holding.host, []).append(other.describe() + (" shared" if other.shared else ""))
+    return found
+
+
+def engine_holdings(client: Any) -> list[Holding]:
+    """Every container on the engine that holds GPUs, any state, any project, any tool."""
+    from devbox.docker_api import list_containers
+
+    return [found for container in list_containers(client, all=True)
+            if (found := container_holding(container.attrs)) is not None]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the machine lock
+
+LOCK_DIR = "/tmp"  # noqa: S108 - a lock every user of the machine finds; nothing is read from it
+LOCK_DIR_ENV = "DEVBOX_LOCK_DIR"
+
+
+def lock_path(engine_id: str, environ: Mapping[str, str]) -> Path:
+    """The machine lock of one engine: ``/tmp/devbox-gpus-<engine>.lock`` (DEVBOX_LOCK_DIR moves
+    it, for machines whose users do not share /tmp). Named by the engine's ID, so every devbox
+    that talks to that engine from this machine finds the same file, whoever runs it."""
+    digest = hashlib.sha256(engine_id.encode()).hexdigest()[:16]
+    return Path(environ.get(LOCK_DIR_ENV) or LOCK_DIR) / f"devbox-gpus-{digest}.lock"
+
+
+def engine_id(client: Any, environ: Mapping[str, str]) -> str:
+    """The engine's own ID (`docker info`), else where it is reached."""
+    return str(client.info().get("ID") or environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+
+
+class MachineLock:
+    """Serialises giving out GPUs on one engine: from reading what its containers hold to the
+    creation of the containers that hold what was given (``release`` then), across every devbox
+    on the machine, any spec, any user.
+
+    An flock on a file anyone may open (mode 0666, opened read-only when another user made it:
+    flock needs no write access). The kernel drops the lock when its holder's process ends, however
+    it ends (Ctrl-C, kill -9), so a lock never outlives its holder and the file itself holds
+    nothing. ``path`` None: a lock that locks nothing (a spec that takes no GPUs here).
+    """
+
+    def __init__(self, path: Path | None, on_wait: Callable[[], None] | None = None) -> None:
+        self.path = path
+        self.on_wait = on_wait
+        self._fd: int | None = None
+
+    def __enter__(self) -> MachineLock:
+        if self.path is None:
+            return self
+        import fcntl
+
+        self._fd = _open_shared(self.path)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if self.on_wait:
+                self.on_wait()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def release(self) -> None:
+        """Let the next devbox give out GPUs (closing the file drops the lock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+def _open_shared(path: Path) -> int:
+    """Open the lock file, creating it for everyone when it is missing. Read-only when it exists:
+    in a sticky /tmp the kernel refuses to open another user's file with O_CREAT."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    problem = "it keeps changing"
+    for _ in range(5):
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+            break
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue  # made by another devbox meanwhile: open that one
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+            break
+        os.fchmod(fd, 0o666)
+        return fd
+    raise PreflightError(f"cannot open the GPU lock {path} ({problem}); set {LOCK_DIR_ENV} to a folder every "
+                         "user of this machine can write, or make that file readable by all")  # fmt: skip
+
+
 # --------------------------------------------------------------------------- allocation
 
 
@@ -294,17 +553,19 @@ class Ledger:
 
 
 def allocate(requests: Sequence[Request], machine: Machine | None, previous: Ledger | None = None,
-             source: str = "devbox.yaml") -> Allocation:  # fmt: skip
-    """Concrete devices for every host that wants GPUs, never overlapping between non-sharing hosts.
+             source: str = "devbox.yaml",
+             taken: Mapping[str, tuple[Holding, ...]] | None = None) -> Allocation:  # fmt: skip
+    """Concrete devices for every host that wants GPUs, never overlapping between non-sharing hosts,
+    nor with what other containers on the engine hold (``taken``: devbox.gpus.taken_by_others).
 
     Pure and deterministic. Explicit ids are honoured (and taken out of the pool); a host whose
     request is unchanged keeps its previous devices whatever happens to the other hosts; a new or
     changed host takes free units in machine order (a changed one its own old units first);
     ``share`` hosts take the least-held units and are never holders. ``machine=None`` allocates
     indexes in host order. Raises SpecError (every problem, one line each) on oversubscription,
-    clashing pins or ids the machine does not have.
+    clashing pins, ids the machine does not have, or GPUs others hold (naming each holder).
     """
-    return _Allocator(machine, previous or Ledger(), source).run(requests)
+    return _Allocator(machine, previous or Ledger(), source, dict(taken or {})).run(requests)
 
 
 @dataclass
@@ -312,6 +573,7 @@ class _Allocator:
     machine: Machine | None
     previous: Ledger
     source: str
+    taken: dict[str, tuple[Holding, ...]] = field(default_factory=dict)  # unit -> others' containers on it
     held: dict[str, str] = field(default_factory=dict)  # unit -> non-sharing host holding it
     result: dict[str, Assignment] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -340,7 +602,10 @@ class _Allocator:
         for request in requests:
             units = self._resolve_pins(request)
             for unit in units:
-                if unit in self.held:
+                if self._others(unit):
+                    self.problems.append(f"hosts.{request.host}.gpus: {self._gpu(unit)} is held by "
+                                         f"{self._holders(unit)}; pin another, free it, or {SHARE_HINT}")  # fmt: skip
+                elif unit in self.held:
                     self.problems.append(f"hosts.{request.host}.gpus: GPU {unit} is also pinned to host "
                                          f"{self.held[unit]}; pin another, or {SHARE_HINT}")  # fmt: skip
             self._hold(request, units)
@@ -353,6 +618,10 @@ class _Allocator:
                 self.problems.append(f"hosts.{request.host}.gpus: all gives {request.host} every GPU, so "
                                      f"{', '.join(others)} would share them; give {request.host} a count, or "
                                      f"set gpu_share: true on {request.host}")  # fmt: skip
+            elif self.taken:
+                self.problems.append(f"hosts.{request.host}.gpus: all gives {request.host} every GPU, but others "
+                                     f"hold some: {self._taken_text()}; {FREE_HINT}, give {request.host} a "
+                                     f"count, or set gpu_share: true on {request.host}")  # fmt: skip
             self.result[request.host] = Assignment(request.host, request.key, all=True)
             for unit in self.machine.units if self.machine else ():
                 self.held.setdefault(unit, request.host)
@@ -361,16 +630,25 @@ class _Allocator:
         """Refuse, naming every holder, when the counts need more units than the machine has free."""
         if self.problems:
             return False  # clashing pins or an `all`: reported already, counting would only add noise
-        if self.machine is None:
-            return True
-        free = len([u for u in self.machine.units if u not in self.held])
         needed = sum(int(r.count) for r in counted)
+        asked = ", ".join(f"{r.host} ({r.text})" for r in holders)
+        if self.machine is None:
+            if needed and "*" in self.taken:
+                self.problems.append(f"hosts.*.gpus: {asked} ask for GPUs of their own but {self._holders('*')} "
+                                     f"holds every GPU; {FREE_HINT}, or {SHARE_HINT}")  # fmt: skip
+                return False
+            return True
+        free = len([u for u in self.machine.units if not self._busy(u)])
         if needed <= free:
             return True
-        asked = ", ".join(f"{r.host} ({r.text})" for r in holders)
-        total = needed + len(self.machine.units) - free
-        self.problems.append(f"hosts.*.gpus: {asked} ask for {total} GPUs of their own but this machine has "
-                             f"{self.machine.describe()}; ask for fewer, or {SHARE_HINT}")  # fmt: skip
+        total = needed + len([u for u in self.machine.units if u in self.held])
+        if any(self._others(u) for u in self.machine.units):
+            self.problems.append(f"hosts.*.gpus: {asked} ask for {total} GPUs of their own but only {free} of this "
+                                 f"machine's {self.machine.describe()} {'is' if free == 1 else 'are'} free, held: "
+                                 f"{self._taken_text()}; {FREE_HINT}, ask for fewer, or {SHARE_HINT}")  # fmt: skip
+        else:
+            self.problems.append(f"hosts.*.gpus: {asked} ask for {total} GPUs of their own but this machine has "
+                                 f"{self.machine.describe()}; ask for fewer, or {SHARE_HINT}")  # fmt: skip
         return False
 
     def _counted(self, requests: list[Request]) -> None:
@@ -391,7 +669,8 @@ class _Allocator:
 
     def _shared(self, requests: list[Request]) -> None:
         """Sharing hosts: kept if still valid, else the least-held units (ties: machine order)."""
-        load = Counter(self.held.keys())  # every held unit has one holder
+        load = Counter(self.held.keys())  # every held unit has one holder of the spec's
+        load.update({unit: len(found) for unit, found in self.taken.items()})  # and others' containers
         fresh = []
         for request in requests:
             if request.count == "all":
@@ -422,6 +701,32 @@ class _Allocator:
         for unit in units:
             self.held.setdefault(unit, request.host)
 
+    def _busy(self, unit: str) -> bool:
+        """Held by a host of this spec, or by another container on the engine."""
+        return unit in self.held or self._others(unit)
+
+    def _others(self, unit: str) -> bool:
+        return unit in self.taken or "*" in self.taken
+
+    def _gpu(self, unit: str) -> str:
+        """'GPU 1', or 'GPU 0 (MIG-c6d4f1ef)' for a MIG device, for refusals."""
+        if unit == "*":
+            return "every GPU"
+        gpu = self.machine.gpu_of(unit) if self.machine else None
+        if gpu is None:
+            return f"GPU {unit}"
+        return f"GPU {gpu.index}" + (f" ({unit[:12]})" if gpu.mig else "")
+
+    def _holders(self, unit: str) -> str:
+        found = self.taken.get(unit) or self.taken.get("*") or ()
+        return " and ".join(dict.fromkeys(holding.describe() for holding in found))
+
+    def _taken_text(self) -> str:
+        """Every unit others hold, in machine order: 'GPU 0: lab/master (folder /srv/lab), GPU 1: …'."""
+        order = {unit: i for i, unit in enumerate(self.machine.units)} if self.machine else {}
+        units = sorted(self.taken, key=lambda u: (order.get(u, len(order)), u))
+        return ", ".join(f"{self._gpu(unit)}: {self._holders(unit)}" for unit in units)
+
     def _resolve_pins(self, request: Request) -> tuple[str, ...]:
         """Explicit ids as units: UUIDs (an index becomes its GPU's UUID) when the machine is known."""
         if self.machine is None:
@@ -448,7 +753,7 @@ class _Allocator:
         units = []
         for ident in before.device_ids:
             unit = self._current(ident)
-            if unit is None or (need_free and unit in self.held):
+            if unit is None or (need_free and self._busy(unit)):
                 if same_request:
                     return None
                 continue
@@ -466,18 +771,18 @@ class _Allocator:
     def _free(self, count: int) -> list[str]:
         """The first ``count`` units nobody holds, in machine order (indexes when it is unknown)."""
         if self.machine is not None:
-            return [u for u in self.machine.units if u not in self.held][:count]
-        taken: list[str] = []
+            return [u for u in self.machine.units if not self._busy(u)][:count]
+        found: list[str] = []
         index = 0
-        while len(taken) < count:
-            if str(index) not in self.held:
-                taken.append(str(index))
+        while len(found) < count:
+            if not self._busy(str(index)):
+                found.append(str(index))
             index += 1
-        return taken
+        return found
 
     def _index_pool(self, count: int) -> list[str]:
         """Indexes a sharing host may use where the machine is unknown: those known to exist."""
-        highest = max((int(u) for u in self.held if u.isdigit()), default=-1)
+        highest = max((int(u) for u in [*self.held, *self.taken] if u.isdigit()), default=-1)
         return [str(i) for i in range(max(highest + 1, count))]
 
 
@@ -550,20 +855,34 @@ def save_ledger(folder: Path, ledger: Ledger) -> bool:
 
 
 def assign(requests: Sequence[Request], folder: Path, source: str, *, environ: Mapping[str, str] | None = None,
-           save: bool = True) -> Allocation:  # fmt: skip
+           save: bool = True, holdings: Sequence[Holding] = (),
+           ours: Callable[[Holding], bool] = lambda holding: False) -> Allocation:  # fmt: skip
     """What `render`/`up` call before writing docker-compose.yml: read the machine and the ledger in
     ``folder``, allocate, and (``save``) record the result, so every later `up` gives the same GPUs.
     `validate` calls it with ``save=False`` to refuse an oversubscribed spec without writing.
 
-    Raises SpecError (oversubscribed, clashing or unknown ids), PreflightError (nvidia-smi
-    failed), UsageError (damaged ledger). Nothing is written when it raises.
+    ``holdings``: what the containers on the engine hold (`up` reads them, devbox.gpus.engine_holdings,
+    under the machine lock); those not ``ours`` are not given to this spec's hosts. Where nvidia-smi
+    cannot describe the machine, the machine last seen (the ledger's) maps their UUIDs to indexes.
+
+    Raises SpecError (oversubscribed, clashing or unknown ids, GPUs others hold), PreflightError
+    (nvidia-smi failed), UsageError (damaged ledger). Nothing is written when it raises.
     """
     previous = load_ledger(folder)
     machine = discover(environ)
-    allocation = allocate(requests, machine, previous, source)
+    taken = taken_by_others(holdings, machine or previous.machine, ours)
+    if machine is None and previous.machine is not None:
+        taken = {_index_of(previous.machine, unit): found for unit, found in taken.items()}
+    allocation = allocate(requests, machine, previous, source, taken)
     if save:
         save_ledger(folder, ledger_after(allocation, machine, previous))
     return allocation
+
+
+def _index_of(machine: Machine, unit: str) -> str:
+    """A whole GPU's index (what a count becomes off the machine), a MIG device as it is."""
+    gpu = machine.gpu_of(unit)
+    return str(gpu.index) if gpu is not None and not gpu.mig else unit
 
 
 # --------------------------------------------------------------------------- attribution
@@ -589,29 +908,47 @@ class ComputeApp:
 
 
 @dataclass(frozen=True)
-class HostContainer:
-    """What `devbox gpus` needs of a host's container: its id and the GPUs Docker gave it
-    (``DeviceIDs``, or a ``Count``: -1 is all, N is the devices 0 … N-1, as moby does)."""
-
-    id: str
-    host: str
-    device_ids: tuple[str, ...] = ()
-    count: int = 0
-    running: bool = True
-
-
-@dataclass(frozen=True)
 class Holder:
-    host: str
+    """One holder of a GPU as `devbox gpus` shows it: a devbox host (``project``, ``host``, its
+    spec ``folder``) or another tool's container (``host`` None, ``container`` its name)."""
+
+    host: str | None
     device: str
     shared: bool = False
+    project: str | None = None
+    folder: str | None = None
+    container: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.host is None:
+            return f'container "{self.container}" (not devbox)'
+        return f"{self.project}/{self.host}" if self.project else self.host
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "project": self.project, "folder": self.folder, "container": self.container,
+                "device": self.device, "shared": self.shared}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class GpuProcess:
+    """A process on a GPU and the container it runs in (``host``/``project`` when it is devbox's)."""
+
     pid: int
     host: str | None
     used_memory_mib: int | None
+    project: str | None = None
+    container: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.host is not None:
+            return f"{self.project}/{self.host}" if self.project else self.host
+        return f'container "{self.container}" (not devbox)' if self.container else "- (not in a container)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "host": self.host, "project": self.project, "container": self.container,
+                "used_memory_mib": self.used_memory_mib}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -633,8 +970,8 @@ class GpuRow:
             "index": self.index, "uuid": self.uuid, "name": self.name, "mig": self.mig,
             "memory_total_mib": self.memory_total_mib, "memory_used_mib": self.memory_used_mib,
             "utilization": self.utilization,
-            "holders": [{"host": h.host, "device": h.device, "shared": h.shared} for h in self.holders],
-            "processes": [{"pid": p.pid, "host": p.host, "used_memory_mib": p.used_memory_mib} for p in self.processes],
+            "holders": [h.as_dict() for h in self.holders],
+            "processes": [p.as_dict() for p in self.processes],
         }  # fmt: skip
 
 
@@ -679,77 +1016,80 @@ def read_cgroup(pid: int, proc: Path = Path("/proc")) -> str | None:
         return None
 
 
-def container_facts(container: Any) -> HostContainer:
-    """A Docker SDK container reduced to what attribution needs (its label names its host)."""
+@dataclass(frozen=True)
+class Known:
+    """A container `devbox gpus` can name a process by: its id, name and devbox's labels."""
+
+    id: str
+    name: str
+    project: str | None = None
+    host: str | None = None
+
+
+def known_container(attrs: Mapping[str, Any]) -> Known:
     from devbox.labels import LABEL_PREFIX
 
-    requests = (container.attrs.get("HostConfig") or {}).get("DeviceRequests") or []
-    ids: list[str] = []
-    count = 0
-    for request in requests:
-        ids += [str(i) for i in request.get("DeviceIDs") or []]
-        count = -1 if request.get("Count") == -1 or count == -1 else count + int(request.get("Count") or 0)
-    return HostContainer(container.id, container.labels.get(f"{LABEL_PREFIX}host", container.name),
-                         tuple(ids), count, container.status == "running")  # fmt: skip
-
-
-def _container_units(machine: Machine, container: HostContainer) -> list[str]:
-    """The units a container was given, as the NVIDIA hook resolves its request."""
-    if container.count == -1:
-        return list(machine.units)
-    units: list[str] = []
-    named = list(container.device_ids) + [str(i) for i in range(container.count)]
-    for ident in named:
-        units += [u for u in machine.resolve(ident) or () if u not in units]
-    return units
+    labels = (attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {}
+    return Known(str(attrs.get("Id", "")), str(attrs.get("Name") or (attrs.get("Names") or [""])[0]).lstrip("/"),
+                 labels.get(f"{LABEL_PREFIX}project"), labels.get(f"{LABEL_PREFIX}host"))  # fmt: skip
 
 
 def attribute(machine: Machine, usage: Sequence[Usage], apps: Sequence[ComputeApp], ledger: Ledger,
-              containers: Sequence[HostContainer], cgroup: Callable[[int], str | None]) -> list[GpuRow]:  # fmt: skip
-    """Per GPU: who holds it (running containers' requests, and the ledger's assignments), its
-    load, and its processes with the host each runs in (via ``cgroup(pid)``; None: not a host's)."""
-    holders: dict[str, dict[tuple[str, str], Holder]] = {gpu.uuid: {} for gpu in machine.gpus}
+              holdings: Sequence[Holding], cgroup: Callable[[int], str | None], *, project: str | None = None,
+              folder: str | None = None, containers: Sequence[Known] = ()) -> list[GpuRow]:  # fmt: skip
+    """Per GPU: who holds it (every container on the engine that holds it, running or not, and
+    this spec's ledger: ``project`` in ``folder``), its load, and its processes with the container
+    each runs in (via ``cgroup(pid)``; ``containers`` name those that hold no GPU)."""
+    holders: dict[str, dict[tuple[str | None, str | None, str], Holder]] = {gpu.uuid: {} for gpu in machine.gpus}
     shared = {a.host for a in ledger.assignments if a.shared}
 
-    def note(host: str, unit: str) -> None:
-        gpu = machine.gpu_of(unit)
+    def note(holder: Holder) -> None:
+        gpu = machine.gpu_of(holder.device)
         if gpu is not None:
-            holders[gpu.uuid].setdefault((host, unit), Holder(host, unit, host in shared))
+            key = (holder.project, holder.host or holder.container, holder.device)
+            holders[gpu.uuid].setdefault(key, holder)
 
-    for container in containers:
-        if container.running:
-            for unit in _container_units(machine, container):
-                note(container.host, unit)
+    for holding in holdings:
+        for unit in held_units(holding, machine):
+            host = holding.host if holding.is_devbox else None
+            note(Holder(host, unit, holding.shared, holding.project if host else None,
+                        spec_folder(holding.folder) if holding.folder and host else None, holding.name))  # fmt: skip
     for assignment in ledger.assignments:
         for unit in machine.units if assignment.all else assignment.device_ids:
-            note(assignment.host, unit)
-    by_id = {c.id: c.host for c in containers}
+            note(Holder(assignment.host, unit, assignment.host in shared, project,
+                        spec_folder(folder) if folder else None))  # fmt: skip
+    by_id = {c.id: c for c in containers}
+    by_id.update({h.id: Known(h.id, h.name, h.project, h.host) for h in holdings})
     loads = {u.uuid: u for u in usage}
     rows = []
     for gpu in machine.gpus:
         load = loads.get(gpu.uuid)
         processes = tuple(
-            GpuProcess(app.pid, _host_of(app.pid, by_id, cgroup), app.used_memory_mib)
-            for app in sorted(apps, key=lambda a: a.pid)
+            _process(app, by_id, cgroup) for app in sorted(apps, key=lambda a: a.pid)
             if app.gpu_uuid == gpu.uuid or app.gpu_uuid in gpu.units
         )  # fmt: skip
-        held = tuple(sorted(holders[gpu.uuid].values(), key=lambda h: (h.host, h.device)))
+        held = tuple(sorted(holders[gpu.uuid].values(), key=lambda h: (h.host is None, h.text, h.device)))
         rows.append(GpuRow(gpu.index, gpu.uuid, gpu.name, gpu.memory_mib, load.memory_used_mib if load else None,
                            load.utilization if load else None, gpu.mig, held, processes))  # fmt: skip
     return rows
 
 
-def _host_of(pid: int, hosts_by_container: Mapping[str, str], cgroup: Callable[[int], str | None]) -> str | None:
-    text = cgroup(pid)
-    container = container_of(text) if text else None
-    return hosts_by_container.get(container) if container else None
+def _process(app: ComputeApp, containers: Mapping[str, Known], cgroup: Callable[[int], str | None]) -> GpuProcess:
+    text = cgroup(app.pid)
+    found = containers.get(container_of(text) or "") if text else None
+    if found is None:
+        return GpuProcess(app.pid, None, app.used_memory_mib)
+    host = found.host if found.project else None
+    return GpuProcess(app.pid, host, app.used_memory_mib, found.project if host else None, found.name)
 
 
-def gpu_report(containers: Iterable[Any], folder: Path, environ: Mapping[str, str] | None = None,
-               cgroup: Callable[[int], str | None] | None = None) -> list[GpuRow]:  # fmt: skip
-    """What `devbox gpus` shows, from this machine's nvidia-smi, the project's ledger in ``folder``
-    and its containers (Docker SDK objects); ``cgroup`` reads a PID's cgroup (default: /proc).
-    Raises PreflightError when nvidia-smi cannot be asked, UsageError when the ledger is damaged."""
+def gpu_report(containers: Iterable[Any], folder: Path | None = None, environ: Mapping[str, str] | None = None,
+               cgroup: Callable[[int], str | None] | None = None,
+               project: str | None = None) -> list[GpuRow]:  # fmt: skip
+    """What `devbox gpus` shows, from this machine's nvidia-smi, every container on the engine
+    (Docker SDK objects, inspected) and, with a spec, its ledger in ``folder`` (``project``);
+    ``cgroup`` reads a PID's cgroup (default: /proc). Raises PreflightError when nvidia-smi
+    cannot be asked, UsageError when the ledger is damaged."""
     environ = os.environ if environ is None else environ
     binary = find_nvidia_smi(environ)
     if binary is None:
@@ -759,6 +1099,9 @@ def gpu_report(containers: Iterable[Any], folder: Path, environ: Mapping[str, st
                              "the GPU machine, with the NVIDIA driver installed")  # fmt: skip
     run = nvidia_smi_runner(binary, environ)
     machine = discover(run=run) or Machine()
-    facts = [container_facts(c) for c in containers]
-    return attribute(machine, parse_usage(run(USAGE_QUERY)), parse_compute_apps(run(APPS_QUERY)),
-                     load_ledger(folder), facts, cgroup or read_cgroup)  # fmt: skip
+    containers = list(containers)
+    holdings = [found for c in containers if (found := container_holding(c.attrs)) is not None]
+    ledger = load_ledger(folder) if folder is not None else Ledger()
+    return attribute(machine, parse_usage(run(USAGE_QUERY)), parse_compute_apps(run(APPS_QUERY)), ledger, holdings,
+                     cgroup or read_cgroup, project=project, folder=str(folder) if folder else None,
+                     containers=[known_container(c.attrs) for c in containers])  # fmt: skip

@@ -16,9 +16,10 @@ DEFAULT_OUTPUT = ".devbox"  # beside devbox.yaml; ".devbox-<stem>" beside any ot
 COMPOSE_FILE = "docker-compose.yml"
 KNOWN_HOSTS = "known_hosts"
 DOCKERIGNORE = ".dockerignore"
-IMAGE_FILES = ("Dockerfile", "entrypoint.sh", "requirements.txt")
-IMAGE_FILE_MODES = {"Dockerfile": 0o644, "entrypoint.sh": 0o755, "requirements.txt": 0o644}
+IMAGE_FILES = ("Dockerfile", "entrypoint.sh")  # the pip requirements are in the Dockerfile (devbox.layering)
+IMAGE_FILE_MODES = {"Dockerfile": 0o644, "entrypoint.sh": 0o755}
 IMAGE_KEY_FILE = ".image-key"
+IMAGE_LAYERS_FILE = "image-layers.json"  # the package and requirement layers of the last render
 COMPOSE_KEY_FILE = ".compose-key"
 CREDENTIALS_FILE = "credentials.yaml"
 APPLIED_PASSWORDS_FILE = "passwords-applied.json"
@@ -94,6 +95,10 @@ class Layout:
     @property
     def image_key(self) -> Path:
         return self.folder / IMAGE_KEY_FILE
+
+    @property
+    def image_layers(self) -> Path:
+        return self.folder / IMAGE_LAYERS_FILE
 
     @property
     def compose_key(self) -> Path:

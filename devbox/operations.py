@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from devbox import probe
+from devbox import probe, watch_service
 from devbox.docker_api import StartWatch, engine_errors, talks_to_engine
 from devbox.errors import DevboxError, EngineError, UsageError
 from devbox.render import connect_address
@@ -49,15 +49,20 @@ def up(project: Project, only: list[str] | None = None,
     """
     engine = _engine_for(project)
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
-    with project.lock(), _reporting_interrupts(project):
-        rendered = project.render(allocate_gpus=engine.allocates_gpus)
+    with project.lock(), _reporting_interrupts(project), project.gpu_lock(engine.allocates_gpus) as gpu_lock:
+        # GPUs are given out under the machine lock, until the containers that hold them exist
+        rendered = project.render(allocate_gpus=engine.allocates_gpus, engine_gpus=True)
         project.containers()  # the project's containers, volumes and networks are this spec's
+        if project.spec.engine == "compose":
+            watch_service.bring_back(project, hosts)  # hosts the idle watcher stopped get their restart policy
         with engine.start_watch(project) as started:
             engine.converge(project, hosts, rendered, only=bool(only))
+            gpu_lock.release()
             started.see_running()
             targets = login_targets(project, hosts)
             results = probe.wait_for_logins(targets, wait_seconds, started.wait, started.failing)
             results = _restart_rekeyed(project, targets, results, wait_seconds, started)
+        watch_service.start(project)  # the idle watcher, when a host has an idle policy
     failed = [r for r in results if not r.ok]
     if failed:
         ours = project.containers()
@@ -99,6 +104,7 @@ def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
     with project.lock(), _reporting_interrupts(project):
         project.consent_to_discard(project.containers(), "down")
+        watch_service.stop(project)
         _engine_for(project).down(project, volumes)
 
 
@@ -180,16 +186,28 @@ def status(project: Project) -> list[dict[str, Any]]:
     address, the task's state where the container is out of reach) that is added."""
     from devbox.gpus import load_ledger
 
-    reach = _engine_for(project).reach(project)
+    engine = _engine_for(project)
+    reach = engine.reach(project)
     ledger = load_ledger(project.folder)
+    also = _gpus_also_held(project, ledger) if engine.allocates_gpus else {}
     entries = []
     for host in project.spec.hosts:
         entry = host_status(project.spec, host, reach.containers.get(host.name), gpu_devices(ledger, host.name))
+        if host.name in also:
+            entry["gpus_also_held_by"] = also[host.name]
         details = reach.details.get(host.name, {})
         if details and host.name not in reach.containers:
             entry["state"] = details["task"]
         entries.append({**entry, **details})
     return entries
+
+
+def _gpus_also_held(project: Project, ledger: Ledger) -> dict[str, list[str]]:
+    """Hosts of this spec whose GPU a container of another spec or tool also holds."""
+    from devbox.gpus import also_held, owned_by
+
+    holdings = project.engine_gpu_holdings()
+    return also_held(holdings, ledger.machine, owned_by(project.spec.project, project.owner, project.folder))
 
 
 @talks_to_engine
@@ -230,8 +248,12 @@ def exec_in(project: Project, host: str, command: list[str], user: str | None,
 
 
 @talks_to_engine
-def gpu_usage(project: Project) -> list[GpuRow]:
-    """Per GPU of this machine: who holds it, how busy it is, whose processes run on it."""
+def gpu_usage(project: Project | None) -> list[GpuRow]:
+    """Per GPU of this machine: every container on the engine that holds it (any spec, any tool)
+    and, with a spec, what its ledger gave its hosts; how busy it is; whose processes run on it."""
+    from devbox.docker_api import connect, list_containers
     from devbox.gpus import gpu_report
 
-    return gpu_report(project.containers().values(), project.folder)
+    if project is None:
+        return gpu_report(list_containers(connect(), all=True))
+    return gpu_report(list_containers(project.client, all=True), project.folder, project=project.spec.project)

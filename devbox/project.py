@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from devbox import probe
 from devbox.docker_api import StartWatch, connect, list_containers
 from devbox.errors import PreflightError, UsageError
 from devbox.labels import LABEL_PREFIX, OWNER_FOLDER_LABEL, OWNER_LABEL
+from devbox.layering import ImageLayers
 from devbox.layout import COMPOSE_FILE, IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
 from devbox.render import (
     RenderedFile,
@@ -27,6 +28,7 @@ from devbox.render import (
     host_key_alias,
     image_file_names,
     image_inputs_key,
+    image_layers,
     render_project,
 )
 from devbox.spec import Host, Spec
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-    from devbox.gpus import Allocation
+    from devbox.gpus import Allocation, Holding, MachineLock
 
 Say = Callable[[str], None]
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
@@ -89,17 +91,39 @@ class Project:
         if not self.layout.known_hosts.is_file() or not self.layout.compose_file.is_file():
             self.render()
 
-    def render(self, *, allocate_gpus: bool = True) -> RenderedProject:
+    def render(self, *, allocate_gpus: bool = True, engine_gpus: bool = False) -> RenderedProject:
         """Render into the folder; ``allocate_gpus``: give each GPU host devices of its own (an
-        engine that hands out GPUs itself, a swarm, does not want that)."""
+        engine that hands out GPUs itself, a swarm, does not want that); ``engine_gpus``: none
+        that another container on the engine holds (`up` does this under ``gpu_lock``)."""
+        holdings = self.engine_gpu_holdings() if allocate_gpus and engine_gpus else ()
         rendered, _changed, created = render_to(self.spec, self.folder, self.environ, allocate_gpus=allocate_gpus,
-                                                say=self.say)
+                                                say=self.say, holdings=holdings)  # fmt: skip
         for line in rendered.notes:
             self.say(f"note: {line}")
         note = generated_note(self.folder, created)
         if note:
             self.say(note)
         return rendered
+
+    def wants_gpus(self) -> bool:
+        return any(host.gpus.wanted for host in self.spec.hosts)
+
+    def engine_gpu_holdings(self) -> list[Holding]:
+        """What every container on the engine holds of the GPUs (none read when no host wants any)."""
+        from devbox.gpus import engine_holdings
+
+        return engine_holdings(self.client) if self.wants_gpus() else []
+
+    def gpu_lock(self, allocates_gpus: bool) -> MachineLock:
+        """The machine-wide lock on giving out GPUs (devbox.gpus.MachineLock), when this spec's
+        hosts take GPUs that devbox gives out (a lock that locks nothing otherwise)."""
+        from devbox.gpus import MachineLock, engine_id, lock_path
+
+        if not (allocates_gpus and self.wants_gpus()):
+            return MachineLock(None)
+        path = lock_path(engine_id(self.client, self.environ), self.environ)
+        return MachineLock(path, on_wait=lambda: self.say(
+            f"waiting for another devbox up on this engine to finish giving out GPUs (lock {path})..."))
 
     def start_watch(self) -> StartWatch:
         """This project's container starts as they happen, so each host is probed from its own."""
@@ -291,24 +315,39 @@ def recreating_note(names: list[str]) -> str:
 
 
 def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_gpus: bool = True,
-              say: Say | None = None) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
+              say: Say | None = None,
+              holdings: Sequence[Holding] = ()) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
     """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated).
 
     GPU hosts get devices of their own from the project's GPU ledger (devbox.gpus), unless
-    ``allocate_gpus`` is off; an oversubscribed spec is refused before anything is written.
+    ``allocate_gpus`` is off, and none that another spec's container holds (``holdings``: what
+    the engine's containers hold); an oversubscribed spec or a full machine is refused before
+    anything is written.
     """
     check_output_folder(folder)
-    gpus = allocate_gpus_of(spec, folder, environ) if allocate_gpus else None
+    gpus = allocate_gpus_of(spec, folder, environ, holdings=holdings) if allocate_gpus else None
     material, created = prepare(spec, folder, environ, say)
-    key = image_inputs_key(spec)
+    layers = layers_after_last_render(spec, folder)
+    key = image_inputs_key(spec, layers)
     owner = owner_id(folder)
     rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus, owner,
-                              _compose_on_disk(folder))  # fmt: skip
+                              _compose_on_disk(folder), layers)  # fmt: skip
     changed = write_files(folder, rendered.files)
+    write_if_changed(Layout(folder).image_layers, layers.to_text(), 0o644)
     write_if_changed(Layout(folder).image_key, key + "\n", 0o644)
     compose_text = next(file.content for file in rendered.files if file.path == COMPOSE_FILE)
     write_if_changed(Layout(folder).compose_key, f"{rendered.compose_key} {_digest(compose_text)}\n", 0o644)
     return rendered, changed, created
+
+
+def layers_after_last_render(spec: Spec, folder: Path) -> ImageLayers:
+    """The image's package and requirement layers: those of the folder's last render kept where
+    the spec still wants them whole, one more for what it adds (devbox.layering)."""
+    try:
+        before = ImageLayers.from_text(Layout(folder).image_layers.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        before = ImageLayers()
+    return image_layers(spec, before)
 
 
 def _digest(text: str) -> str:
@@ -327,13 +366,17 @@ def _compose_on_disk(folder: Path) -> tuple[str, str] | None:
     return (key, text) if _digest(text) == digest else None
 
 
-def allocate_gpus_of(spec: Spec, folder: Path, environ: Mapping[str, str], *, save: bool = True) -> Allocation | None:
-    """The devices of every GPU host (None when no host wants any), kept in the ledger (``save``)."""
+def allocate_gpus_of(spec: Spec, folder: Path, environ: Mapping[str, str], *, save: bool = True,
+                     holdings: Sequence[Holding] = ()) -> Allocation | None:  # fmt: skip
+    """The devices of every GPU host (None when no host wants any), kept in the ledger (``save``),
+    none that ``holdings`` of other specs and tools hold."""
     if not any(host.gpus.wanted for host in spec.hosts):
         return None
-    from devbox.gpus import assign, requests_of
+    from devbox.gpus import assign, owned_by, requests_of
 
-    return assign(requests_of(spec.hosts), folder, spec.source, environ=environ, save=save)
+    ours = owned_by(spec.project, owner_id(folder, create=False), folder)
+    return assign(requests_of(spec.hosts), folder, spec.source, environ=environ, save=save, holdings=holdings,
+                  ours=ours)  # fmt: skip
 
 
 def check_output_folder(folder: Path) -> None:

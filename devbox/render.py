@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
-from devbox.labels import LABEL_PREFIX, OWNER_LABEL
+from devbox.labels import GPU_SHARE_LABEL, LABEL_PREFIX, OWNER_LABEL
+from devbox.layering import ImageLayers, plan, requirement_lines
 from devbox.layout import (
     COMPOSE_FILE,
     DOCKERIGNORE,
@@ -103,8 +105,8 @@ def setup_packages(spec: Spec) -> list[str]:
 
 
 def own_packages(spec: Spec) -> list[str]:
-    """The spec's own packages (and pip for its requirements), installed in a layer of their own
-    after the setup one: adding a package then rebuilds only that layer, not sshd and the user."""
+    """The spec's own packages (and pip for its requirements), installed in layers of their own
+    after the setup one (devbox.layering): adding a package then rebuilds none of sshd and the user."""
     setup = setup_packages(spec)
     wanted = [*spec.image.packages, *(["python3-pip"] if spec.image.pip_requirements else [])]
     return [package for package in dict.fromkeys(wanted) if package not in setup]
@@ -208,10 +210,25 @@ def pip_variables(spec: Spec) -> str:
     return "".join(f'{variable}="{" ".join(values)}" ' for variable, values in urls.items())
 
 
-def render_dockerfile(spec: Spec) -> str:
+def requirements_of(spec: Spec) -> list[str]:
+    """The spec's pip requirements, one logical line each (none without a requirements file)."""
+    if not spec.image.pip_requirements:
+        return []
+    return requirement_lines(spec.image.pip_requirements.read_text("utf-8"))
+
+
+def image_layers(spec: Spec, before: ImageLayers | None = None) -> ImageLayers:
+    """The spec's package and requirement layers after those of the last render (``before``;
+    None: a first render, one layer of each)."""
+    return plan(own_packages(spec), requirements_of(spec), before or ImageLayers())
+
+
+def render_dockerfile(spec: Spec, layers: ImageLayers | None = None) -> str:
+    layers = layers if layers is not None else image_layers(spec)
+    requirements = [[shlex.quote(line) for line in version] for version in layers.requirements]
     return render_template(
-        "Dockerfile.j2", image=spec.image, setup_packages=setup_packages(spec),
-        own_packages=own_packages(spec), apt_cache=apt_cache_id(spec), source=_origin(spec), sshd=SSHD_HARDENING,
+        "Dockerfile.j2", image=spec.image, setup_packages=setup_packages(spec), package_layers=layers.packages,
+        requirement_layers=requirements, apt_cache=apt_cache_id(spec), source=_origin(spec), sshd=SSHD_HARDENING,
         build_mounts={step: build_mounts(spec, step) for step in ("packages", "pip")},
         pip_variables=pip_variables(spec),
     )  # fmt: skip
@@ -221,23 +238,20 @@ def render_entrypoint(spec: Spec) -> str:
     return render_template("entrypoint.sh.j2", user=spec.image.user, source=_origin(spec))
 
 
-
 def image_file_names(spec: Spec) -> list[str]:
-    return [name for name in IMAGE_FILE_MODES if name != "requirements.txt" or spec.image.pip_requirements]
+    """The build context's files (the requirements are written into the Dockerfile, by layer)."""
+    return list(IMAGE_FILE_MODES)
 
 
-def image_files(spec: Spec) -> list[RenderedFile]:
+def image_files(spec: Spec, layers: ImageLayers | None = None) -> list[RenderedFile]:
     """The build context: only these files are sent to the engine (.dockerignore keeps secrets out)."""
-    files = [
-        RenderedFile("Dockerfile", render_dockerfile(spec)),
+    return [
+        RenderedFile("Dockerfile", render_dockerfile(spec, layers)),
         RenderedFile("entrypoint.sh", render_entrypoint(spec), IMAGE_FILE_MODES["entrypoint.sh"]),
     ]
-    if spec.image.pip_requirements:
-        files.append(RenderedFile("requirements.txt", spec.image.pip_requirements.read_text("utf-8")))
-    return files
 
 
-def image_inputs_key(spec: Spec) -> str:
+def image_inputs_key(spec: Spec, layers: ImageLayers | None = None) -> str:
     """A digest of everything the image files are made from: this module, the templates, the image
     settings, the requirements. Equal keys mean equal files, so they need not be rendered again
     (which spares importing Jinja2 on every `up`)."""
@@ -246,9 +260,7 @@ def image_inputs_key(spec: Spec) -> str:
     digest = hashlib.sha256(Path(__file__).read_bytes())
     for template in ("Dockerfile.j2", "entrypoint.sh.j2"):
         digest.update(resources.files("devbox").joinpath("templates").joinpath(template).read_bytes())
-    digest.update(f"{spec.image!r}\0{_origin(spec)}".encode())
-    if spec.image.pip_requirements:
-        digest.update(spec.image.pip_requirements.read_bytes())
+    digest.update(f"{spec.image!r}\0{_origin(spec)}\0{layers if layers is not None else image_layers(spec)!r}".encode())
     return digest.hexdigest()
 
 
@@ -305,6 +317,7 @@ def _resources(host: Host, assignment: Assignment | None = None) -> dict[str, An
             target["cpus"] = _cpus(wanted.cpus)
         if wanted.memory is not None:
             target["memory"] = wanted.memory.text
+    limits["pids"] = host.pids_limit  # -1: unlimited, as the user opted out
     if host.gpus.wanted:
         reservations["devices"] = [_gpu_device(host, assignment)]
     resources = {key: value for key, value in (("limits", limits), ("reservations", reservations)) if value}
@@ -427,8 +440,15 @@ def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[s
         [network] if host.hostname == host.name else {network: {"aliases": [host.hostname]}}
     )
     service.update(_hardware(host))
+    service["logging"] = _logging(host)
     service["healthcheck"] = HEALTHCHECK
     return service
+
+
+def _logging(host: Host) -> dict[str, Any]:
+    """The host's log driver, rotated: both drivers keep at most max_files files of max_size."""
+    return {"driver": host.logging.driver,
+            "options": {"max-size": host.logging.max_size.text, "max-file": str(host.logging.max_files)}}  # fmt: skip
 
 
 def _hardware(host: Host) -> dict[str, Any]:
@@ -493,6 +513,7 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: st
             f"{LABEL_PREFIX}host": host.name,
             f"{LABEL_PREFIX}config-hash": digest,
             **({OWNER_LABEL: owner} if owner else {}),
+            **({GPU_SHARE_LABEL: "true"} if host.gpu_share and host.gpus.wanted else {}),
         }
         services[host.name] = service
         for name in named_volumes(spec, host):
@@ -676,13 +697,15 @@ def compose_key(spec: Spec, data: Mapping[str, Any]) -> str:
 def render_project(
     spec: Spec, material: Mapping[str, HostMaterial], image: list[RenderedFile] | None = None,
     gpus: Allocation | None = None, owner: str | None = None, compose: tuple[str, str] | None = None,
+    layers: ImageLayers | None = None,
 ) -> RenderedProject:  # fmt: skip
     """Every file `devbox render` writes, in a stable order. ``image``: the image files, when the
     caller knows them already (see image_inputs_key); ``gpus``: each GPU host's devices;
     ``owner``: the spec's owner id (labels); ``compose``: (compose_key, text) of docker-compose.yml
     as last written, reused when the key is the same (PyYAML's representer took a third of a
-    100-host render)."""
-    files = list(image) if image is not None else image_files(spec)
+    100-host render); ``layers``: the image's package and requirement layers (devbox.layering;
+    None: one of each, as a first render makes)."""
+    files = list(image) if image is not None else image_files(spec, layers)
     tag = image_tag(spec, files)
     files.append(RenderedFile(DOCKERIGNORE, "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
     data = compose_data(spec, tag, gpus, owner)

@@ -38,11 +38,11 @@ if find_client; then
   say "docker engine already answers (client $DOCKER); daemon left as it is"
 else
   if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
-     || ! command -v ip >/dev/null || ! command -v ssh >/dev/null; then
-    say "installing docker.io debootstrap iproute2 openssh-client (apt)"
+     || ! command -v ip >/dev/null || ! command -v ssh >/dev/null || ! command -v zstd >/dev/null; then
+    say "installing docker.io debootstrap iproute2 openssh-client zstd (apt)"
     timeout 300 apt-get update -qq
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq \
-      --no-install-recommends docker.io debootstrap iproute2 openssh-client >/dev/null
+      --no-install-recommends docker.io debootstrap iproute2 openssh-client zstd >/dev/null
   fi
   # dockerd registers its "nvidia" GPU driver only if this hook is on its PATH
   # when it starts. Use a double that swallows the OCI state on stdin and
@@ -120,6 +120,13 @@ EOF
   timeout 300 "$DOCKER" run --rm "$IMAGE" sh -c 'apt-get update -qq' \
     || { "$DOCKER" rmi "$IMAGE" >/dev/null 2>&1 || true; die "apt-get update fails inside $IMAGE"; }
   say "apt-get update works inside $IMAGE"
+fi
+
+# ---- 2b. headless Chromium, for the test of `devbox usage --html` --------------
+if ! command -v chromium >/dev/null; then
+  say "installing chromium (apt)"
+  timeout 300 apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 # ---- 3. Compose v2 -----------------------------------------------------------

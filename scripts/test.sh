@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: install devbox with its test tools, make sure a
+# The whole test suite on a fresh machine: install devbox (as `pip install .` does) with its test tools, make sure a
 # Docker engine (with the GPU hook test double), Compose v2 and the local base image exist,
 # then run the benchmark's smoke test and every test folder: tests/unit (pure, seconds), tests/tools
 # (marker tools: ruff, mypy, shellcheck, hadolint, the wheel, compose config) and tests/e2e (marker
@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python -m pip install --quiet --root-user-action=ignore -e '.[test]'
+# Installed as users install it (not -e): the e2e tests run this install's `devbox` console script.
+python -m pip install --quiet --root-user-action=ignore '.[test]'
 bash scripts/engine.sh
 ruff check devbox tests benchmarks
 # The speed benchmark as a smoke test (N=2, cold and warm, against the seed-001 baseline): it

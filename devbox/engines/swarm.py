@@ -39,9 +39,10 @@ from devbox.engines.swarm_reach import DOCKER_HOST_LABEL, locate, remove_volumes
 from devbox.errors import EngineError, UsageError
 from devbox.labels import LABEL_PREFIX
 from devbox.layout import secret_sources
-from devbox.project import recreating_note
+from devbox.project import layers_after_last_render, recreating_note
 from devbox.render import HEALTHCHECK, RenderedProject, connect_address, home_directory, home_volume, named_volumes
 from devbox.spec import Host, Spec
+from devbox.spec.options import join
 
 if TYPE_CHECKING:
 
@@ -118,22 +119,31 @@ def service_definition(spec: Spec, host: Host, tag: str, config_hash: str, secre
         # dnsrr: names resolve to the container itself (a virtual IP forwards TCP/UDP, not ping)
         "endpoint_spec": EndpointSpec(mode="dnsrr", ports=[{"Protocol": "tcp", "PublishedPort": host.ssh_port,
                                                             "TargetPort": 22, "PublishMode": "host"}]),  # fmt: skip
-        "resources": Resources(
+        "resources": _with_pids(Resources(
             cpu_limit=nano(host.limits.cpus), mem_limit=host.limits.memory.bytes if host.limits.memory else None,
             cpu_reservation=nano(host.reservations.cpus),
             mem_reservation=host.reservations.memory.bytes if host.reservations.memory else None,
             generic_resources=gpus,
-        ),  # fmt: skip
+        ), host),  # fmt: skip
         "restart_policy": RestartPolicy(condition=RESTART_CONDITIONS[policy], max_attempts=int(attempts or 0)),
         "healthcheck": Healthcheck(
             test=HEALTHCHECK["test"], interval=_nanoseconds(HEALTHCHECK["interval"]),
             timeout=_nanoseconds(HEALTHCHECK["timeout"]), retries=HEALTHCHECK["retries"],
             start_period=_nanoseconds(HEALTHCHECK["start_period"]),
         ),  # fmt: skip
+        "log_driver": host.logging.driver,
+        "log_driver_options": {"max-size": host.logging.max_size.text, "max-file": str(host.logging.max_files)},
         "cap_add": list(host.cap_add) or None,
         "mode": ServiceMode("replicated", replicas=1),
         "constraints": list(placement or []) or None,
     }
+
+
+def _with_pids(resources: dict[str, Any], host: Host) -> dict[str, Any]:
+    """The task's PIDs limit (API 1.41, Docker 20.10: ``Limits.Pids``, 0 for unlimited), which
+    the SDK's Resources has no argument for."""
+    resources.setdefault("Limits", {})["Pids"] = max(host.pids_limit, 0)
+    return resources
 
 
 def swarm_spec_problems(spec: Spec) -> tuple[list[str], list[str]]:
@@ -166,7 +176,24 @@ def _manager_problems(project: Project) -> list[str]:
     if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
         return ["engine: swarm, but this engine is not a swarm manager (run `docker swarm init`, "
                 "or point DOCKER_HOST at a manager, or use engine: compose)"]  # fmt: skip
-    return []
+    return pids_problems(project.spec, str(project.client.version().get("ApiVersion", "")))
+
+
+PIDS_API = (1, 41)  # Docker 20.10: a service's TaskTemplate.Resources.Limits.Pids
+
+
+def pids_problems(spec: Spec, api_version: str) -> list[str]:
+    """An older manager ignores a service's PIDs limit without a word: refused rather than
+    run unbounded (only `pids_limit: unlimited` needs nothing of it)."""
+    try:
+        version = tuple(int(part) for part in api_version.split("."))
+    except ValueError:
+        return []
+    if version >= PIDS_API:
+        return []
+    limited = [host for host in spec.hosts if host.pids_limit != -1]
+    return [f"{join(host.origin('pids_limit'), 'pids_limit')}: this swarm's engine (API {api_version}) cannot "
+            "limit a service's processes (Docker 20.10 can; or set pids_limit: unlimited)" for host in limited[:1]]
 
 
 def _placement_problems(project: Project, nodes: list[Node] | None = None) -> list[str]:
@@ -603,5 +630,6 @@ class SwarmEngine(Engine):
 
         if _manager_problems(project):
             return []  # said by the engine line
-        tag = image_tag(project.spec, image_files(project.spec))
+        layers = layers_after_last_render(project.spec, project.folder)
+        tag = image_tag(project.spec, image_files(project.spec, layers))
         return doctor_lines(project, read_nodes(project.client), _own_node(project), tag)

@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from devbox.spec.model import DEFAULT_BASE_IMAGE, DEFAULT_PACKAGES
+from devbox.spec.idle_setting import IdleSetting
+from devbox.spec.model import DEFAULT_BASE_IMAGE, DEFAULT_LOGGING, DEFAULT_PACKAGES, DEFAULT_PIDS_LIMIT
 from devbox.spec.options import (
     Choice,
     Cpus,
@@ -51,6 +52,7 @@ from devbox.spec.values import (
     ImageUser,
     MemoryLimit,
     OneLine,
+    PidsLimit,
     PublicKeys,
     RestartPolicy,
     Subnet,
@@ -130,6 +132,14 @@ RESOURCES = (
 )
 LIMITS = Table([RESOURCES[0], Field("memory", MemoryLimit(), RESOURCES[1].doc)], merges=True)
 RESERVATIONS = Table(RESOURCES, merges=True)
+LOG_DRIVERS = ("local", "json-file")  # the drivers that keep what `docker logs` reads, and rotate
+LOGGING = Table([
+    Field("driver", Choice(LOG_DRIVERS, "{value!r} is not supported (use local or json-file: both rotate, and "
+                           "`devbox logs` reads them)"), "local (compressed) or json-file.", DEFAULT_LOGGING.driver),
+    Field("max_size", Size(), "The size at which a log file is rotated.", DEFAULT_LOGGING.max_size.text),
+    Field("max_files", Integer(1, 100, "a number of files"), "How many log files are kept.",
+          DEFAULT_LOGGING.max_files),
+], merges=True)  # fmt: skip
 
 # Settings a host takes from itself first, then from defaults (mappings merge key by key).
 HOST_SETTINGS_FIELDS = (
@@ -180,6 +190,12 @@ HOST_SETTINGS_FIELDS = (
                                {"pattern": js_pattern(NODE_LABEL_KEY)}, Text(NODE_LABEL_VALUE,
                                "letters, digits, . _ / : -")),
           "Swarm: run only on nodes with these labels, e.g. {gpu: a100}."),
+    Field("idle", IdleSetting(), "Stop the host when idle: {after: 24h, gpu_below: 5, cpu_below: 10, warn: 1h} "
+          "(off unless set; see Idle hosts)."),
+    Field("pids_limit", PidsLimit(), "Processes and threads the host may have at once (-1 or unlimited: no "
+          "limit), so a fork bomb in one host cannot starve the others.", DEFAULT_PIDS_LIMIT),
+    Field("logging", LOGGING, "How much of the host's output the engine keeps: rotated at max_size, "
+          "max_files kept."),
 )  # fmt: skip
 # Settings only a host itself can have.
 HOST_ONLY_FIELDS = (
@@ -243,7 +259,7 @@ RESOURCE_KEYS = RESERVATIONS.keys
 
 def allowed_keys(section: str) -> tuple[str, ...]:
     """The keys a section of the spec accepts: "" (the top), network, image, defaults, a host
-    ("hosts.NAME"), limits or reservations."""
+    ("hosts.NAME"), limits, reservations or logging."""
     tables = {"": SPEC, "network": NETWORK, "image": IMAGE, "defaults": DEFAULTS, "limits": LIMITS,
-              "reservations": RESERVATIONS}  # fmt: skip
+              "reservations": RESERVATIONS, "logging": LOGGING}  # fmt: skip
     return HOST.keys if section.startswith("hosts.") else tables[section].keys

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devbox.spec.fields import HOST, MISSING_PORT
-from devbox.spec.model import DEFAULT_SHM, THREAD_VARIABLES, Gpus, Host, Resources, Size, Ulimit
+from devbox.spec.model import DEFAULT_SHM, THREAD_VARIABLES, Gpus, Host, Logging, Resources, Size, Ulimit
 from devbox.spec.options import ABSENT, Entry, Field, Reading, join, mapping_entries
 
 Layers = list[tuple[Mapping, str]]  # (settings as written, where: "hosts.NAME" or "defaults")
@@ -85,14 +85,28 @@ def _assemble(name: str, v: dict[str, Any], origins: dict[str, str], gpu_enabled
         ulimits=tuple(Ulimit(key, *pair) for key, pair in sorted(v["ulimits"].items())),
         devices=tuple(v["devices"]), cap_add=tuple(v["cap_add"]), ipc=v["ipc"], cpuset=v["cpuset"],
         home_volume=v["home_volume"] is not False,
-        node=v["node"], node_labels=tuple(sorted(v["node_labels"].items())),
+        node=v["node"], node_labels=tuple(sorted(v["node_labels"].items())), idle=v["idle"],
+        pids_limit=v["pids_limit"] or Host.pids_limit,
+        logging=Logging(**{key: value for key, value in v["logging"].items() if value is not None}),
         origins=tuple(sorted(origins.items())),
     )  # fmt: skip
     _check_environment(name, host.environment, origins, reading)
+    _note_unlimited_pids(host, reading)
     if not host.password_auth and not host.authorized_keys:
         reading.add(where["password_auth"], "password_auth is false but no "
                     "authorized_keys are given: nobody could log in")  # fmt: skip
     return host
+
+
+def _note_unlimited_pids(host: Host, reading: Reading) -> None:
+    """`pids_limit: unlimited` is allowed, but said: it is what lets one host take down the others."""
+    if host.pids_limit != -1:
+        return
+    note = (f"{join(host.origin('pids_limit'), 'pids_limit')}: unlimited: a fork bomb or runaway build in this "
+            "host can exhaust the machine's process table, and then no other host (nor the engine) can start "
+            "a process")  # fmt: skip
+    if note not in reading.notes:
+        reading.notes.append(note)
 
 
 def _check_reservations(name: str, limits: Resources, reservations: Resources, reading: Reading) -> None:

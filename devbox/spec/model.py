@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devbox.idle import IdlePolicy
+
 DEFAULT_BASE_IMAGE = "nvidia/cuda:12.6.3-cudnn-devel-ubuntu22.04"
 DEFAULT_PACKAGES = ("net-tools", "iputils-ping", "curl", "wget", "git", "python3-pip")
 DEFAULT_SHM_SIZE = "2g"
+DEFAULT_PIDS_LIMIT = 4096  # every thread counts: a PyTorch job has hundreds, a `make -j` a few per core
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -91,6 +94,20 @@ DEFAULT_SHM = Size(DEFAULT_SHM_SIZE, 2 * 1024**3)
 
 
 @dataclass(frozen=True)
+class Logging:
+    """Where a host's output goes and how much of it is kept: the engine rotates the log at
+    ``max_size`` and keeps ``max_files`` of them, so one chatty host cannot fill the disk.
+    Both drivers keep what `docker logs` (and `devbox logs`) read."""
+
+    driver: str = "local"
+    max_size: Size = Size("10m", 10 * 1024**2)
+    max_files: int = 3
+
+
+DEFAULT_LOGGING = Logging()
+
+
+@dataclass(frozen=True)
 class Resources:
     """CPU (in cores) and memory, as a limit or a reservation."""
 
@@ -163,6 +180,9 @@ class Host:
     home_volume: bool = True  # the user's home lives in the named volume HOST-home
     node: str | None = None  # swarm: the node (hostname or ID) it runs on
     node_labels: tuple[tuple[str, str], ...] = ()  # swarm: labels its node must have
+    idle: IdlePolicy | None = None  # stopped when idle this long (devbox.idle); None: never
+    pids_limit: int = DEFAULT_PIDS_LIMIT  # processes and threads at once; -1: unlimited
+    logging: Logging = field(default_factory=Logging)
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property

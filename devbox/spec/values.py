@@ -493,6 +493,24 @@ class UlimitValue(Option):
         return {"anyOf": [number, pair]}
 
 
+MIN_PIDS_LIMIT = 32  # sshd, a login shell and the command it runs, with room to type `kill`
+
+
+class PidsLimit(Option):
+    """How many processes and threads a host may have at once (the pids cgroup), or -1 /
+    unlimited. Returns the number, -1 for unlimited."""
+
+    number = Integer(MIN_PIDS_LIMIT, 4194304, "a process count")  # 4194304: the kernel's highest pid_max
+
+    def read(self, value: Any, path: str, reading: Reading) -> int | None:
+        if value == -1 or (isinstance(value, str) and value.strip().lower() in ("-1", "unlimited")):
+            return -1
+        return self.number.read(value, path, reading)
+
+    def schema(self) -> Schema:
+        return {"anyOf": [self.number.schema(), {"enum": [-1, "-1", "unlimited"]}]}
+
+
 class Device(Option):
     """A device to pass through: /dev/x, or /dev/host:/dev/container[:rwm]."""
 

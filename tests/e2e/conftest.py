@@ -37,6 +37,9 @@ BASE_IMAGE = "devbox-test/bookworm:base"
 # debootstrap on a fresh machine takes well under a minute here; allow slack.
 ENGINE_SCRIPT_TIMEOUT_S = 1200
 ENGINE_FIX = "run `bash scripts/engine.sh` first"
+# The devbox users run: the console script installed beside this Python (issue 21), not
+# `python -m devbox`, so the e2e tests drive the package as `pip install .` installed it.
+DEVBOX = [str(Path(sys.executable).with_name("devbox"))]
 
 _engine_script_result: str | None = None  # run scripts/engine.sh at most once
 
@@ -165,7 +168,7 @@ class Stack:
     def devbox(self, *args: str, env: dict[str, str] | None = None, check: bool = True,
                timeout: float = 600) -> subprocess.CompletedProcess[str]:  # fmt: skip
         result = subprocess.run(
-            [sys.executable, "-m", "devbox", *args], cwd=self.directory, capture_output=True, text=True,
+            [*DEVBOX, *args], cwd=self.directory, capture_output=True, text=True,
             timeout=timeout, check=False, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         if check and result.returncode != 0:

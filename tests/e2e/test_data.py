@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from .conftest import DEVBOX
+
 pytestmark = pytest.mark.e2e
 
 
@@ -12,9 +14,8 @@ def _devbox_in(folder, *args):
     """devbox run in another folder than a stack's own (a second spec of the same name)."""
     import os
     import subprocess
-    import sys
 
-    return subprocess.run([sys.executable, "-m", "devbox", *args], cwd=folder, capture_output=True, text=True,
+    return subprocess.run([*DEVBOX, *args], cwd=folder, capture_output=True, text=True,
                           timeout=600, check=False, env=dict(os.environ), stdin=subprocess.DEVNULL)  # fmt: skip
 
 
@@ -61,14 +62,13 @@ def test_home_follows_a_changed_uid(make_stack, docker_client):
 def test_render_waits_for_the_project_lock(make_stack):
     import fcntl
     import subprocess
-    import sys
     import time
 
     stack = make_stack(1)
     stack.state.mkdir()
     with open(stack.state / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        render = subprocess.Popen([sys.executable, "-m", "devbox", "render"], cwd=stack.directory,
+        render = subprocess.Popen([*DEVBOX, "render"], cwd=stack.directory,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         time.sleep(3)
         assert render.poll() is None, "render did not wait for the lock another command holds"
@@ -298,9 +298,8 @@ def test_a_second_folder_with_the_same_project_name_cannot_touch_the_first_ones_
 def _start_devbox(folder, *args):
     import os
     import subprocess
-    import sys
 
-    return subprocess.Popen([sys.executable, "-m", "devbox", *args], cwd=folder, stdout=subprocess.PIPE,
+    return subprocess.Popen([*DEVBOX, *args], cwd=folder, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ), stdin=subprocess.DEVNULL)  # fmt: skip
 
 

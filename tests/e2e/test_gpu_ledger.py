@@ -39,6 +39,8 @@ def test_two_hosts_asking_for_one_gpu_each_get_different_gpus(make_stack, docker
     stack = make_stack(2, defaults={"gpus": 1})
     up = stack.devbox("up")
     assert "GPUs are assigned by index" in up.stdout  # no nvidia-smi here: said, not hidden
+    gpus_column = {line.split()[0]: line for line in up.stdout.splitlines() if line.startswith(("master ", "worker "))}
+    assert " #0" in gpus_column["master"] and " #1" in gpus_column["worker"], up.stdout  # never a bare `0`
     seen = {host: init_environment(stack.container(docker_client, host))["NVIDIA_VISIBLE_DEVICES"]
             for host in ("master", "worker")}  # fmt: skip
     assert seen == {"master": "0", "worker": "1"}
@@ -55,7 +57,7 @@ def test_two_hosts_asking_for_one_gpu_each_get_different_gpus(make_stack, docker
         assert device_request(container)["DeviceIDs"] == [uuid]
         assert init_environment(container)["NVIDIA_VISIBLE_DEVICES"] == uuid
     table = stack.devbox("status", env=on_machine).stdout
-    assert "0 (GPU-5d5ba0) NVIDIA GeForce RTX 4090" in table and "1 (GPU-6f2b1e) NVIDIA GeForce RTX 4090" in table
+    assert "#0 (GPU-5d5ba0) NVIDIA GeForce RTX 4090" in table and "#1 (GPU-6f2b1e) NVIDIA GeForce RTX 4090" in table
     check = stack.devbox("check", env=on_machine, check=False)
     assert "PASS  worker     gpu request" in check.stdout, check.stdout
 

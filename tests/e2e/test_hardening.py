@@ -25,7 +25,7 @@ import yaml
 
 from devbox.probe import Target, login
 
-from .conftest import new_project_name
+from .conftest import DEVBOX, new_project_name
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +87,7 @@ class Operator:
 
     def devbox(self, folder: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
-        result = subprocess.run(_as_operator(self, [sys.executable, "-m", "devbox", *args]), cwd=folder, env=env,
+        result = subprocess.run(_as_operator(self, [*DEVBOX, *args]), cwd=folder, env=env,
                                 capture_output=True, text=True, timeout=600, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
         if check and result.returncode != 0:
             raise AssertionError(f"devbox {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")

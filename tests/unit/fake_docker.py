@@ -59,6 +59,9 @@ class FakeDockerClient:
             "ServerVersion": "27.0.0", "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "ControlAvailable": False},
         }  # fmt: skip
         self.events_data: list[dict[str, Any]] = []
+        self.version_data: dict[str, Any] = {"ApiVersion": "1.41", "Version": "20.10.24"}
+        # what `docker system df` answers: containers with SizeRw, volumes with UsageData.Size
+        self.df_data: dict[str, Any] = {"Containers": [], "Volumes": [], "Images": [], "LayersSize": 0}
         self.ids = (f"{n:064x}" for n in itertools.count(1))
         self.containers = Containers(self)
         self.images = Images(self)
@@ -86,6 +89,14 @@ class FakeDockerClient:
     def info(self) -> dict[str, Any]:
         self.record("info")
         return copy.deepcopy(self.info_data)
+
+    def version(self) -> dict[str, Any]:
+        self.record("version")
+        return copy.deepcopy(self.version_data)
+
+    def df(self) -> dict[str, Any]:
+        self.record("df")
+        return copy.deepcopy(self.df_data)
 
     def events(self, **kwargs: Any) -> Events:
         """The canned events (``events_data``), then the stream ends, as a closed connection does."""

@@ -12,6 +12,7 @@ from benchmarks import report  # noqa: E402
 from benchmarks.stacks import (  # noqa: E402
     BASE_IMAGE,
     EDIT_PACKAGE,
+    EDITS,
     SEED_PACKAGES,
     BaselineStack,
     DevboxStack,
@@ -81,14 +82,19 @@ def test_issue_18_targets_are_ratios_measured_in_the_same_run():
     assert "| idle host: container RSS (sshd waiting) | 32 | 2.0 MiB | - | - | 1/0 |" in table
 
 
-def test_edit_adds_one_package_and_puts_the_spec_back(tmp_path, monkeypatch):
+def test_edits_change_init_packages_and_put_the_spec_back(tmp_path, monkeypatch):
     stack = DevboxStack("devbox", 2, "project", 15000, tmp_path, tmp_path)
     stack.prepare()
     original = stack.spec_path.read_text()
     seen = []
     monkeypatch.setattr(DevboxStack, "_up", lambda self, name: seen.append((name, self.spec_path.read_text())))
-    stack.edit()
-    assert seen[0][0] == "edit" and f"packages: [less, {EDIT_PACKAGE}]" in seen[0][1]
+    for metric, change in EDITS:
+        stack.edit(metric, change(stack.packages))
+    stack.edit("edit_pip", stack.packages, ("six",))
+    assert "packages: [bc, net-tools," in seen[0][1] and "curl, tree, wget" in seen[1][1]
+    assert f"python3-pip, {EDIT_PACKAGE}]" in seen[2][1] and "wget" not in seen[3][1]
+    assert "pip_requirements: requirements.txt" in seen[4][1] and (tmp_path / "requirements.txt").read_text() == "six\n"
+    stack.put_back()
     assert stack.spec_path.read_text() == original
 
 

@@ -98,13 +98,31 @@ def test_secrets_reach_their_steps_by_name_and_compose_by_source(tmp_path):
     dockerfile = render_dockerfile(spec)
     assert "--mount=type=secret,id=netrc,target=/etc/apt/auth.conf.d/devbox-netrc.conf,required=true" in dockerfile
     assert "--mount=type=secret,id=netrc,target=/root/.netrc,required=true" in dockerfile
-    assert '--mount=type=ssh,required=true \\\n    PIP_INDEX_URL="$(cat /run/secrets/idx)" ' in dockerfile
+    assert "--mount=type=ssh,required=true \\\n    printf" in dockerfile
+    assert '&& PIP_INDEX_URL="$(cat /run/secrets/idx)" PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip' in dockerfile
     data = compose_data(spec, "tag:1")
     build = data["services"]["master"]["build"]
     assert build["secrets"] == [{"source": "build.idx", "target": "idx"}, {"source": "build.netrc", "target": "netrc"}]
     assert build["ssh"] == ["default"] and "build" not in data["services"]["worker"]
     assert data["secrets"]["build.idx"] == {"environment": "IDX"}
     assert data["secrets"]["build.netrc"] == {"file": str(tmp_path / "n")}
+
+
+def test_every_layer_of_a_step_mounts_its_secrets(tmp_path):
+    """Packages and requirements come in layers (devbox.layering): each RUN of a step that uses a
+    secret mounts it, the layers the last render kept as well as the new one."""
+    from devbox.layering import ImageLayers
+
+    (tmp_path / "requirements.txt").write_text("private-pkg\nother-pkg\n")
+    spec = make_spec(tmp_path, image=image(
+        packages=["git", "curl"], pip_requirements="requirements.txt", build_ssh=True,
+        build_secrets={"idx": {"env": "IDX", "as": "pip_index_url"}, "apt": {"file": "a", "as": "apt_source"}}))
+    layers = ImageLayers(packages=(("git",), ("curl",)), requirements=(("private-pkg",), ("private-pkg", "other-pkg")))
+    dockerfile = render_dockerfile(spec, layers)
+    apt_mount = "--mount=type=secret,id=apt,target=/etc/apt/sources.list.d/devbox-apt.list,required=true"
+    assert dockerfile.count(apt_mount) == 2
+    assert dockerfile.count("--mount=type=ssh,required=true") == 2
+    assert dockerfile.count('PIP_INDEX_URL="$(cat /run/secrets/idx)"') == 2
 
 
 def test_build_secrets_never_recreate_a_host(tmp_path):

@@ -262,9 +262,18 @@ def test_a_hostname_that_names_another_host_is_refused():
 def test_status_shows_gpus_as_all_and_a_list_of_ids():
     from devbox.cli import _requests_text
 
-    assert _requests_text([{"count": -1, "device_ids": None}]) == "all"
-    assert _requests_text([{"count": 0, "device_ids": ["0", "1"]}]) == "0,1"
+    assert _requests_text([{"count": -1, "device_ids": None}]) == "all GPUs"
+    assert _requests_text([{"count": 0, "device_ids": ["0", "1"]}]) == "#0, #1"
+    assert _requests_text([{"count": 1, "device_ids": None}]) == "1 GPU"
     assert _requests_text([]) == "-"
+
+
+def test_the_gpus_column_never_shows_a_bare_index_that_reads_as_no_gpu():
+    # issue 21: the demo's master showed `0` (its GPU index) beside a CPU host's `-`
+    from devbox.cli import _devices_text
+
+    assert _devices_text([{"index": "0", "uuid": "GPU-5d5ba0d6-aaaa", "name": ""}]) == "#0 (GPU-5d5ba0)"
+    assert _devices_text([{"index": "1", "uuid": "", "name": ""}]) == "#1"
 
 
 def test_a_one_letter_volume_name_compose_takes_for_a_drive_is_refused():

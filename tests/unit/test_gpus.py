@@ -27,7 +27,7 @@ from devbox.gpus import (
     Assignment,
     ComputeApp,
     Gpu,
-    HostContainer,
+    Holding,
     Ledger,
     Machine,
     MigDevice,
@@ -36,7 +36,7 @@ from devbox.gpus import (
     allocate,
     assign,
     attribute,
-    container_facts,
+    container_holding,
     container_of,
     discover,
     gpu_report,
@@ -49,6 +49,7 @@ from devbox.gpus import (
     save_ledger,
 )
 
+from .fake_docker import FakeDockerClient, serve
 from .helpers import make_spec
 
 DOUBLES = Path(__file__).resolve().parents[1] / "doubles"
@@ -472,40 +473,51 @@ def test_attribution_names_holders_load_and_the_host_of_each_process(tmp_path):
     proc = fake_proc(tmp_path / "proc", {100: f"0::/system.slice/docker-{CONTAINER_A}.scope\n",
                                          200: "0::/user.slice/session-1.scope\n"})  # fmt: skip
     ledger = Ledger(machine, (Assignment("master", "1", ("GPU-0000",)), Assignment("nb", "1 shared", ("GPU-0000",), shared=True)))
-    containers = [HostContainer(CONTAINER_A, "master", ("GPU-0000",)), HostContainer(CONTAINER_B, "old", count=1)]
+    containers = [Holding(CONTAINER_A, "lab-master-1", ("GPU-0000",), project="lab", host="master"),
+                  Holding(CONTAINER_B, "lab-old-1", count=1, project="lab", host="old")]  # fmt: skip
     usage = [Usage(0, "GPU-0000", 2048, 35), Usage(1, "GPU-1000", 0, 0)]
     apps = [ComputeApp(200, "GPU-0000", 100), ComputeApp(100, "GPU-0000", 1900), ComputeApp(999, "GPU-0000", 5)]
-    rows = attribute(machine, usage, apps, ledger, containers, lambda pid: read_cgroup(pid, proc))
+    rows = attribute(machine, usage, apps, ledger, containers, lambda pid: read_cgroup(pid, proc), project="lab")
     first = rows[0].as_dict()
     assert first["memory_used_mib"] == 2048 and first["utilization"] == 35 and first["memory_total_mib"] == 81920
     # "old" asked for `count: 1` and Docker gave it GPU 0, as it gives every count: the ledger's holder shows the clash
     assert [(h["host"], h["shared"]) for h in first["holders"]] == [("master", False), ("nb", True), ("old", False)]
-    assert first["processes"] == [{"pid": 100, "host": "master", "used_memory_mib": 1900},
-                                  {"pid": 200, "host": None, "used_memory_mib": 100},
-                                  {"pid": 999, "host": None, "used_memory_mib": 5}]  # fmt: skip
+    assert [(p["pid"], p["host"], p["project"], p["used_memory_mib"]) for p in first["processes"]] == [
+        (100, "master", "lab", 1900), (200, None, None, 100), (999, None, None, 5)]  # fmt: skip
+    assert first["processes"][0]["container"] == "lab-master-1"
     assert rows[1].holders == () and rows[1].processes == ()
 
 
 def test_attribution_on_a_mig_gpu_lists_each_mig_holder(tmp_path):
     machine = machine_of("mig", tmp_path)
     a, b = machine.units[0], machine.units[1]
-    containers = [HostContainer(CONTAINER_A, "a", (a,)), HostContainer(CONTAINER_B, "b", (b,), running=False)]
+    containers = [Holding(CONTAINER_A, "p-a-1", (a,), project="p", host="a"),
+                  Holding(CONTAINER_B, "p-b-1", (b,), project="p", host="b", running=False)]  # fmt: skip
     ledger = Ledger(machine, (Assignment("a", "1", (a,)), Assignment("b", "1", (b,))))
-    rows = attribute(machine, [], [ComputeApp(7, machine.gpus[0].uuid, 10)], ledger, containers, lambda pid: None)
+    rows = attribute(machine, [], [ComputeApp(7, machine.gpus[0].uuid, 10)], ledger, containers, lambda pid: None,
+                     project="p")  # fmt: skip
     assert [(h.host, h.device) for h in rows[0].holders] == [("a", a), ("b", b)]
     assert rows[0].memory_used_mib is None and rows[0].processes[0].host is None
 
 
-def fake_container(cid: str, host: str, requests: list[dict[str, Any]], status: str = "running") -> SimpleNamespace:
-    return SimpleNamespace(id=cid, name=f"lab-{host}-1", status=status, labels={"devbox.host": host},
-                           attrs={"HostConfig": {"DeviceRequests": requests}})  # fmt: skip
+def fake_container(cid: str, host: str | None, requests: list[dict[str, Any]], status: str = "running", *,
+                   project: str = "lab", labels: dict[str, str] | None = None, env: list[str] | None = None,
+                   runtime: str = "runc", name: str | None = None) -> SimpleNamespace:  # fmt: skip
+    """A container as the SDK gives it, inspected: ``host`` None is one devbox did not make."""
+    found = dict(labels or {})
+    if host is not None:
+        found.update({"devbox.project": project, "devbox.host": host})
+    attrs = {"Id": cid, "Name": f"/{name or f'{project}-{host}-1'}", "State": {"Status": status},
+             "Config": {"Labels": found, "Env": env or []},
+             "HostConfig": {"DeviceRequests": requests, "Runtime": runtime}}  # fmt: skip
+    return SimpleNamespace(id=cid, name=attrs["Name"][1:], status=status, labels=found, attrs=attrs)
 
 
-def test_container_facts_read_device_requests():
+def test_container_holding_reads_device_requests():
     every = fake_container(CONTAINER_A, "a", [{"Driver": "nvidia", "Count": -1, "DeviceIDs": None}])
-    assert container_facts(every) == HostContainer(CONTAINER_A, "a", (), -1)
+    assert container_holding(every.attrs) == Holding(CONTAINER_A, "lab-a-1", (), -1, "lab", "a")
     pinned = fake_container(CONTAINER_B, "b", [{"Driver": "nvidia", "Count": 0, "DeviceIDs": ["GPU-1"]}], "exited")
-    assert container_facts(pinned) == HostContainer(CONTAINER_B, "b", ("GPU-1",), 0, running=False)
+    assert container_holding(pinned.attrs) == Holding(CONTAINER_B, "lab-b-1", ("GPU-1",), 0, "lab", "b", running=False)
 
 
 def test_gpu_report_reads_the_double_the_ledger_and_the_containers(tmp_path):
@@ -517,7 +529,7 @@ def test_gpu_report_reads_the_double_the_ledger_and_the_containers(tmp_path):
     save_ledger(tmp_path, ledger_after(allocate(reqs(("x", 1), ("y", 1), ("worker", [2])), machine), machine))
     proc = fake_proc(tmp_path / "proc", {4242: f"0::/docker/{CONTAINER_B}\n"})
     containers = [fake_container(CONTAINER_B, "worker", [{"Driver": "nvidia", "DeviceIDs": [uuid]}])]
-    rows = gpu_report(containers, tmp_path, env, lambda pid: read_cgroup(pid, proc))
+    rows = gpu_report(containers, tmp_path, env, lambda pid: read_cgroup(pid, proc), project="lab")
     assert [[h.host for h in row.holders] for row in rows] == [["x"], ["y"], ["worker"], []]
     assert (rows[2].memory_used_mib, rows[2].utilization) == (4096, 87)
     assert [(p.pid, p.host, p.used_memory_mib) for p in rows[2].processes] == [(4242, "worker", 4000)]
@@ -543,20 +555,24 @@ hosts:
 
 @pytest.fixture
 def gpus_cli(tmp_path, monkeypatch, use_double):
-    """`devbox gpus` against the double, with the project's containers given by the test.
-
-    Project.containers is the one call into the engine layer."""
-    from devbox.project import Project
-
+    """`devbox gpus` against the double and a fake engine (``engine``: add containers to it)."""
     (tmp_path / "devbox.yaml").write_text(SPEC)
-    found: list[SimpleNamespace] = []
-    monkeypatch.setattr(Project, "containers", lambda self: {c.labels["devbox.host"]: c for c in found})
+    engine = serve(monkeypatch, FakeDockerClient())
 
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(cli, ["-f", str(tmp_path / "devbox.yaml"), "gpus", *args])
+    def run(*args: str, spec: bool = True) -> Any:
+        return CliRunner().invoke(cli, [*(["-f", str(tmp_path / "devbox.yaml")] if spec else []), "gpus", *args])
 
-    return SimpleNamespace(run=run, containers=found, use=use_double, folder=tmp_path / ".devbox",
+    return SimpleNamespace(run=run, engine=engine, use=use_double, folder=tmp_path / ".devbox",
                            monkeypatch=monkeypatch)
+
+
+def gpu_container(engine: FakeDockerClient, name: str, ids: list[str] | None = None, count: int = 0,
+                  project: str | None = None, host: str | None = None, **fields: Any) -> Any:  # fmt: skip
+    """A container holding GPUs on the fake engine (devbox's when ``project`` and ``host`` are given)."""
+    labels = {"devbox.project": project, "devbox.host": host} if project and host else {}
+    request = {"Driver": "nvidia", "Count": count, "DeviceIDs": ids, "Capabilities": [["gpu"]]}
+    return engine.containers.add(name, labels={**labels, **fields.pop("labels", {})},
+                                 host_config={"DeviceRequests": [request]}, **fields)  # fmt: skip
 
 
 def test_devbox_gpus_shows_holders_load_and_processes(gpus_cli, tmp_path):
@@ -564,21 +580,24 @@ def test_devbox_gpus_shows_holders_load_and_processes(gpus_cli, tmp_path):
     first = data["gpus"][0]["uuid"]
     data["gpus"][0].update(memory_used=1536, utilization=42)
     gpus_cli.use(data, compute_apps=[{"pid": 31337, "gpu_uuid": first, "used_memory": 1500}])
-    gpus_cli.containers.append(fake_container(CONTAINER_A, "master", [{"Driver": "nvidia", "DeviceIDs": [first]}]))
-    cgroup = f"0::/system.slice/docker-{CONTAINER_A}.scope\n"
+    master = gpu_container(gpus_cli.engine, "gpulab-master-1", [first], project="gpulab", host="master")
+    cgroup = f"0::/system.slice/docker-{master.id}.scope\n"
     gpus_cli.monkeypatch.setattr(devbox.gpus, "read_cgroup", lambda pid: cgroup if pid == 31337 else None)
     table = gpus_cli.run()
     as_json = gpus_cli.run("--json")
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
     assert lines[0].split() == ["GPU", "UUID", "MODEL", "MEMORY", "UTIL", "HOLDERS"]
-    assert lines[1].split() == ["0", "GPU-5d5ba0d6", "NVIDIA", "GeForce", "RTX", "4090", "1536/24564", "MiB", "42%", "master"]
+    assert lines[1].split() == ["0", "GPU-5d5ba0d6", "NVIDIA", "GeForce", "RTX", "4090", "1536/24564", "MiB", "42%",
+                                "gpulab/master"]
     assert lines[2].split()[-1] == "-"
     assert lines[4].split() == ["PID", "GPU", "HOST", "MEMORY"]
-    assert lines[5].split() == ["31337", "0", "master", "1500", "MiB"]
+    assert lines[5].split() == ["31337", "0", "gpulab/master", "1500", "MiB"]
     rows = json.loads(as_json.output)
-    assert rows[0]["processes"] == [{"pid": 31337, "host": "master", "used_memory_mib": 1500}]
-    assert rows[0]["holders"] == [{"host": "master", "device": first, "shared": False}]
+    assert rows[0]["processes"] == [{"pid": 31337, "host": "master", "project": "gpulab",
+                                     "container": "gpulab-master-1", "used_memory_mib": 1500}]  # fmt: skip
+    assert rows[0]["holders"] == [{"host": "master", "project": "gpulab", "folder": None,
+                                   "container": "gpulab-master-1", "device": first, "shared": False}]  # fmt: skip
 
 
 def test_devbox_gpus_with_a_broken_driver_is_one_red_line(gpus_cli):

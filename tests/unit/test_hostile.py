@@ -219,7 +219,7 @@ COMPOSE_TOP = {"name", "services", "networks", "volumes", "secrets"}
 COMPOSE_SERVICE = {
     "build", "image", "pull_policy", "hostname", "restart", "volumes", "environment", "secrets", "deploy",
     "ports", "networks", "shm_size", "ulimits", "devices", "cap_add", "privileged", "ipc", "cpuset",
-    "healthcheck", "labels",
+    "logging", "healthcheck", "labels",
 }  # fmt: skip
 OUTPUT_PATH = re.compile(
     r"Dockerfile|entrypoint\.sh|requirements\.txt|\.dockerignore|docker-compose\.yml|known_hosts"

@@ -44,6 +44,8 @@ def test_compose_says_what_seed_001_says(seed_spec):
     assert set(ours["services"]) == set(reference["services"])
     for name, theirs in reference["services"].items():
         mine = ours["services"][name]
+        # plus the PIDs limit every host gets (see test_every_host_has_a_pids_limit_and_rotated_logs)
+        assert mine["deploy"]["resources"]["limits"].pop("pids") == 4096
         assert mine["deploy"] == theirs["deploy"], name
         assert mine["ports"] == theirs["ports"]
         assert mine["restart"] == theirs["restart"]
@@ -141,7 +143,7 @@ def test_gpu_requests_use_count_or_ids_never_both():
     device = lambda name: services[name]["deploy"]["resources"]["reservations"]["devices"][0]  # noqa: E731
     assert device("a") == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
     assert device("b") == {"driver": "nvidia", "device_ids": ["0", "2"], "capabilities": ["gpu"]}
-    assert "deploy" not in services["c"]
+    assert "reservations" not in services["c"]["deploy"]["resources"]
     assert device("d") == {"driver": "nvidia", "count": 2, "capabilities": ["compute", "utility"]}
 
 

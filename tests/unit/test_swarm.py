@@ -48,7 +48,7 @@ def test_service_definition_carries_the_hosts_settings():
     assert definition["endpoint_spec"]["Ports"] == [
         {"Protocol": "tcp", "PublishedPort": 4432, "TargetPort": 22, "PublishMode": "host"}]
     resources = definition["resources"]
-    assert resources["Limits"] == {"NanoCPUs": 1_500_000_000, "MemoryBytes": 2 * 1024**3}
+    assert resources["Limits"] == {"NanoCPUs": 1_500_000_000, "MemoryBytes": 2 * 1024**3, "Pids": 4096}
     assert resources["Reservations"]["NanoCPUs"] == 500_000_000
     assert resources["Reservations"]["GenericResources"] == [{"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 2}}]
     assert definition["restart_policy"] == {"Condition": "on-failure", "Delay": 0, "MaxAttempts": 3, "Window": 0}
