@@ -126,7 +126,7 @@ def apt_fetch_seconds(log_text: str) -> int | None:
 class Stack:
     """One side for one host count: its folder, compose project name and SSH ports."""
 
-    side: str  # "devbox" or "baseline"
+    side: str  # "devbox", "devbox-one" (the one-package spec) or "baseline"
     hosts: int
     project: str
     first_port: int

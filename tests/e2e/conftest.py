@@ -10,6 +10,7 @@ so tests leave nothing behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import secrets
@@ -17,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +42,29 @@ ENGINE_FIX = "run `bash scripts/engine.sh` first"
 # The devbox users run: the console script installed beside this Python (issue 21), not
 # `python -m devbox`, so the e2e tests drive the package as `pip install .` installed it.
 DEVBOX = [str(Path(sys.executable).with_name("devbox"))]
+# The programs a devbox process runs: the Docker CLI (and its compose plugin), a v2 docker-compose,
+# and ssh (`devbox ssh`). Nothing else is on the PATH the tests give it.
+DEVBOX_PROGRAMS = ("docker", "docker-compose", "ssh")
+
+
+@functools.cache
+def machine_path() -> str:
+    """The PATH of every devbox the e2e tests run: a folder of the tests' own linking only the
+    programs devbox runs, so NVIDIA's tools are never found by chance, whatever this machine has (a
+    GPU server keeps nvidia-smi and nvidia-container-runtime-hook in /usr/bin; issue 30). A test
+    that wants an nvidia-smi puts its double in front (``gpu_machine`` in test_gpu_ledger.py)."""
+    folder = Path(tempfile.mkdtemp(prefix="devbox-e2e-path-"))
+    folder.chmod(0o755)  # test_hardening runs devbox as another user
+    for name in DEVBOX_PROGRAMS:
+        found = shutil.which(name)
+        if found is not None:
+            (folder / name).symlink_to(Path(found).resolve())
+    return str(folder)
+
+
+def devbox_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a devbox run: this process's, with the tests' own PATH, then ``extra``."""
+    return {**os.environ, "PATH": machine_path(), **(extra or {})}
 
 _engine_script_result: str | None = None  # run scripts/engine.sh at most once
 
@@ -169,7 +194,7 @@ class Stack:
                timeout: float = 600) -> subprocess.CompletedProcess[str]:  # fmt: skip
         result = subprocess.run(
             [*DEVBOX, *args], cwd=self.directory, capture_output=True, text=True,
-            timeout=timeout, check=False, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+            timeout=timeout, check=False, env=devbox_env(env), stdin=subprocess.DEVNULL,
         )  # fmt: skip
         if check and result.returncode != 0:
             raise AssertionError(f"devbox {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
@@ -285,6 +310,24 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=False, capture_output=True, timeout=30)
 
 
+# What dockerd runs from its PATH; nvidia-container-runtime-hook, which makes dockerd register its
+# NVIDIA GPU driver, is never among them.
+DOCKERD_PROGRAMS = ("containerd", "containerd-shim-runc-v2", "runc", "docker-init", "docker-proxy", "ctr")
+
+
+def _dockerd_path(folder: Path) -> str:
+    """A PATH of its own for a dockerd that must have no NVIDIA runtime: one folder linking the
+    programs dockerd runs, and nothing else, so a hook anywhere on this machine's PATH (a GPU
+    server has it in /usr/bin) is never found (issue 30: filtering the caller's PATH missed it)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in DOCKERD_PROGRAMS:
+        found = shutil.which(name)
+        if found is not None:
+            (folder / name).symlink_to(Path(found).resolve())
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def engine_without_gpu(docker_client: Any) -> Iterator[str]:
     """A second dockerd started WITHOUT nvidia-container-runtime-hook on its PATH: an engine
@@ -308,12 +351,12 @@ def engine_without_gpu(docker_client: Any) -> Iterator[str]:
     _ip("addr", "add", address, "dev", bridge)
     _ip("link", "set", bridge, "up")
     host = f"unix://{NOGPU_ROOT / 'docker.sock'}"
-    path = ":".join(p for p in os.environ["PATH"].split(":") if "devbox-test" not in p)
+    path = _dockerd_path(NOGPU_ROOT / "bin")
     with open(NOGPU_ROOT / "dockerd.log", "ab") as log:
         process = subprocess.Popen(
             [dockerd, "-H", host, "--data-root", "/var/lib/devbox-e2e-nogpu", "--exec-root", str(NOGPU_ROOT / "exec"),
              "--pidfile", str(NOGPU_ROOT / "docker.pid"), "--bridge", bridge, "--iptables=false", "--ip-masq=false"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, "PATH": path},
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={"PATH": path, "LANG": "C.UTF-8"},
         )  # fmt: skip
 
     def stop() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from devbox.probe import login
 
-from .conftest import DEVBOX
+from .conftest import DEVBOX, devbox_env
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ def test_logs_of_one_host_and_of_all(running):
     running.devbox("exec", "master", "--", "sh", "-c", "echo marker-line > /proc/1/fd/1")
     assert "marker-line" in running.devbox("logs", "master").stdout
     assert "marker-line" in running.devbox("logs").stdout
-    follow = subprocess.Popen([*DEVBOX, "logs", "-f", "master"], cwd=running.directory,
+    follow = subprocess.Popen([*DEVBOX, "logs", "-f", "master"], cwd=running.directory, env=devbox_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         time.sleep(1.5)
@@ -118,7 +118,7 @@ def test_a_second_up_waits_for_the_first(running):
     thread = threading.Thread(target=hold)
     thread.start()
     holder.wait(5)
-    waiting = subprocess.Popen([*DEVBOX, "up"], cwd=running.directory,
+    waiting = subprocess.Popen([*DEVBOX, "up"], cwd=running.directory, env=devbox_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(2)
     assert waiting.poll() is None, "up did not wait for the lock"

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import DEVBOX
+from .conftest import DEVBOX, devbox_env
 
 pytestmark = pytest.mark.e2e
 
 
 def _devbox_in(folder, *args):
     """devbox run in another folder than a stack's own (a second spec of the same name)."""
-    import os
     import subprocess
 
     return subprocess.run([*DEVBOX, *args], cwd=folder, capture_output=True, text=True,
-                          timeout=600, check=False, env=dict(os.environ), stdin=subprocess.DEVNULL)  # fmt: skip
+                          timeout=600, check=False, env=devbox_env(), stdin=subprocess.DEVNULL)  # fmt: skip
 
 
 def _volumes(docker_client, project):
@@ -68,7 +67,7 @@ def test_render_waits_for_the_project_lock(make_stack):
     stack.state.mkdir()
     with open(stack.state / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        render = subprocess.Popen([*DEVBOX, "render"], cwd=stack.directory,
+        render = subprocess.Popen([*DEVBOX, "render"], cwd=stack.directory, env=devbox_env(),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         time.sleep(3)
         assert render.poll() is None, "render did not wait for the lock another command holds"
@@ -296,11 +295,10 @@ def test_a_second_folder_with_the_same_project_name_cannot_touch_the_first_ones_
 
 
 def _start_devbox(folder, *args):
-    import os
     import subprocess
 
     return subprocess.Popen([*DEVBOX, *args], cwd=folder, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), stdin=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=devbox_env(), stdin=subprocess.DEVNULL)  # fmt: skip
 
 
 # sshd that never listens: the container runs, the login wait waits

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .conftest import machine_path
 from .test_gpu_hardware import init_environment
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +29,17 @@ def gpu_machine(tmp_path: Path, machine: dict[str, Any]) -> dict[str, str]:
     """The environment of a devbox run on a machine with these GPUs (nvidia-smi's double on PATH)."""
     described = tmp_path / "machine.json"
     described.write_text(json.dumps(machine))
-    return {"PATH": f"{DOUBLES}{os.pathsep}{os.environ['PATH']}", "DEVBOX_TEST_NVIDIA_SMI": str(described)}
+    return {"PATH": f"{nvidia_smi_folder(tmp_path)}{os.pathsep}{machine_path()}", "DEVBOX_TEST_NVIDIA_SMI": str(described)}
+
+
+def nvidia_smi_folder(tmp_path: Path) -> Path:
+    """A folder holding only nvidia-smi's double, run by this Python (the tests' PATH has no python3)."""
+    folder = tmp_path / "gpu-bin"
+    folder.mkdir(exist_ok=True)
+    wrapper = folder / "nvidia-smi"
+    wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{DOUBLES / 'nvidia-smi'}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    return folder
 
 
 def device_request(container: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import yaml
 
 from devbox.probe import Target, login
 
-from .conftest import DEVBOX, new_project_name
+from .conftest import DEVBOX, machine_path, new_project_name
 
 pytestmark = pytest.mark.e2e
 
@@ -86,12 +86,17 @@ class Operator:
     home: Path
 
     def devbox(self, folder: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
+        # setpriv, unshare and the mount script find their tools on the system's PATH; devbox itself
+        # gets the tests' own PATH (env, last before it), as every devbox the e2e tests run does.
+        env = {"PATH": SYSTEM_PATH, "HOME": str(self.home), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
         result = subprocess.run(_as_operator(self, [*DEVBOX, *args]), cwd=folder, env=env,
                                 capture_output=True, text=True, timeout=600, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
         if check and result.returncode != 0:
             raise AssertionError(f"devbox {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
+
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _hidden_behind() -> tuple[Path, Path] | None:
@@ -108,7 +113,8 @@ def _as_operator(operator: Operator, argv: list[str]) -> list[str]:
     """argv run with the operator's UID, GID and the Docker socket's group (setpriv), in a mount
     namespace of its own when the interpreter is out of the operator's reach otherwise."""
     socket_gid = os.stat("/var/run/docker.sock").st_gid
-    become = ["setpriv", f"--reuid={operator.uid}", f"--regid={operator.gid}", f"--groups={socket_gid}", "--"]
+    become = ["setpriv", f"--reuid={operator.uid}", f"--regid={operator.gid}", f"--groups={socket_gid}", "--",
+              "env", f"PATH={machine_path()}"]  # fmt: skip
     hidden = _hidden_behind()
     if hidden is None:
         return [*become, *argv]

@@ -145,3 +145,21 @@ def test_this_test_run_uses_the_installed_devbox_in_ci() -> None:
     where = subprocess.run([sys.executable, "-c", "import devbox; print(devbox.__file__)"], cwd="/",
                            capture_output=True, text=True, check=True, timeout=60).stdout.strip()  # fmt: skip
     assert REPO not in Path(where).resolve().parents, f"CI runs devbox from the checkout ({where}), not as installed"
+
+
+def test_pipx_install_gives_a_devbox_whose_commands_work(wheel: Path, tmp_path: Path, python_module) -> None:
+    """`pipx install` (an isolated environment of its own, with its dependencies) works as well."""
+    pipx = python_module("pipx")
+    env = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")},
+           "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin"),
+           "PIPX_MAN_DIR": str(tmp_path / "man")}  # fmt: skip
+    installed = subprocess.run([*pipx, "install", str(wheel)], env=env, capture_output=True, text=True,
+                               check=False, timeout=600)  # fmt: skip
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    devbox = str(tmp_path / "bin" / "devbox")
+    project = tmp_path / "project"
+    project.mkdir()
+    for argv in (["init", "--project", "pipxcheck"], ["validate"], ["render"], ["doctor", "--help"]):
+        result = subprocess.run([devbox, *argv], cwd=project, env=env, capture_output=True, text=True,
+                                check=False, timeout=120)  # fmt: skip
+        assert result.returncode == 0 and "Traceback" not in result.stderr, f"devbox {argv}: {result.stderr}"
