@@ -74,6 +74,8 @@ STEPS_OF_USE = {"netrc": ("pip", "packages"), "pip_config": ("pip",), "pip_index
 # Uses a step reads from one place (a second secret would hide the first).
 ONE_OF_A_USE = ("netrc", "pip_config", "pip_index_url", "known_hosts")
 _MOUNT = re.compile(r"--mount=([^\s]+)")
+# A URL's password (``scheme://user:password@``), unless pip fills it in from a variable (``${NAME}``)
+_URL_PASSWORD = re.compile(r"://[^/@\s:]+:(?!\$\{\w+\}@)[^/@\s]+@")
 
 
 def extra_line_mounts(line: str) -> list[dict[str, str]]:
@@ -92,6 +94,7 @@ def secret_id(mount: Mapping[str, str]) -> str | None:
 def check_build_secrets(image: Image, reading: Reading) -> None:
     """Every secret extra_lines mount is defined, and every secret (and the SSH agent) has a
     step that uses it: one left unused is a spec that does not do what its author thinks."""
+    check_requirement_passwords(image, reading)
     names = {secret.name for secret in image.build_secrets}
     used: set[str] = set()
     ssh_used = bool(image.pip_requirements)
@@ -129,6 +132,20 @@ def check_build_secrets(image: Image, reading: Reading) -> None:
     if image.build_ssh and not ssh_used:
         reading.add("image.build_ssh", "no build step uses the SSH agent (set image.pip_requirements, or mount it "
                     "in extra_lines: RUN --mount=type=ssh ...)")  # fmt: skip
+
+
+def check_requirement_passwords(image: Image, reading: Reading) -> None:
+    """No requirement line holds a password in a URL: the lines are written in the Dockerfile
+    (devbox.layering), so it would be in the image's history; a build secret carries it instead."""
+    from devbox.layering import requirement_lines
+
+    if image.pip_requirements is None or not image.pip_requirements.is_file():
+        return
+    for number, line in enumerate(requirement_lines(image.pip_requirements.read_text("utf-8")), 1):
+        if _URL_PASSWORD.search(line):
+            reading.add("image.pip_requirements", f"requirement {number} has a password in its URL, which would be "
+                        "in the Dockerfile and the image's history (give the index as a build secret, as: "
+                        "pip_index_url, or the password in a netrc secret)")  # fmt: skip
 
 
 def build_secret_problems(image: Image, environ: Mapping[str, str]) -> list[str]:

@@ -152,3 +152,35 @@ def test_ids_mounted_in_extra_lines_are_found():
 
     mounts = extra_line_mounts("RUN --mount=type=secret,target=/x/tok --mount=type=cache,target=/c true")
     assert [secret_id(m) for m in mounts] == ["tok", None]
+
+
+def test_a_new_value_keeps_the_image_and_a_new_use_builds_one(tmp_path, monkeypatch):
+    """The image tag names what the build is made of (the Dockerfile names secrets, never their
+    values): a new token alone builds nothing, a change to a step that uses it builds again."""
+    from devbox.render import render_project
+
+    from .helpers import fake_material
+
+    def tag(line: str = "RUN --mount=type=secret,id=tok true") -> str:
+        spec = make_spec(tmp_path, image=image(build_secrets={"tok": {"env": "TOKEN"}}, extra_lines=[line]))
+        return render_project(spec, fake_material(spec)).image_tag
+
+    monkeypatch.setenv("TOKEN", VALUE)
+    first = tag()
+    monkeypatch.setenv("TOKEN", VALUE + "-renewed")
+    assert tag() == first
+    assert tag("RUN --mount=type=secret,id=tok test -s /run/secrets/tok") != first
+
+
+def test_a_password_in_a_requirement_url_is_refused(tmp_path):
+    """Requirement lines are written in the Dockerfile: a token there would be in the history."""
+    (tmp_path / "requirements.txt").write_text(
+        "plain==1\nprivate @ https://token:abc123@git.example.com/p.tar.gz\n"
+        "ok @ git+ssh://git@git.example.com:22/team/tool.git\nvar @ https://u:${PIP_TOKEN}@example.com/p.whl\n")
+    with pytest.raises(SpecError) as info:
+        make_spec(tmp_path, image=image(pip_requirements="requirements.txt"))
+    assert info.value.problems == [
+        "image.pip_requirements: requirement 2 has a password in its URL, which would be in the Dockerfile and the "
+        "image's history (give the index as a build secret, as: pip_index_url, or the password in a netrc secret)"
+    ]
+    assert "abc123" not in str(info.value)
