@@ -148,9 +148,14 @@ def _names_in_use() -> Any:
 @pass_context
 def validate(ctx: Context) -> None:
     """Check the spec and print every problem found."""
+    from devbox.errors import SpecError
     from devbox.project import allocate_gpus_of
+    from devbox.spec.rules import build_secret_problems
 
     spec = ctx.spec()
+    missing = build_secret_problems(spec.image, os.environ)
+    if missing:
+        raise SpecError(spec.source, missing)
     gpus = sum(1 for host in spec.hosts if host.gpus.wanted)
     allocation = allocate_gpus_of(spec, ctx.folder(spec), os.environ, save=False) if ctx.allocates_gpus(spec) else None
     for note in (*spec.notes, *(allocation.notes if allocation else ())):

@@ -33,6 +33,7 @@ from devbox.layout import (
     secret_sources,
 )
 from devbox.spec import Host, Spec
+from devbox.spec.rules import STEPS_OF_USE
 
 if TYPE_CHECKING:
     import jinja2
@@ -172,6 +173,43 @@ class SshdHardening:
 SSHD_HARDENING = SshdHardening()
 
 
+# Where a build secret's use finds it in a step (by BuildKit's secret mount, for that step
+# only); a use not listed reads /run/secrets/NAME.
+SECRET_TARGETS = {
+    ("netrc", "pip"): "/root/.netrc",
+    ("netrc", "packages"): "/etc/apt/auth.conf.d/devbox-{name}.conf",
+    ("pip_config", "pip"): "/root/.config/pip/pip.conf",
+    ("known_hosts", "pip"): "/root/.ssh/known_hosts",
+    ("apt_source", "packages"): "/etc/apt/sources.list.d/devbox-{name}.list",
+}
+PIP_URL_VARIABLES = {"pip_index_url": "PIP_INDEX_URL", "pip_extra_index_url": "PIP_EXTRA_INDEX_URL"}
+
+
+def build_mounts(spec: Spec, step: str) -> list[str]:
+    """The secret (and SSH agent) mounts of one step devbox writes ("packages" or "pip"): each
+    secret only where its use needs it, required (a build without it fails instead of
+    installing from the wrong place). Names only: values never reach the Dockerfile."""
+    mounts = []
+    for secret in spec.image.build_secrets:
+        if step in STEPS_OF_USE.get(secret.use or "", ()):
+            target = SECRET_TARGETS.get((secret.use or "", step))
+            where = f",target={target.format(name=secret.name)}" if target else ""
+            mounts.append(f"--mount=type=secret,id={secret.name}{where},required=true")
+    if step == "pip" and spec.image.build_ssh:
+        mounts.append("--mount=type=ssh,required=true")
+    return mounts
+
+
+def pip_variables(spec: Spec) -> str:
+    """pip's index URLs read from their secrets as the step runs (a variable of pip's process:
+    not in the Dockerfile, a layer or a command line; pip masks the password when it logs one)."""
+    urls: dict[str, list[str]] = {}
+    for secret in spec.image.build_secrets:
+        if secret.use in PIP_URL_VARIABLES:
+            urls.setdefault(PIP_URL_VARIABLES[secret.use], []).append(f"$(cat /run/secrets/{secret.name})")
+    return "".join(f'{variable}="{" ".join(values)}" ' for variable, values in urls.items())
+
+
 def requirements_of(spec: Spec) -> list[str]:
     """The spec's pip requirements, one logical line each (none without a requirements file)."""
     if not spec.image.pip_requirements:
@@ -191,6 +229,8 @@ def render_dockerfile(spec: Spec, layers: ImageLayers | None = None) -> str:
     return render_template(
         "Dockerfile.j2", image=spec.image, setup_packages=setup_packages(spec), package_layers=layers.packages,
         requirement_layers=requirements, apt_cache=apt_cache_id(spec), source=_origin(spec), sshd=SSHD_HARDENING,
+        build_mounts={step: build_mounts(spec, step) for step in ("packages", "pip")},
+        pip_variables=pip_variables(spec),
     )  # fmt: skip
 
 
@@ -466,6 +506,8 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: st
         digest = config_hash(service, settings_files(spec, host))
         if owner and "build" in service:  # outside the hash, like the service's own label below
             service["build"]["labels"][OWNER_LABEL] = owner
+        if "build" in service:  # outside the hash too: what builds the image never recreates a host
+            service["build"].update(_build_secrets(spec))
         service["labels"] = {
             f"{LABEL_PREFIX}project": spec.project,
             f"{LABEL_PREFIX}host": host.name,
@@ -483,8 +525,33 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: st
     data["networks"] = {spec.network.name: network}
     if volumes:
         data["volumes"] = volumes
-    data["secrets"] = secrets
+    data["secrets"] = {**secrets, **build_secret_definitions(spec)}
     return escape_interpolation(data)
+
+
+def build_secret_name(name: str) -> str:
+    """A build secret's name in docker-compose.yml: ``build.NAME``, which no host's secrets
+    (``HOST_...``, a host name holds no dot) can take."""
+    return f"build.{name}"
+
+
+def _build_secrets(spec: Spec) -> dict[str, Any]:
+    """The build's secrets (by the id the Dockerfile mounts) and SSH agent, for compose's build."""
+    fields: dict[str, Any] = {}
+    if spec.image.build_secrets:
+        fields["secrets"] = [{"source": build_secret_name(s.name), "target": s.name} for s in spec.image.build_secrets]
+    if spec.image.build_ssh:
+        fields["ssh"] = ["default"]  # the agent of SSH_AUTH_SOCK, as compose finds it
+    return fields
+
+
+def build_secret_definitions(spec: Spec) -> dict[str, dict[str, str]]:
+    """Where compose reads each build secret when it builds: the variable's name or the file's
+    path, never the value (compose hands it to BuildKit over its session, not as an argument)."""
+    return {
+        build_secret_name(s.name): {"environment": s.env} if s.env else {"file": str(s.file)}
+        for s in spec.image.build_secrets
+    }
 
 
 def escape_interpolation(value: Any) -> Any:

@@ -38,11 +38,13 @@ if find_client; then
   say "docker engine already answers (client $DOCKER); daemon left as it is"
 else
   if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
-     || ! command -v ip >/dev/null || ! command -v ssh >/dev/null || ! command -v zstd >/dev/null; then
-    say "installing docker.io debootstrap iproute2 openssh-client zstd (apt)"
+     || ! command -v ip >/dev/null || ! command -v ssh >/dev/null || ! command -v zstd >/dev/null \
+     || ! command -v git >/dev/null; then
+    # git: the build secrets test serves a git repository over SSH (git-upload-pack)
+    say "installing docker.io debootstrap iproute2 openssh-client zstd git (apt)"
     timeout 300 apt-get update -qq
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq \
-      --no-install-recommends docker.io debootstrap iproute2 openssh-client zstd >/dev/null
+      --no-install-recommends docker.io debootstrap iproute2 openssh-client zstd git >/dev/null
   fi
   # dockerd registers its "nvidia" GPU driver only if this hook is on its PATH
   # when it starts. Use a double that swallows the OCI state on stdin and

@@ -7,6 +7,7 @@ one engine once (devbox.engines.engine_for) and never ask which one they have.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -111,10 +112,18 @@ def build_image(project: Project, tag: str) -> None:
     build this way (a swarm builds on its manager).
 
     Compose, not the SDK: docker-py drives only the legacy builder, which Docker deprecated and
-    which is slower here (7.7 s against BuildKit's 7.0 s for the same Dockerfile, caches empty).
+    which is slower here (7.7 s against BuildKit's 7.0 s for the same Dockerfile, caches empty),
+    and has no build secrets or SSH agent: compose reads those (image.build_secrets) from the
+    variables and files docker-compose.yml names, in its own environment, and hands them to
+    BuildKit over its session, never as an argument. Raises SpecError when one is missing.
     """
     from devbox.docker_api import find_compose, run_compose
+    from devbox.errors import SpecError
+    from devbox.spec.rules import build_secret_problems
 
+    missing = build_secret_problems(project.spec.image, os.environ)
+    if missing:  # before compose, whose own message would name the secret but not the spec's line
+        raise SpecError(project.spec.source, missing)
     project.say(f"building image {tag} (once for all hosts)")
     builder = project.spec.hosts[0].name
     run_compose(find_compose(), project.compose_file, project.spec.project, "build", builder)

@@ -36,10 +36,12 @@ from devbox.spec.options import (
 from devbox.spec.values import (
     DNS_LABEL,
     ENV_KEY,
+    SECRET_NAME,
     USER_NAME,
     VOLUME_NAME,
     AccountId,
     Address,
+    BuildSecretSource,
     CpuSet,
     Device,
     EnvName,
@@ -117,6 +119,11 @@ IMAGE = Table([
     Field("extra_lines", ListOf(OneLine()), "Verbatim Dockerfile lines, an escape hatch.", []),
     Field("registry", Nullable(Text(REGISTRY, "HOST:PORT/PATH, e.g. registry.lab:5000/devbox")),
           "Swarm: a registry (HOST:PORT/PATH) up pushes the image to, so every node runs it by digest."),
+    Field("build_secrets", MapOf(SECRET_NAME.fullmatch, "is not a secret name (letters, digits, _ and -)",
+                                 {"pattern": js_pattern(SECRET_NAME)}, BuildSecretSource()),
+          "Secrets only the build reads, never stored in the image: {NAME: {env: VARIABLE} or {file: PATH}, "
+          "as: netrc, pip_config, pip_index_url, pip_extra_index_url, apt_source or known_hosts}."),
+    Field("build_ssh", Flag(), "Lend the build your SSH agent (git+ssh:// requirements): no key on disk.", False),
 ])  # fmt: skip
 
 RESOURCES = (

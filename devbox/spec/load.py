@@ -16,10 +16,10 @@ from typing import Any
 from devbox.errors import SpecError
 from devbox.spec.fields import HOST, SPEC
 from devbox.spec.hosts import read_host
-from devbox.spec.model import DEFAULT_BASE_IMAGE, Host, Image, Network, Spec
+from devbox.spec.model import DEFAULT_BASE_IMAGE, BuildSecret, Host, Image, Network, Spec
 from devbox.spec.options import Reading, join, type_name
 from devbox.spec.parse import parse_yaml
-from devbox.spec.rules import check_password_accounts, check_socket_mounts, cross_checks
+from devbox.spec.rules import check_build_secrets, check_password_accounts, check_socket_mounts, cross_checks
 from devbox.spec.values import DNS_LABEL
 
 # An engine's rules for a valid spec: (problems, notes), each "path: text".
@@ -81,6 +81,7 @@ def _read_spec(data: Any, gpu: bool | None, reading: Reading) -> Spec | None:
     gpu_enabled = top["gpu"] in ("on", True) and gpu is not False
     hosts = _hosts(top.get("hosts") or {}, top["defaults"], gpu_enabled, reading)
     check_password_accounts(hosts, image, reading)
+    check_build_secrets(image, reading)
     if reading.problems or top.get("project") is None:
         return None
     cross_checks(hosts, reading)
@@ -94,6 +95,7 @@ def _read_spec(data: Any, gpu: bool | None, reading: Reading) -> Spec | None:
 
 
 def _image(values: dict[str, Any]) -> Image:
+    secrets = sorted((values.get("build_secrets") or {}).items())
     return Image(
         base=values["base"] or DEFAULT_BASE_IMAGE,
         timezone=values["timezone"] or "UTC",
@@ -106,6 +108,8 @@ def _image(values: dict[str, Any]) -> Image:
         docker_cli=bool(values["docker_cli"]),
         extra_lines=tuple(line for line in values["extra_lines"] if line),
         registry=values.get("registry"),
+        build_secrets=tuple(BuildSecret(name, **found) for name, found in secrets),
+        build_ssh=bool(values["build_ssh"]),
     )
 
 

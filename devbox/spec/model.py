@@ -34,6 +34,35 @@ class Network:
     subnet: str | None = None
 
 
+# How a build secret reaches the steps devbox writes (image.build_secrets.NAME.as); without one,
+# only extra_lines that mount it (--mount=type=secret,id=NAME) read it.
+SECRET_USES = {
+    "netrc": "a .netrc: pip and git read it in the pip step, apt (auth.conf.d) in the packages step",
+    "pip_config": "pip's own config file (pip.conf) in the pip step",
+    "pip_index_url": "pip's index URL, credentials in it (PIP_INDEX_URL) in the pip step",
+    "pip_extra_index_url": "an extra index URL, credentials in it (PIP_EXTRA_INDEX_URL) in the pip step",
+    "apt_source": "an apt sources.list entry (credentials in its URL) in the packages step",
+    "known_hosts": "ssh's known_hosts for git+ssh:// requirements in the pip step",
+}
+
+
+@dataclass(frozen=True)
+class BuildSecret:
+    """A secret the image build reads through BuildKit (``RUN --mount=type=secret``), never
+    stored: its value comes from ``env`` (a variable) or ``file`` when the image is built, and
+    reaches only the steps that mount it. ``use``: a key of SECRET_USES, or None."""
+
+    name: str
+    env: str | None = None
+    file: Path | None = None
+    use: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the value comes from, as the user should look for it (never the value)."""
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+
 @dataclass(frozen=True)
 class Image:
     """How the single shared image is built. Hosts with this config share one build."""
@@ -49,6 +78,8 @@ class Image:
     docker_cli: bool = False
     extra_lines: tuple[str, ...] = ()
     registry: str | None = None  # swarm: HOST[:PORT][/PATH] the image is pushed to
+    build_secrets: tuple[BuildSecret, ...] = ()
+    build_ssh: bool = False  # the user's SSH agent reaches the pip step (git+ssh:// requirements)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from devbox.spec.model import Volume
+from devbox.spec.model import SECRET_USES, Volume
 from devbox.spec.options import (
+    Choice,
     Flag,
     Integer,
     Option,
@@ -35,6 +36,8 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# A build secret's name: its id in `--mount=type=secret,id=NAME` and its file in /run/secrets
+SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]{8,}$")
 _CPUSET = re.compile(r"^[0-9]{1,9}(-[0-9]{1,9})?(,[0-9]{1,9}(-[0-9]{1,9})?)*$")
 SSH_KEY = re.compile(
@@ -549,3 +552,47 @@ class CpuSet(Option):
 
     def schema(self) -> Schema:
         return {"type": ["string", "integer"], "pattern": "^[0-9 ,-]+$", "minimum": 0}
+
+
+class BuildSecretSource(Option):
+    """Where a build secret's value comes from, and which step it is for:
+    ``{env: VARIABLE}`` or ``{file: PATH}`` (relative to the spec, ~ expanded), with an optional
+    ``as`` (a key of SECRET_USES). Returns {"env", "file", "use"}.
+
+    Only the source is read here: whether the variable is set or the file is there is asked
+    where the build needs the value (devbox.spec.rules.build_secret_problems), so `status` or
+    `down` work on a machine without the token."""
+
+    keys = ("env", "file", "as")
+    use = Choice(tuple(SECRET_USES), f"{{value!r}} is not a use of a build secret (use {', '.join(SECRET_USES)}, "
+                 "or leave it out and mount the secret in extra_lines)")  # fmt: skip
+
+    def read(self, value: Any, path: str, reading: Reading) -> dict[str, Any] | None:
+        if not isinstance(value, Mapping):
+            reading.add(path, f"must be a mapping, {{env: VARIABLE}} or {{file: PATH}}, not {type_name(value)}")
+            return None
+        check_keys(value, self.keys, path, reading.problems)
+        if ("env" in value) == ("file" in value):
+            reading.add(path, "give exactly one source: env: VARIABLE or file: PATH")
+            return None
+        use = self.use.read(value["as"], join(path, "as"), reading) if "as" in value else None
+        if "env" in value:
+            env = EnvName().read(value["env"], join(path, "env"), reading)
+            return {"env": env, "file": None, "use": use} if env else None
+        text = Text().read(value["file"], join(path, "file"), reading)
+        if text is None:
+            return None
+        if not text or not text.isprintable():
+            reading.add(join(path, "file"), f"{text!r} is not a file name")
+            return None
+        file = Path(os.path.abspath(reading.directory / os.path.expanduser(text)))
+        return {"env": None, "file": file, "use": use}
+
+    def schema(self) -> Schema:
+        use = {"enum": list(SECRET_USES)}
+        return {"oneOf": [
+            {"type": "object", "properties": {"env": EnvName().schema(), "as": use}, "required": ["env"],
+             "additionalProperties": False},
+            {"type": "object", "properties": {"file": {"type": "string"}, "as": use}, "required": ["file"],
+             "additionalProperties": False},
+        ]}  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from devbox.engines.swarm import SwarmEngine, deploy, node_addresses, service_hash, stale_hosts
-from devbox.errors import EngineError, PreflightError
+from devbox.errors import EngineError, PreflightError, SpecError
 from devbox.project import Project, recreating_note
 from devbox.state import Credentials
 
@@ -276,3 +276,31 @@ def test_without_a_registry_nodes_that_have_the_image_are_enough(client, project
     client.images.add(rendered.image_tag)
     ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
     assert sorted(s.name for s in client.services.list()) == ["lab_master", "lab_worker"]
+
+
+def test_a_swarm_builds_once_on_the_manager_with_the_build_secrets(client, make_project, monkeypatch):
+    """Build secrets on a swarm: the one build is compose's on the manager (the engine devbox
+    talks to), from the same docker-compose.yml, so the same secrets reach it; a missing one is
+    refused before compose runs and before any service changes."""
+    builds: list[tuple[str, ...]] = []
+
+    def run_compose(found: Any, compose_file: Any, project: str, *args: str, quiet: bool = False) -> None:
+        builds.append(args)
+        client.images.add(rendered.image_tag)  # what the build leaves on the manager
+
+    monkeypatch.setattr("devbox.docker_api.find_compose", lambda: "compose")
+    monkeypatch.setattr("devbox.docker_api.run_compose", run_compose)
+    project = make_project(image={"base": "debian:bookworm", "build_secrets": {"tok": {"env": "DEVBOX_UNIT_TOKEN"}},
+                                  "extra_lines": ["RUN --mount=type=secret,id=tok test -s /run/secrets/tok"]})  # fmt: skip
+    rendered = project.render()
+    build = next(f for f in rendered.files if f.path == "docker-compose.yml").content
+    assert "source: build.tok" in build and "environment: DEVBOX_UNIT_TOKEN" in build
+    monkeypatch.delenv("DEVBOX_UNIT_TOKEN", raising=False)
+    with pytest.raises(SpecError) as info:
+        ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    assert info.value.problems[0].startswith("image.build_secrets.tok.env: environment variable DEVBOX_UNIT_TOKEN")
+    assert builds == [] and client.called("services.create") == []
+    monkeypatch.setenv("DEVBOX_UNIT_TOKEN", "a-value")
+    ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    assert builds == [("build", "master")]
+    assert len(client.called("services.create")) == 2
