@@ -236,7 +236,10 @@ class Agent:
         key = folder / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e", "-f", str(key)], check=True)
         self.public = key.with_suffix(".pub").read_text().split()[1]
-        self.private = max(key.read_text().splitlines(), key=len)  # a line of the key's body, to search for
+        # A line of the key's body to search for: the middle one, made of the key's own bytes (the
+        # first body line is the same for every OpenSSH ed25519 key, so it is in every host key too)
+        body = key.read_text().splitlines()[1:-1]
+        self.private = body[len(body) // 2]
         self.socket = str(folder / "agent.sock")
         self.process = subprocess.Popen(["ssh-agent", "-D", "-a", self.socket], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
