@@ -387,7 +387,6 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
     """Log in to HOST with the system ssh client (host key checked): devbox ssh HOST [-- CMD]."""
     import shutil
 
-    from devbox.engines import engine_for
     from devbox.render import ssh_argv
 
     project = _project(ctx)
@@ -398,7 +397,7 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
 
         raise UsageError("no ssh client on PATH (install openssh-client)")
     project.rendered_once()
-    address = engine_for(project.spec).addresses(project, [target])[target.name]
+    address = project.engine.addresses(project, [target])[target.name]
     argv = ssh_argv(project.spec, target, str(project.layout.known_hosts), command, address)
     os.execv(binary, argv)  # noqa: S606 - replaces devbox with ssh, argument list only
 
@@ -415,11 +414,10 @@ def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
 
     if address is not None:
         _check_address(address)
-    from devbox.engines import engine_for
 
     project = _project(ctx)
     project.rendered_once()
-    where = None if address else engine_for(project.spec).addresses(project, list(project.spec.hosts))
+    where = None if address else project.engine.addresses(project, list(project.spec.hosts))
     text = render_ssh_config(project.spec, str(project.layout.known_hosts), address, where)
     if not write:
         click.echo(text, nl=False)

@@ -304,3 +304,25 @@ def test_a_swarm_builds_once_on_the_manager_with_the_build_secrets(client, make_
     ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
     assert builds == [("build", "master")]
     assert len(client.called("services.create")) == 2
+
+
+# --------------------------------------------------------------------------- rendering off `up`
+
+
+def test_rendering_a_swarm_spec_outside_up_gives_out_no_gpus(client, make_project, tmp_path):
+    """`passwd` and the looking commands render as `up` does on a swarm: the swarm places GPU
+    hosts itself, so a spec wanting more GPUs than this machine has is no problem, no ledger is
+    written and the config hashes are `up`'s."""
+    from .test_gpus import smi_env
+
+    hosts = {name: {"ssh_port": 4432 + i, "gpus": 1} for i, name in enumerate(("a", "b", "c"))}
+    client.nodes.add("gpu-node", "10.0.0.9", [{"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 4}}])
+    project = make_project(hosts=hosts)
+    project.environ = smi_env(tmp_path, "two")
+    project.rendered_once()
+    assert not (project.folder / "gpus.json").exists()
+    from devbox.passwords import rotate_password
+
+    rotate_password(project, "a", "developer")
+    assert not (project.folder / "gpus.json").exists()
+    assert project.render().config_hashes == project.render(allocate_gpus=False).config_hashes
