@@ -369,10 +369,18 @@ def status(ctx: Context, as_json: bool) -> None:
             entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
             f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,
         ])  # fmt: skip
+    if any("node" in entry for entry in entries):  # a swarm: where each host's task runs, and its state
+        rows[0][1:1] = ["NODE", "TASK"]
+        for row, entry in zip(rows[1:], entries, strict=True):
+            row[1:1] = [entry.get("node") or "-", entry.get("task") or "-"]
     if watched:  # the idle column only where a host has an idle policy
         rows[0].append("IDLE")
         for row, entry in zip(rows[1:], entries, strict=True):
             row.append(entry["idle"])
+    if any("node" in entry for entry in entries):  # the login line at the node's address
+        rows[0].append("SSH")
+        for row, entry in zip(rows[1:], entries, strict=True):
+            row.append(entry["ssh"])
     click.echo(_table(rows))
 
 

@@ -38,6 +38,8 @@ def up(project: Project, only: list[str] | None = None,
     `deploy` returns): see devbox.docker_api.StartWatch. Returns each host's login target (where
     it was reached) with its result, so callers need not look the addresses up again.
     """
+    from devbox.converge import converge  # the engines' modules: not imported by looking at a stack
+
     engine = project.engine
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
     with project.lock(), _reporting_interrupts(project), project.gpu_lock(engine.allocates_gpus) as gpu_lock:
@@ -47,7 +49,7 @@ def up(project: Project, only: list[str] | None = None,
         if project.spec.engine == "compose":
             watch_service.bring_back(project, hosts)  # hosts the idle watcher stopped get their restart policy
         with engine.start_watch(project) as started:
-            engine.converge(project, hosts, rendered, only=bool(only))
+            converge(project, hosts, rendered, only=bool(only))
             gpu_lock.release()
             started.see_running()
             targets = login_targets(project, hosts)

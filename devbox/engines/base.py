@@ -1,8 +1,9 @@
-"""What every engine does: the one interface `up`, `down`, `check`, `doctor` and `logs` call.
+"""What every engine does: the primitives `up` is made of (devbox.converge), and `down`,
+`check`, `doctor` and `logs`.
 
 An engine turns a rendered project into running hosts on some Docker back end: compose on one
 machine (devbox.engines.compose), services of a swarm (devbox.engines.swarm). The commands pick
-one engine once (devbox.engines.engine_for) and never ask which one they have.
+one engine once (``Project.engine``) and never ask which one they have.
 """
 
 from __future__ import annotations
@@ -34,6 +35,34 @@ class Reach:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What `up` found of the project on the engine before changing anything."""
+
+    objects: Mapping[str, Any]  # what the engine made for each host (container, service), by host
+    containers: Mapping[str, Container]  # the hosts' containers this machine can look into (consent)
+    extra: Any = None  # what the engine read on the way and needs again (a swarm: its nodes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `up` must do: build the image or not, which hosts to (re)create or start.
+
+    ``recreate`` (a part of ``start``) names hosts whose container exists but was made from an
+    older spec or image: it is replaced, and whatever was written outside its volumes goes.
+    """
+
+    tag: str
+    build: bool
+    start: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    recreate: tuple[str, ...] = ()
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.build and not self.start
+
+
 # One line of `doctor`: (subject, name, passed / failed / skipped (None), detail).
 DoctorLine = tuple[str, str, "bool | None", str]
 
@@ -59,10 +88,42 @@ class Engine(ABC):
     def gpu_problems(self, project: Project, facts: Mapping[str, Any]) -> list[str]:
         """Why the hosts that want GPUs cannot get them here (no runtime, no GPU nodes)."""
 
+    # ---- the primitives `up` is made of (devbox.converge writes the sequence once)
+
     @abstractmethod
-    def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
-        """Make ``hosts`` run as rendered: build the image if missing, (re)create what changed,
-        leave the rest alone. ``only``: the user named these hosts (others are not touched)."""
+    def observe(self, project: Project) -> Observed:
+        """What the project has on the engine now: its objects by host (hosts the spec dropped
+        too) and the containers of them this machine can look into."""
+
+    @abstractmethod
+    def plan(self, project: Project, hosts: list[Host], rendered: RenderedProject, seen: Observed) -> Plan:
+        """Which of ``hosts`` to (re)create, which are up to date, whether to build the image."""
+
+    @abstractmethod
+    def remove_host(self, project: Project, name: str, seen: Observed) -> None:
+        """Remove a host the spec no longer has (its named volumes stay); returns once its port
+        and volumes are free."""
+
+    @abstractmethod
+    def host_problems(self, project: Project, starting: list[Host], seen: Observed,
+                      facts: Mapping[str, Any]) -> list[str]:  # fmt: skip
+        """Why ``starting`` cannot start here (ports taken, resources, devices, placement),
+        GPUs aside (``gpu_problems``): before anything is built or changed."""
+
+    def renew_passwords(self, project: Project, unchanged: list[Host], seen: Observed,
+                        rendered: RenderedProject) -> list[str]:  # fmt: skip
+        """Apply new passwords in hosts that are otherwise up to date; returns the hosts changed
+        (an engine whose hosts read passwords only at start replaces them instead: none)."""
+        return []
+
+    def publish(self, project: Project, rendered: RenderedProject) -> str:
+        """Make the built image reachable where hosts run; returns the reference they run."""
+        return rendered.image_tag
+
+    @abstractmethod
+    def apply(self, project: Project, plan: Plan, starting: list[Host], rendered: RenderedProject, image: str,
+              seen: Observed, *, only: bool) -> None:  # fmt: skip
+        """(Re)create and start ``starting`` as rendered, from ``image``."""
 
     @abstractmethod
     def down(self, project: Project, volumes: bool) -> None:
