@@ -63,6 +63,55 @@ class Plan:
         return not self.build and not self.start
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What an engine does with one spec setting: maps it (``why`` None), or cannot (``why``
+    says so, and what to do). A setting it cannot do is refused by `validate` when a spec
+    gives it a value of its own, or only noted (``refuse`` off) where it simply has no effect."""
+
+    why: str | None = None
+    refuse: bool = True
+
+
+MAPPED = Claim()
+
+
+def unsupported(why: str, *, refuse: bool = True) -> Claim:
+    return Claim(why, refuse)
+
+
+def claim_problems(claims: Mapping[str, Claim], spec: Spec) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the settings ``claims`` cannot do that the spec sets, each
+    "path.setting: why", once per place it was written (a default names `defaults`)."""
+    from devbox.spec import Host, Image
+
+    plain_host, plain_image = Host(name="-", hostname="-", ssh_port=1), Image()
+    problems: list[str] = []
+    notes: list[str] = []
+    for key, claim in claims.items():
+        if claim.why is None:
+            continue
+        found = problems if claim.refuse else notes
+        if key in HOST_ATTRIBUTES or hasattr(plain_host, key):
+            for host in spec.hosts:
+                if host_value(host, key) != host_value(plain_host, key):
+                    line = f"{host.origin(key)}.{key}: {claim.why}"
+                    if line not in found:
+                        found.append(line)
+        elif getattr(spec.image, key, None) != getattr(plain_image, key, None):
+            found.append(f"image.{key}: {claim.why}")
+    return problems, notes
+
+
+# Host settings that a Host keeps under another attribute, by spec key.
+HOST_ATTRIBUTES = {"gpu_capabilities": lambda host: host.gpus.capabilities}
+
+
+def host_value(host: Host, key: str) -> Any:
+    """A host's value of the spec setting ``key``."""
+    return HOST_ATTRIBUTES[key](host) if key in HOST_ATTRIBUTES else getattr(host, key)
+
+
 # One line of `doctor`: (subject, name, passed / failed / skipped (None), detail).
 DoctorLine = tuple[str, str, "bool | None", str]
 
@@ -76,9 +125,14 @@ class Engine(ABC):
     # engine that places GPU hosts itself (a swarm's generic resources) says no.
     allocates_gpus: ClassVar[bool] = True
 
+    # What the engine does with every host and image setting of a spec (devbox.spec.fields):
+    # mapped, or not supported and why. A setting claimed by neither fails the unit tests.
+    claims: ClassVar[Mapping[str, Claim]] = {}
+
     def spec_problems(self, spec: Spec) -> tuple[list[str], list[str]]:
-        """What this engine cannot do of a valid spec: (problems, notes), each "path: text"."""
-        return [], []
+        """What this engine cannot do of a valid spec: (problems, notes), each "path: text";
+        by default the settings its ``claims`` say it cannot do."""
+        return claim_problems(self.claims, spec)
 
     @abstractmethod
     def preflight(self, project: Project) -> list[str]:

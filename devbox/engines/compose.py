@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from devbox.docker_api import find_compose, list_containers, run_compose
-from devbox.engines.base import Engine, Observed, Plan
+from devbox.engines.base import MAPPED, Engine, Observed, Plan, unsupported
 from devbox.engines.preflight import (
     device_problems,
     gpu_problems,
@@ -51,10 +51,31 @@ def plan_up(
                 recreate=recreate)
 
 
+_SWARM_ONLY = "only a swarm places hosts on nodes; compose runs every host on this machine (engine: swarm)"
+
+# Every host and image setting, as compose takes it: rendered into docker-compose.yml (render.py)
+# or the image (Dockerfile, entrypoint), except the placement and registry of a swarm.
+COMPOSE_CLAIMS = {
+    **dict.fromkeys((
+        "limits", "reservations", "gpus", "gpu_share", "gpu_capabilities", "bind_address", "volumes", "environment",
+        "restart", "root_login", "password_auth", "authorized_keys", "password_env", "docker_socket", "privileged",
+        "shm_size", "ulimits", "devices", "cap_add", "ipc", "cpuset", "home_volume", "idle", "pids_limit", "logging",
+        "ssh_port", "hostname",
+        "base", "timezone", "packages", "pip_requirements", "shell", "user", "uid", "gid", "docker_cli",
+        "extra_lines", "build_secrets", "build_ssh",
+    ), MAPPED),
+    "node": unsupported(f"has no effect: {_SWARM_ONLY}", refuse=False),
+    "node_labels": unsupported(f"has no effect: {_SWARM_ONLY}", refuse=False),
+    "registry": unsupported("has no effect: compose runs the image it builds on this machine (a swarm pushes it)",
+                            refuse=False),
+}  # fmt: skip
+
+
 class ComposeEngine(Engine):
     """One machine: `docker compose` brings the project up and down."""
 
     name = "compose"
+    claims = COMPOSE_CLAIMS
 
     def preflight(self, project: Project) -> list[str]:
         return []

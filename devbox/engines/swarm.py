@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devbox.docker_api import StartWatch, talks_to_engine
-from devbox.engines.base import DoctorLine, Engine, Observed, Plan, Reach
+from devbox.engines.base import MAPPED, DoctorLine, Engine, Observed, Plan, Reach, claim_problems, unsupported
 from devbox.engines.preflight import port_problems, raise_all, resource_problems
 from devbox.engines.swarm_nodes import (
     GPU_RESOURCE,
@@ -50,6 +50,26 @@ if TYPE_CHECKING:
 
 # What a swarm service cannot express (Docker's service API has no such fields), by host setting.
 SWARM_UNSUPPORTED = ("ulimits", "devices", "privileged", "ipc", "cpuset")
+_NO_SERVICE_FIELD = "not supported by swarm services (use engine: compose)"
+
+# Every host and image setting, as a swarm takes it: into the service definition
+# (service_definition), its secrets, the image, or not at all (and why).
+SWARM_CLAIMS = {
+    **dict.fromkeys((
+        "limits", "reservations", "gpus", "bind_address", "volumes", "environment", "restart", "root_login",
+        "password_auth", "authorized_keys", "password_env", "docker_socket", "shm_size", "cap_add", "home_volume",
+        "node", "node_labels", "pids_limit", "logging", "ssh_port", "hostname",
+        "base", "timezone", "packages", "pip_requirements", "shell", "user", "uid", "gid", "docker_cli",
+        "extra_lines", "registry", "build_secrets", "build_ssh",
+    ), MAPPED),
+    **dict.fromkeys(SWARM_UNSUPPORTED, unsupported(_NO_SERVICE_FIELD)),
+    "gpu_capabilities": unsupported("not supported by swarm services: a task gets NVIDIA-GPU generic resources, "
+                                    "with no capabilities to choose (use engine: compose)"),
+    "gpu_share": unsupported("not supported by swarm services: the swarm gives each GPU to one task (use engine: "
+                             "compose)"),
+    "idle": unsupported("has no effect on a swarm: idle policies are watched on this machine's own engine only "
+                        "(engine: compose)", refuse=False),
+}  # fmt: skip
 _WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
 ANCHOR_LABEL = f"{LABEL_PREFIX}network-anchor"  # the project whose network a task holds on its node
 RESTART_CONDITIONS = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
@@ -149,11 +169,9 @@ def _with_pids(resources: dict[str, Any], host: Host) -> dict[str, Any]:
 def swarm_spec_problems(spec: Spec) -> tuple[list[str], list[str]]:
     """What a swarm service cannot do, as ``path: problem`` lines named where the spec asks for
     it, and notes on what works differently there."""
-    problems: list[str] = []
-    notes = []
+    problems, notes = claim_problems(SWARM_CLAIMS, spec)
     for host in spec.hosts:
-        found = [f"{host.origin(setting)}.{setting}: not supported by swarm services (use engine: compose)"
-                 for setting in SWARM_UNSUPPORTED if getattr(host, setting) not in (None, (), False)]  # fmt: skip
+        found = []
         if host.gpus.device_ids or host.gpus.count == "all":
             found.append(f"{host.origin('gpus')}.gpus: swarm hands out GPUs by count only (NVIDIA-GPU generic "
                          "resources): use a number")  # fmt: skip
@@ -564,6 +582,7 @@ class SwarmEngine(Engine):
     """An existing swarm: each host a one-replica service made through the SDK."""
 
     name = "swarm"
+    claims = SWARM_CLAIMS
     allocates_gpus = False  # GPUs by count as NVIDIA-GPU generic resources: the swarm assigns them
 
     def spec_problems(self, spec: Spec) -> tuple[list[str], list[str]]:
