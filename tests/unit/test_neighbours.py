@@ -168,3 +168,19 @@ def test_a_disk_budget_renders_nothing_the_engine_would_refuse():
     """Warn only: no storage_opt (the engine refuses it unless overlay2 on xfs with pquota)."""
     service = services(make_spec(defaults={"disk": "200g"}))["master"]
     assert "storage_opt" not in service
+
+
+def test_status_asks_the_engine_for_df_only_with_disk(monkeypatch, make_project):
+    from devbox import operations
+
+    from .fake_docker import FakeDockerClient, serve
+
+    client = serve(monkeypatch, FakeDockerClient())
+    client.df_data = _df(project="lab", homes={"master": 4096}, layers={"master": 10})
+    project = make_project(project="lab", defaults={"disk": "1m"})
+    plain = operations.status(project)[0]
+    assert "disk" not in plain and client.called("df") == []
+    entry = operations.status(project, disk=True)[0]
+    assert entry["disk"] == {"home": 4096, "volumes": {}, "layer": 10, "total": 4106, "budget": 1024**2,
+                             "used_percent": 0.4}  # fmt: skip
+    assert len(client.called("df")) == 1
