@@ -143,6 +143,41 @@ def engine_disk(client: docker.DockerClient) -> EngineDisk | None:
     return EngineDisk(path, stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize)
 
 
+def quota_filesystem(info: Mapping[str, Any], mountinfo: str) -> bool:
+    """Pure: the engine's storage can cap a container layer's size (``storage_opt: size``):
+    overlay2 backed by xfs, the engine's root mounted with project quotas (pquota/prjquota, which
+    `docker info` does not show: ``mountinfo`` is /proc/self/mountinfo, the longest mount point
+    holding DockerRootDir decides)."""
+    status = {str(pair[0]): str(pair[1]) for pair in info.get("DriverStatus") or [] if len(pair) == 2}
+    if info.get("Driver") != "overlay2" or status.get("Backing Filesystem") != "xfs":
+        return False
+    root = str(info.get("DockerRootDir") or "/var/lib/docker")
+    best, options = "", ""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 10 or "-" not in fields:
+            continue
+        point, extra = fields[4], fields[fields.index("-") + 3] if len(fields) > fields.index("-") + 3 else ""
+        inside = root == point or root.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, options = point, f"{fields[5]},{extra}"
+    return bool({"pquota", "prjquota"} & set(options.split(",")))
+
+
+def layer_quota(info: Mapping[str, Any]) -> bool:
+    """Whether this (local) engine can cap container layers; a remote engine's mounts cannot be
+    read from here, so it is taken as unable (warn only)."""
+    from devbox.engines.preflight import engine_is_local
+
+    if not engine_is_local():
+        return False
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+            return quota_filesystem(info, mounts.read())
+    except OSError:
+        return False
+
+
 def measure(client: docker.DockerClient, spec: Spec) -> list[HostDisk]:
     """Each host's disk use, from the engine's ``df`` (the slow part: see the module's doc)."""
     return host_disks(spec, client.df())

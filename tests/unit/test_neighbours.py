@@ -184,3 +184,34 @@ def test_status_asks_the_engine_for_df_only_with_disk(monkeypatch, make_project)
     assert entry["disk"] == {"home": 4096, "volumes": {}, "layer": 10, "total": 4106, "budget": 1024**2,
                              "used_percent": 0.4}  # fmt: skip
     assert len(client.called("df")) == 1
+
+
+XFS_INFO = {"Driver": "overlay2", "DockerRootDir": "/var/lib/docker",
+            "DriverStatus": [["Backing Filesystem", "xfs"], ["Supports d_type", "true"]]}  # fmt: skip
+MOUNTS = """22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw
+40 22 259:2 / /var/lib/docker rw,relatime shared:20 - xfs /dev/nvme1n1 rw,attr2,inode64,{quota}
+"""
+
+
+@pytest.mark.parametrize(("info", "mounts", "able"), [
+    (XFS_INFO, MOUNTS.format(quota="prjquota"), True),
+    (XFS_INFO, MOUNTS.format(quota="pquota"), True),
+    (XFS_INFO, MOUNTS.format(quota="noquota"), False),  # xfs without project quotas: the engine refuses size
+    ({**XFS_INFO, "DriverStatus": [["Backing Filesystem", "extfs"]]}, MOUNTS.format(quota="prjquota"), False),
+    ({**XFS_INFO, "Driver": "fuse-overlayfs"}, MOUNTS.format(quota="prjquota"), False),
+    ({**XFS_INFO, "DockerRootDir": "/srv/docker"}, MOUNTS.format(quota="prjquota"), False),  # on / (ext4)
+])  # fmt: skip
+def test_the_layer_is_capped_only_on_overlay2_over_xfs_with_project_quotas(info, mounts, able):
+    from devbox.disk import quota_filesystem
+
+    assert quota_filesystem(info, mounts) is able
+
+
+def test_where_the_engine_can_the_container_layer_is_capped_at_the_budget():
+    spec = make_spec(hosts={"master": {"ssh_port": 1, "disk": "200g"}, "worker": {"ssh_port": 2}})
+    capped = compose_data(spec, "devbox-lab:abc", layer_quota=True)["services"]
+    assert capped["master"]["storage_opt"] == {"size": "200g"}
+    assert "storage_opt" not in capped["worker"]  # no budget, no cap
+    plain = compose_data(spec, "devbox-lab:abc")["services"]
+    assert "storage_opt" not in plain["master"]
+    assert plain["master"]["labels"]["devbox.config-hash"] != capped["master"]["labels"]["devbox.config-hash"]
