@@ -57,7 +57,7 @@ def _log_bytes(container) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and "log" in p.name)
 
 
-def test_a_log_flood_stays_under_its_bound_and_logs_still_read(make_stack, docker_client):
+def test_a_log_flood_stays_under_its_bound_and_logs_still_read(make_stack, docker_client, lacking):
     bound = {"max_size": "100k", "max_files": 2}
     stack = make_stack(1, defaults={"logging": bound})
     stack.devbox("up")
@@ -65,7 +65,7 @@ def test_a_log_flood_stays_under_its_bound_and_logs_still_read(make_stack, docke
     config = master.attrs["HostConfig"]["LogConfig"]
     assert config == {"Type": "local", "Config": {"max-size": "100k", "max-file": "2"}}
     if not Path(docker_client.info()["DockerRootDir"]).exists():
-        pytest.skip("the engine's disk is not this machine's: its log files cannot be measured")
+        lacking("the engine's disk is not this machine's: its log files cannot be measured")
     # a chatty PID 1: 20 MB on its standard output, 200 times the bound
     flood = "yes 'flood: a chatty line of PID 1, as sshd logs a scanner' | head -c 20000000 > /proc/1/fd/1"
     assert master.exec_run(["sh", "-c", flood], user="root").exit_code == 0
@@ -105,7 +105,7 @@ def test_running_hosts_pass_the_runtime_checks_docker_inspect_shows(make_stack, 
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmp_path, lacking):
     """A 16 MiB filesystem of the test's own (tmpfs), 95 % full: the engine's disk as doctor and
     up see it through DEVBOX_DOCKER_ROOT, never the machine's disk."""
     import subprocess
@@ -115,7 +115,7 @@ def small_disk(tmp_path):
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                           capture_output=True, text=True, check=False)  # fmt: skip
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        lacking(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
         (mount / "filler").write_bytes(b"\0" * (16 * 1024**2 * 95 // 100))
         yield mount
