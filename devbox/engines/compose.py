@@ -60,7 +60,7 @@ COMPOSE_CLAIMS = {
         "limits", "reservations", "gpus", "gpu_share", "gpu_capabilities", "bind_address", "volumes", "environment",
         "restart", "root_login", "password_auth", "authorized_keys", "password_env", "docker_socket", "privileged",
         "shm_size", "ulimits", "devices", "cap_add", "ipc", "cpuset", "home_volume", "idle", "pids_limit", "logging",
-        "ssh_port", "hostname",
+        "ssh_port", "hostname", "disk",
         "base", "timezone", "packages", "pip_requirements", "shell", "user", "uid", "gid", "docker_cli",
         "extra_lines", "build_secrets", "build_ssh",
     ), MAPPED),

@@ -69,6 +69,8 @@ SWARM_CLAIMS = {
                              "compose)"),
     "idle": unsupported("has no effect on a swarm: idle policies are watched on this machine's own engine only "
                         "(engine: compose)", refuse=False),
+    "disk": unsupported("a budget only on a swarm: services have no storage option, so the container layer is "
+                        "never capped, and use is measured for the manager's own hosts", refuse=False),
 }  # fmt: skip
 _WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
 ANCHOR_LABEL = f"{LABEL_PREFIX}network-anchor"  # the project whose network a task holds on its node
