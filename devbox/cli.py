@@ -217,12 +217,12 @@ cli.add_command(render_cmd, name="generate")
 
 
 def _project(ctx: Context, yes: bool = False) -> Any:
-    from devbox.project import Project
+    from devbox.engines import open_project
 
     spec = ctx.spec()
     for warning in _opt_in_warnings(spec):
         warn(warning)
-    return Project(spec, ctx.folder(spec), say=click.echo, confirm=_asker(yes))
+    return open_project(spec, ctx.folder(spec), say=click.echo, confirm=_asker(yes))
 
 
 def _asker(yes: bool) -> Any:
@@ -631,7 +631,7 @@ def _progress() -> Any:
 def backup_cmd(ctx: Context, hosts: tuple[str, ...], to: str | None, live: bool, keep: int | None) -> None:
     """Back up each host's home and named volumes, one archive per host (see README: Your data)."""
     from devbox.backup_ops import backup_hosts
-    from devbox.project import Project
+    from devbox.engines import open_project
 
     spec = ctx.spec()
     streaming = to == "-"
@@ -639,7 +639,7 @@ def backup_cmd(ctx: Context, hosts: tuple[str, ...], to: str | None, live: bool,
         from devbox.errors import UsageError
 
         raise UsageError("--to - writes the archive to stdout, which is a terminal; redirect it (> FILE, | ssh ...)")
-    project = Project(spec, ctx.folder(spec), say=lambda line: click.echo(line, err=True))
+    project = open_project(spec, ctx.folder(spec), say=lambda line: click.echo(line, err=True))
     out: Any = sys.stdout.buffer if streaming else None
     progress = _progress()
     try:

@@ -84,13 +84,10 @@ class Project:
 
     @property
     def engine(self) -> Engine:
-        """The engine the spec names, made once: every step of a command asks this one."""
+        """The engine the spec names, given when the project is made (devbox.engines.open_project,
+        as docker/compose's ``Project.from_config``): every step of a command asks this one."""
         if self._engine is None:
-            # the registry only (devbox.engines imports no Project): the engine module itself is
-            # imported when the spec names it
-            from devbox.engines import engine_for
-
-            self._engine = engine_for(self.spec)
+            raise TypeError("a Project made without its engine: make it with devbox.engines.open_project")
         return self._engine
 
     def lock(self) -> contextlib.AbstractContextManager[None]:

@@ -15,6 +15,7 @@ import pytest
 
 from devbox import docker_api, probe
 from devbox.engines import compose as compose_engine
+from devbox.engines import open_project
 from devbox.errors import PreflightError
 from devbox.operations import down, status, up
 from devbox.project import Project
@@ -83,7 +84,7 @@ def make(tmp_path: Any, said: list[str], kind: str, client: FakeDockerClient, ra
     def make_project(hosts: dict[str, Any] | None = None, yes: bool | None = True, **changes: Any) -> Project:
         spec = make_spec(tmp_path, engine=kind, hosts=hosts or HOSTS, **changes)
         confirm = None if yes is None else (lambda question: yes)
-        return Project(spec, tmp_path / ".devbox", say=said.append, environ={}, confirm=confirm)
+        return open_project(spec, tmp_path / ".devbox", say=said.append, environ={}, confirm=confirm)
 
     return make_project
 

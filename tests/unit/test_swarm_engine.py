@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from devbox.converge import converge
+from devbox.engines import open_project
 from devbox.engines.swarm import SwarmEngine, deploy, node_addresses, service_hash, stale_hosts
 from devbox.errors import EngineError, PreflightError, SpecError
 from devbox.project import Project, recreating_note
@@ -36,7 +37,7 @@ def make_project(tmp_path, said):
 
     def make(hosts: dict[str, Any] | None = None, **changes: Any) -> Project:
         spec = make_spec(tmp_path, engine="swarm", hosts=hosts or SWARM_HOSTS, **changes)
-        return Project(spec, tmp_path / ".devbox", say=said.append, environ={})
+        return open_project(spec, tmp_path / ".devbox", say=said.append, environ={})
 
     return make
 

@@ -10,7 +10,7 @@ import pytest
 
 from devbox import operations
 from devbox.checks import check_stack, doctor
-from devbox.engines import swarm_reach
+from devbox.engines import open_project, swarm_reach
 from devbox.engines.swarm import SwarmEngine, anchor_name, deploy, swarm_spec_problems
 from devbox.engines.swarm_doctor import gpu_lines, port_lines, volume_warnings
 from devbox.engines.swarm_nodes import read_nodes
@@ -51,7 +51,7 @@ def make_project(tmp_path, said):
 
     def make(hosts: dict[str, Any] | None = None, **changes: Any) -> Project:
         spec = make_spec(tmp_path, engine="swarm", hosts=hosts or HOSTS, **changes)
-        return Project(spec, tmp_path / ".devbox", say=said.append, environ={})
+        return open_project(spec, tmp_path / ".devbox", say=said.append, environ={})
 
     return make
 
@@ -91,7 +91,7 @@ def test_the_status_table_shows_each_hosts_node_task_state_and_ssh_line(client, 
     from .helpers import spec_data
 
     (tmp_path / "devbox.yaml").write_text(yaml.safe_dump(spec_data(engine="swarm", hosts=HOSTS)))
-    project = Project(make_spec(tmp_path, engine="swarm", hosts=HOSTS), tmp_path / ".devbox", environ={})
+    project = open_project(make_spec(tmp_path, engine="swarm", hosts=HOSTS), tmp_path / ".devbox", environ={})
     deployed_on_two_nodes(client, node2, project)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["status"], catch_exceptions=False)
