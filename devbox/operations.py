@@ -106,7 +106,9 @@ def _last_words(container: Container | None) -> str:
 def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
     with project.lock(), _reporting_interrupts(project):
-        project.consent_to_discard(project.containers(), "down")
+        project.containers()  # refuses another spec's project before anything is asked or removed
+        # every host's container, on whichever node runs it (a swarm's workers too)
+        project.consent_to_discard(project.engine.reach(project).containers, "down")
         watch_service.stop(project)
         project.engine.down(project, volumes)
 

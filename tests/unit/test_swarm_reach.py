@@ -211,6 +211,16 @@ def test_down_volumes_waits_for_the_workers_container_and_retries_a_volume_still
     assert refusals == [] and node2.volumes.list() == []
 
 
+def test_down_asks_about_files_in_a_host_on_another_node(client, node2, make_project):
+    from devbox.errors import PreflightError
+
+    moved = deployed_on_two_nodes(client, node2, make_project())
+    moved.attrs["Diff"] = [{"Path": "/opt/notes.txt", "Kind": 1}]
+    with pytest.raises(PreflightError, match=r"^b: files outside the volumes would be lost by down"):
+        operations.down(make_project(), volumes=False)  # nobody to ask
+    assert len(client.services.list()) == 2
+
+
 def test_validate_notes_volumes_of_unpinned_hosts(make_project):
     _problems, notes = swarm_spec_problems(make_project().spec)
     assert any(n.startswith("hosts.a: on a swarm of several nodes its named volumes") for n in notes)
