@@ -44,8 +44,9 @@ def own_gpus(machine: dict) -> dict:
 
 
 def login_notice(stack, host: str) -> str:
-    """What a login shell prints into the host (the notice goes to the terminal, stderr)."""
-    return stack.ssh(host, "bash -lc true 2>&1")
+    """What the user's login shell (zsh, the default) prints at an SSH login (the notice goes to
+    the terminal: stderr)."""
+    return stack.ssh(host, '"$SHELL" -l -c true 2>&1')
 
 
 def sample_lines(stack) -> int:
@@ -92,8 +93,8 @@ def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, 
     wait_for(lambda: any(e["event"] == "warned" and e["host"] == "idle" for e in events(stack)), 90, "idle warned")
     notice = idle.exec_run(["cat", "/etc/profile.d/zz-devbox-idle.sh"]).output.decode()
     assert "will be stopped at" in notice
-    # what its users see at their next login (a login shell by exec: an SSH login now would be use)
-    shown = idle.exec_run(["bash", "-lc", "true"], user="developer").output.decode()
+    # what its users see at their next login (their login shell, zsh, by exec: an SSH login now would be use)
+    shown = idle.exec_run(["su", "-l", "developer", "-c", "true"]).output.decode()
     assert "will be stopped at" in shown, shown
     status = stack.devbox("status", env=env).stdout
     assert "IDLE" in status and "stops at" in status, status
