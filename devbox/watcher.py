@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -172,6 +173,7 @@ class Watcher:
     say: Any = print
     disk: dict[str, float] = field(default_factory=dict)  # container id -> MiB, at disk_at
     disk_at: float | None = None
+    disk_thread: threading.Thread | None = None
 
     def containers(self, project: str) -> dict[str, Any]:
         found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
@@ -226,16 +228,24 @@ class Watcher:
         return parse_gpu_usage(usage), parse_gpu_apps(apps)
 
     def _disk_readings(self, now: float) -> None:
-        """The disk each container uses, read again every DISK_EVERY (the engine's df is slow)."""
+        """The disk each container uses, read again every DISK_EVERY in a thread of its own: the
+        engine's df walks every layer and volume (seconds on a full machine), and a round that
+        waited for it could leave a gap in the samples, which restarts every idle clock."""
         every = min(DISK_EVERY, DISK_EVERY_ROUNDS * self.interval)
-        if self.disk_at is not None and now - self.disk_at < every:
+        reading = self.disk_thread is not None and self.disk_thread.is_alive()
+        if reading or (self.disk_at is not None and now - self.disk_at < every):
             return
         self.disk_at = now
-        try:
-            self.disk = disk_usage(self.client.df())
-        except Exception as exc:  # noqa: BLE001 - disk is a usage signal only: no reading, no number
-            self.say(f"disk usage not read: {exc}")
-            self.disk = {}
+
+        def read() -> None:
+            try:
+                self.disk = disk_usage(self.client.df())
+            except Exception as exc:  # noqa: BLE001 - disk is a usage signal only: no reading, no number
+                self.say(f"disk usage not read: {exc}")
+                self.disk = {}
+
+        self.disk_thread = threading.Thread(target=read, name="disk", daemon=True)
+        self.disk_thread.start()
 
     def _nvidia(self, args: list[str]) -> str:
         result = subprocess.run([self.nvidia_smi or "nvidia-smi", *args], capture_output=True, text=True,  # noqa: S603

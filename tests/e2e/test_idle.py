@@ -164,6 +164,8 @@ class OwnEngine:
     its own bridge, no iptables rules (as the engine_without_gpu fixture, tests/e2e/conftest.py)."""
 
     def __init__(self) -> None:
+        import shutil
+
         from .conftest import _dockerd_path, _ip
 
         self.host = f"unix://{OWN_ROOT / 'docker.sock'}"
@@ -175,6 +177,8 @@ class OwnEngine:
         _ip("addr", "add", address, "dev", bridge)
         _ip("link", "set", bridge, "up")
         self.path = _dockerd_path(OWN_ROOT / "bin")
+        # and ps: the engine's `top` (the watcher reads a host's processes with it) runs it
+        (OWN_ROOT / "bin" / "ps").symlink_to(Path(shutil.which("ps") or "/bin/ps").resolve())
 
     def start(self):
         import shutil

@@ -166,3 +166,21 @@ def test_a_host_brought_back_is_told_on_which_gpus():
     assert gpus_text([], [], machine) == ""
     attrs = {"HostConfig": {"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["GPU-0"]}]}}
     assert device_ids(attrs) == ["GPU-0"] and device_ids({"HostConfig": {"DeviceRequests": None}}) == []
+
+
+def test_the_disk_is_read_in_a_thread_of_its_own_every_ten_rounds_at_most():
+    calls = []
+
+    class Client:
+        def df(self):
+            calls.append(1)
+            return {"Containers": [{"Id": "c1", "SizeRw": 1024 * 1024, "Mounts": []}], "Volumes": []}
+
+    watcher = Watcher(client=Client(), folder=None, interval=4, nvidia_smi=None, say=lambda line: None)
+    watcher._disk_readings(100.0)
+    watcher.disk_thread.join(5)
+    assert watcher.disk == {"c1": 1.0}
+    watcher._disk_readings(110.0)  # within 10 rounds: not again
+    watcher._disk_readings(140.0)
+    watcher.disk_thread.join(5)
+    assert len(calls) == 2
