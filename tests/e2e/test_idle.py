@@ -1,5 +1,7 @@
 """Idle hosts on the real engine: the watcher warns and stops an idle host, leaves busy ones
-alone, survives kill -9, and `up HOST` brings a stopped host back with its files.
+alone, survives kill -9, and `up HOST` brings a stopped host back with its files (refused while
+others hold its GPUs); a reclaimed host stays stopped when the engine restarts (a dockerd of the
+test's own: run that test under flock /tmp/devbox-exclusive.lock).
 
 The nvidia-smi double (tests/doubles/nvidia-smi) is mounted into the watcher, with utilisation
 set per GPU in its machine file; the sampling interval is shortened to a few seconds.
@@ -114,6 +116,7 @@ def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, 
     usage = {row["host"]: row for row in json.loads(stack.devbox("usage", "--json", env=env).stdout)}
     assert usage["idle"]["reclaims"] == 1 and usage["session"]["last_login"] is not None
     assert usage["idle"]["gpus"] == 1 and usage["idle"]["samples"] > 5
+    assert usage["idle"]["disk_mib"] is not None and usage["idle"]["disk_mib"] >= 0  # its layer and volumes
 
     # its GPU is free for another spec's host (the machine's other GPU is gpubusy's)
     idle_gpu = idle.attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]
