@@ -65,7 +65,7 @@ def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, 
     machine["gpus"][1]["utilization"] = 90  # the GPU the double shows busy: gpubusy's
     env = {**gpu_machine(tmp_path, machine), "DEVBOX_WATCH_INTERVAL": INTERVAL,
            "DEVBOX_WATCH_NVIDIA_SMI": str(DOUBLES / "nvidia-smi")}  # fmt: skip
-    stack = make_stack(["idle", "gpubusy", "session", "cpu", "kept"], defaults={"idle": {"after": "1m"}})
+    stack = make_stack(["idle", "gpubusy", "session", "cpu", "kept", "touched"], defaults={"idle": {"after": "1m"}})
     stack.spec["hosts"]["idle"]["gpus"] = 1
     stack.spec["hosts"]["gpubusy"]["gpus"] = 1
     stack.write_spec()
@@ -87,6 +87,8 @@ def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, 
     cpu = stack.container(docker_client, "cpu")
     cpu.exec_run(["sh", "-c", "while :; do :; done"], detach=True)
     stack.devbox("keep", "kept", "--for", "1h")
+    touched = stack.container(docker_client, "touched")  # inside: ~/.devbox-keep holds it for a day
+    assert touched.exec_run(["touch", "/home/developer/.devbox-keep"], user="developer").exit_code == 0
 
     # kill -9 the watcher once: it comes back by itself (restart policy) and goes on
     os.kill(watcher.attrs["State"]["Pid"], 9)
@@ -104,7 +106,7 @@ def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, 
     assert time.monotonic() - started < 180
     stopped = stack.container(docker_client, "idle")
     assert stopped.attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"  # nothing brings it back by itself
-    for busy in ("gpubusy", "session", "cpu", "kept"):
+    for busy in ("gpubusy", "session", "cpu", "kept", "touched"):
         assert stack.container(docker_client, busy).status == "running", busy
     reclaims = [e for e in events(stack) if e["event"] == "reclaimed"]
     assert [e["host"] for e in reclaims] == ["idle"]
@@ -112,6 +114,7 @@ def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, 
     by_host = {e["host"]: e for e in status}
     assert by_host["idle"]["idle"].startswith("stopped"), by_host["idle"]
     assert by_host["kept"]["idle"].startswith("held until"), by_host["kept"]
+    assert by_host["touched"]["idle"].startswith("held until") and "~/.devbox-keep" in by_host["touched"]["idle"]
     session.close()
     usage = {row["host"]: row for row in json.loads(stack.devbox("usage", "--json", env=env).stdout)}
     assert usage["idle"]["reclaims"] == 1 and usage["session"]["last_login"] is not None
