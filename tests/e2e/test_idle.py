@@ -178,6 +178,7 @@ class OwnEngine:
         self.process = None
         self._ip = _ip
         OWN_ROOT.mkdir(parents=True, exist_ok=True)
+        self._stop_left_over()
         bridge, address = OWN_BRIDGE
         _ip("link", "add", bridge, "type", "bridge")
         _ip("addr", "add", address, "dev", bridge)
@@ -185,6 +186,27 @@ class OwnEngine:
         self.path = _dockerd_path(OWN_ROOT / "bin")
         # and ps: the engine's `top` (the watcher reads a host's processes with it) runs it
         (OWN_ROOT / "bin" / "ps").symlink_to(Path(shutil.which("ps") or "/bin/ps").resolve())
+
+    @staticmethod
+    def _stop_left_over() -> None:
+        """The dockerd an interrupted earlier run of this test left (its own pid file only)."""
+        import signal
+
+        pidfile = OWN_ROOT / "docker.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            if str(OWN_DATA).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return  # a stale pid file: that pid is someone else's now
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.5)
 
     def start(self):
         import shutil
@@ -290,4 +312,30 @@ def test_a_reclaimed_host_stays_stopped_when_its_engine_restarts(make_stack, doc
 
     stack.devbox("up", "idle", env=env, timeout=300)
     assert stack.ssh("idle", "cat ~/notes.txt").strip() == "mine"
+    stack.devbox("down", "--yes", env=env)
+
+
+def test_a_reclaimed_host_whose_gpu_was_taken_comes_back_on_a_free_one(make_stack, docker_client, tmp_path):
+    machine = own_gpus(TWO_GPUS)
+    env = {**gpu_machine(tmp_path, machine), "DEVBOX_WATCH_INTERVAL": INTERVAL,
+           "DEVBOX_WATCH_NVIDIA_SMI": str(DOUBLES / "nvidia-smi")}  # fmt: skip
+    stack = make_stack(["solo"], defaults={"idle": {"after": "1m"}, "gpus": 1})
+    stack.devbox("up", env=env, timeout=900)
+    stack.ssh("solo", "echo mine > ~/notes.txt")
+    first = stack.container(docker_client, "solo")
+    assert first.attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [machine["gpus"][0]["uuid"]]
+    wait_for(lambda: stack.container(docker_client, "solo").status == "exited", 180, "solo stopped")
+
+    other = make_stack(1, defaults={"gpus": 1})  # takes the GPU solo left: the machine's first
+    other.devbox("up", env=env, timeout=900)
+    taken = other.container(docker_client, "master").attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]
+    assert taken == [machine["gpus"][0]["uuid"]]
+
+    back = stack.devbox("up", "solo", env=env, timeout=600)
+    assert "its GPU 0 is taken now: on GPU 1 (free)" in back.stdout, back.stdout
+    again = stack.container(docker_client, "solo")
+    assert again.status == "running"
+    assert again.attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [machine["gpus"][1]["uuid"]]
+    assert stack.ssh("solo", "cat ~/notes.txt").strip() == "mine"  # a new container; its home stayed
+    other.devbox("down", env=env)
     stack.devbox("down", "--yes", env=env)
