@@ -7,7 +7,8 @@ get_archive/put_archive keep none of the last three) mounts the volumes and runs
 standard output (or input) streams through the SDK's attach socket. Compression happens here,
 with zstandard, into the archive devbox.backup describes.
 
-Compose hosts only for now: on a swarm a host's volumes are on its node's engine.
+backup and restore: compose hosts only for now. The helpers take another engine's client too:
+devbox.engines.swarm_move copies a moving swarm host's volumes between two nodes with them.
 """
 
 from __future__ import annotations
@@ -94,12 +95,13 @@ def _mounts(volumes: Iterable[tuple[str, str]], read_only: bool) -> list[Any]:
 
 
 def _create(project: Project, image: str, argv: list[str], mounts: list[Any], *, streaming: bool,
-            stdin: bool = False) -> Container:  # fmt: skip
+            stdin: bool = False, client: Any = None) -> Container:  # fmt: skip
     """A helper container: root (to read and write every owner's files), no network, devbox's
     labels; a streaming one logs nothing (the engine would keep a copy of the whole tar)."""
     from docker.types import LogConfig
 
-    api = project.client.api
+    engine = client or project.client  # another engine: a swarm node's (devbox.engines.swarm_move)
+    api = engine.api
     log = LogConfig(type=LogConfig.types.NONE) if streaming else None
     # not detached with stdin open: the SDK then sets StdinOnce (its stdin closes when we close ours)
     made = api.create_container(
@@ -107,12 +109,14 @@ def _create(project: Project, image: str, argv: list[str], mounts: list[Any], *,
         labels={**project.owner_labels(), HELPER_LABEL: "backup"},
         host_config=api.create_host_config(network_mode="none", mounts=mounts, log_config=log),
     )  # fmt: skip
-    return project.client.containers.get(made["Id"])
+    return engine.containers.get(made["Id"])
 
 
-def _run(project: Project, image: str, script: str, args: list[str], mounts: list[Any]) -> list[str]:
+def _run(project: Project, image: str, script: str, args: list[str], mounts: list[Any],
+         client: Any = None) -> list[str]:  # fmt: skip
     """Run a short helper script to its end; its output lines. Raises EngineError on failure."""
-    container = _create(project, image, ["/bin/sh", "-c", script, "sh", *args], mounts, streaming=False)
+    container = _create(project, image, ["/bin/sh", "-c", script, "sh", *args], mounts, streaming=False,
+                        client=client)  # fmt: skip
     try:
         container.start()
         code = container.wait()["StatusCode"]
@@ -155,13 +159,14 @@ def _demux(raw: socket.socket, on_stdout: Callable[[bytes], None], errors: list[
 
 
 def stream_out(project: Project, image: str, argv: list[str], mounts: list[Any],
-               on_stdout: Callable[[bytes], None]) -> tuple[int, str]:  # fmt: skip
+               on_stdout: Callable[[bytes], None], client: Any = None) -> tuple[int, str]:  # fmt: skip
     """Run ``argv`` in a helper container, handing its standard output to ``on_stdout`` as it
     comes; (exit code, standard error). Interrupted (Ctrl-C), the helper is removed."""
-    container = _create(project, image, argv, mounts, streaming=True)
+    container = _create(project, image, argv, mounts, streaming=True, client=client)
     errors: list[bytes] = []
     try:
-        attached = project.client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
+        attached = (client or project.client).api.attach_socket(
+            container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
         raw = _raw(attached)
         try:
             container.start()
@@ -176,14 +181,14 @@ def stream_out(project: Project, image: str, argv: list[str], mounts: list[Any],
 
 
 def stream_in(project: Project, image: str, argv: list[str], mounts: list[Any],
-              chunks: Iterable[bytes]) -> tuple[int, str]:  # fmt: skip
+              chunks: Iterable[bytes], client: Any = None) -> tuple[int, str]:  # fmt: skip
     """Run ``argv`` in a helper container with ``chunks`` on its standard input; (exit code,
     standard error). Its output is read on a thread meanwhile (a tar with much to say on
     stderr would otherwise stop reading its input)."""
-    container = _create(project, image, argv, mounts, streaming=True, stdin=True)
+    container = _create(project, image, argv, mounts, streaming=True, stdin=True, client=client)
     errors: list[bytes] = []
     try:
-        attached = project.client.api.attach_socket(
+        attached = (client or project.client).api.attach_socket(
             container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         raw = _raw(attached)
         reader = threading.Thread(target=_demux, args=(raw, errors.append, errors), daemon=True)

@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 from devbox.docker_api import StartWatch, talks_to_engine
 from devbox.engines.base import MAPPED, DoctorLine, Engine, Observed, Plan, Reach, claim_problems, unsupported
 from devbox.engines.preflight import port_problems, raise_all, resource_problems
+from devbox.engines.swarm_move import Move, planned_moves
+from devbox.engines.swarm_move import consent as consent_to_move
+from devbox.engines.swarm_move import copy as copy_volumes
 from devbox.engines.swarm_nodes import (
     GPU_RESOURCE,
     Node,
@@ -380,15 +383,18 @@ def stale_hosts(project: Project, hosts: list[Host], rendered: RenderedProject,
 
 
 def deploy(project: Project, hosts: list[Host], rendered: RenderedProject, nodes: list[Node] | None = None,
-           image: str | None = None) -> None:  # fmt: skip
+           image: str | None = None, moves: list[Move] | None = None) -> None:  # fmt: skip
     """(Re)create the services of ``hosts`` and wait until each has a running task. ``image``:
-    the reference tasks run (REPO@sha256:... once pushed), default the rendered tag."""
+    the reference tasks run (REPO@sha256:... once pushed), default the rendered tag. ``moves``:
+    hosts whose volumes are copied to their new node between stopping and starting them."""
     from docker.types import NetworkAttachmentConfig, SecretReference
 
     _ensure_network(project)
     services = _services(project)
     nodes = read_nodes(project.client) if nodes is None else nodes
     ensure_anchors(project, nodes, image or rendered.image_tag)
+    moving = {move.host: move for move in moves or []}
+    clients = NodeClients(project.client, _own_node(project)) if moving else None
     for host in hosts:
         names = _ensure_secrets(project, host)
         ids = {s.name: s.id for s in project.client.secrets.list(filters={"names": list(names.values())})}
@@ -401,6 +407,8 @@ def deploy(project: Project, hosts: list[Host], rendered: RenderedProject, nodes
         if host.name in services:
             project.say(recreating_note([service_name(project.spec, host)]))
             _retire(project, host.name, services[host.name])
+        if host.name in moving and clients is not None:
+            copy_volumes(project, moving[host.name], clients, image or rendered.image_tag)
         project.say(f"starting service {service_name(project.spec, host)}")
         project.client.services.create(**definition)
     for host in hosts:
@@ -638,7 +646,10 @@ class SwarmEngine(Engine):
 
     def apply(self, project: Project, plan: Plan, starting: list[Host], rendered: RenderedProject, image: str,
               seen: Observed, *, only: bool) -> None:  # fmt: skip
-        deploy(project, starting, rendered, seen.extra, image)
+        clients = NodeClients(project.client, _own_node(project))
+        moves = planned_moves(project, starting, seen.objects, seen.extra, clients)
+        consent_to_move(project, moves)  # before any service changes
+        deploy(project, starting, rendered, seen.extra, image, moves)
 
     def down(self, project: Project, volumes: bool) -> None:
         remove_all(project, volumes)

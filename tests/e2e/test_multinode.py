@@ -189,3 +189,32 @@ def assert_nothing_deployed(rig: Rig, stack: Any) -> None:
     assert not manager.services.list(filters={"label": f"devbox.project={stack.name}"})
     assert not manager.secrets.list(filters={"label": f"devbox.project={stack.name}"})
     manager.close()
+
+
+def test_a_pinned_host_moved_to_another_node_takes_its_home_and_the_old_volume_stays(multinode_swarm, rig_stack):  # noqa: F811
+    rig, stack = multinode_swarm, rig_stack
+    stack.run("up")
+    ssh(rig, stack, "b", "mkdir -p 'odd dir' && printf 'moved\\n' > 'odd dir/é file' && ln -s 'odd dir' link "
+                         "&& truncate -s 64M sparse")  # fmt: skip
+    stack.spec["hosts"]["b"]["node"] = "n1"  # from n2 to the manager's node (a's home and data are there)
+    stack.write_spec()
+    refused = stack.run("up", check=False)  # no terminal, no --yes: nothing changes
+    assert refused.returncode == 1 and "pass --yes to copy it there" in refused.stderr
+    assert "host b moves from node n2 to n1" in refused.stdout
+    assert node_containers(rig, stack)["n2"] == ["b"]
+
+    moved = stack.run("up", "--yes")
+    assert f"copying volume {stack.name}_b-home from n2 to n1" in moved.stdout
+    assert f"{stack.name}_data already exist on n1 and stay as they are" in moved.stdout
+    assert "tree hash" in moved.stdout and f"developer@{rig.nodes['n1'].address}" in moved.stdout
+    wait_for(lambda: node_containers(rig, stack)["n1"] == ["a", "b"], "b to run on n1")
+    there = Target("b", rig.nodes["n1"].address, stack.port("b"), "developer", stack.password("b"),
+                   stack.host_key("b"))  # fmt: skip
+    result = login(there, command="cat 'odd dir/é file' link/'é file'; stat -c %s sparse; du -k sparse | cut -f1",
+                   timeout=10)  # fmt: skip
+    assert result.ok, result.detail
+    assert result.output.split() == ["moved", "moved", str(64 << 20), "0"]  # sparse stays sparse
+    n2 = rig.client("n2")
+    assert [v.name for v in n2.volumes.list(filters={"name": f"{stack.name}_b-home"})] == [f"{stack.name}_b-home"]
+    n2.close()
+    assert "nothing changed" in stack.run("up").stdout  # moved once; the next up leaves it alone
