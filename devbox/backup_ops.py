@@ -79,9 +79,13 @@ def host_volumes(project: Project, host: Host) -> list[backup.Volume]:
 
 
 def _refuse_swarm(project: Project) -> None:
+    """One line before anything is touched: on a swarm a host's volumes are on its node's engine."""
     if project.spec.engine != "compose":
+        home = f"{project.spec.project}_HOST-home"
         raise UsageError(f"{project.spec.source}: backup and restore work on compose hosts for now (engine: "
-                         f"{project.spec.engine}); copy a swarm host's volumes on its node")  # fmt: skip
+                         f"{project.spec.engine}); on the host's node run `docker run --rm -v {home}:/v:ro "
+                         f"debian:bookworm tar -C /v --numeric-owner -cf - . | zstd > HOST.tar.zst` "
+                         "(`devbox status` names the node)")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- helper containers

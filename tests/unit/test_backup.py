@@ -100,3 +100,21 @@ def test_keep_prunes_the_oldest_complete_backups_of_that_host_only(tmp_path):
 
 def test_progress_says_bytes_rate_and_eta():
     assert backup.progress_line(512 * 1024**2, 1024**3, 2.0) == "512.0 MiB of 1.0 GiB, 256.0 MiB/s, ETA 2 s"
+
+
+@pytest.mark.parametrize("command", ["backup", "restore"])
+def test_backup_and_restore_on_a_swarm_refuse_in_one_line_naming_what_to_do(tmp_path, command):
+    from devbox.backup_ops import backup_hosts, restore
+    from devbox.engines import open_project
+
+    from .helpers import make_spec
+
+    project = open_project(make_spec(engine="swarm"), tmp_path)  # no engine is asked: nothing to connect to
+    with pytest.raises(UsageError) as refused:
+        if command == "backup":
+            backup_hosts(project, [], None)
+        else:
+            restore(project, tmp_path / "a.tar.zst", None, False)
+    line = str(refused.value)
+    assert "\n" not in line and "work on compose hosts for now (engine: swarm)" in line
+    assert "docker run --rm -v" in line and "devbox status` names the node" in line
