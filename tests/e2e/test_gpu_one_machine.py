@@ -48,6 +48,12 @@ def fresh_machine(client: Any, free: int = 2) -> dict[str, Any]:
     return {"gpus": gpus, "compute_apps": [], "free": free_indexes}
 
 
+def others_by_index(client: Any, but: tuple[str, ...] = ()) -> set[str]:
+    """What the engine's containers (not of the projects ``but``) hold by index or count ("*": all)."""
+    return {unit for h in engine_holdings(client) if not h.shared and h.project not in but
+            for unit in held_units(h, None)}  # fmt: skip
+
+
 def uuids(machine: dict[str, Any]) -> list[str]:
     """The machine's free GPUs' UUIDs, in index order."""
     return [machine["gpus"][i]["uuid"] for i in machine["free"]]
@@ -205,3 +211,19 @@ def test_status_marks_a_host_whose_gpu_a_sharing_host_of_another_spec_also_holds
     assert f"also held by {holder(notebook, 'notebook')} shared" in lab.devbox("status", env=env).stdout
     [entry] = json.loads(notebook.devbox("status", "--json", env=env).stdout)
     assert entry["gpus_also_held_by"] == [holder(lab)]
+
+
+def test_without_nvidia_smi_two_specs_still_get_different_gpus(make_stack, docker_client):
+    # no nvidia-smi (a laptop's view, a remote engine): counts become indexes, and the engine's
+    # containers are still read, so an index another container holds is not given again
+    held_by_index = others_by_index(docker_client)
+    if "*" in held_by_index:
+        pytest.skip("a container of another test run holds every GPU of the engine")
+    first, second = (make_stack(["solo"], defaults={"gpus": 1}) for _ in range(2))
+    for stack in (first, second):
+        assert "GPUs are assigned by index" in stack.devbox("up").stdout
+    got = [gpu_of(stack, docker_client) for stack in (first, second)]
+    held_all_along = held_by_index & others_by_index(docker_client, but=(first.name, second.name))
+    assert all(g.isdigit() and g not in held_all_along for g in got) and got[0] != got[1], (got, held_all_along)
+    [holder_of_first] = [h for h in engine_holdings(docker_client) if h.project == first.name]
+    assert holder_of_first.device_ids == (got[0],)
