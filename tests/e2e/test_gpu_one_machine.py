@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,17 @@ def devbox_in(folder: Path, *args: str, env: dict[str, str]) -> subprocess.Compl
                           env=devbox_env(env), stdin=subprocess.DEVNULL)  # fmt: skip
 
 
+def start_job(container: Any) -> int:
+    """A "GPU job" in a host: its PID on the machine (what nvidia-smi reports)."""
+    container.exec_run(["sleep", "3019"], detach=True)
+    for _ in range(50):  # the exec starts a moment after it returns
+        found = [int(row[0]) for row in container.top(ps_args="-o pid,args")["Processes"] if row[-1] == "sleep 3019"]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError("the job did not start")
+
+
 def json_holders(output: str, gpu: str) -> list[dict[str, Any]]:
     return next(row["holders"] for row in json.loads(output) if row["uuid"] == gpu)
 
@@ -97,6 +109,11 @@ def test_two_specs_get_different_gpus_a_third_is_refused_until_one_is_down(make_
     held = {s.name: gpu_of(s, docker_client) for s in (first, second)}
     assert sorted(held.values()) == sorted(uuids(machine)), held  # different GPUs, both of the free ones
 
+    # a job in the second spec's host: `devbox gpus` anywhere attributes it to that spec's host
+    pid = start_job(second.container(docker_client, "solo"))
+    machine["compute_apps"] = [{"pid": pid, "gpu_uuid": held[second.name], "used_memory": 1234}]
+    (tmp_path / "machine.json").write_text(json.dumps(machine))
+
     # `devbox gpus` from one folder, and from no spec at all, names the other spec's host
     for where, gpus in (("a spec's folder", lambda *a: first.devbox(*a, env=env)),
                         ("no spec", lambda *a: devbox_in(tmp_path / "nowhere", *a, env=env))):  # fmt: skip
@@ -109,6 +126,8 @@ def test_two_specs_get_different_gpus_a_third_is_refused_until_one_is_down(make_
         for stack in (first, second):
             [found] = json_holders(data, held[stack.name])
             assert (found["project"], found["host"], found["folder"]) == (stack.name, "solo", str(stack.directory))
+        [job] = next(row["processes"] for row in json.loads(data) if row["uuid"] == held[second.name])
+        assert (job["pid"], job["project"], job["host"]) == (pid, second.name, "solo"), where
 
     # a third spec on the full machine: one line naming both holders, and nothing built or replaced
     before = {s.name: s.container(docker_client, "solo").id for s in (first, second)}
