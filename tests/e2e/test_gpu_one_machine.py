@@ -148,6 +148,9 @@ def test_two_specs_get_different_gpus_a_third_is_refused_until_one_is_down(make_
     assert gpu_of(third, docker_client) == held[first.name]
     assert gpu_of(second, docker_client) == held[second.name]
     assert second.container(docker_client, "solo").id == before[second.name]
+    # the spec that is down holds nothing, also as `devbox gpus` in its own folder tells it
+    [found] = json_holders(first.devbox("gpus", "--json", env=env).stdout, held[first.name])
+    assert (found["project"], found["folder"]) == (third.name, str(third.directory))
 
 
 @pytest.fixture
