@@ -30,10 +30,11 @@ class Check:
     name: str
     ok: bool | None  # None: skipped
     detail: str
+    warning: bool = False  # passed, with something to act on soon (WARN; never fails the run)
 
     @property
     def word(self) -> str:
-        return {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
+        return "WARN" if self.warning else {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
 
 
 # --------------------------------------------------------------------------- check
@@ -258,6 +259,7 @@ def doctor(project: Project) -> Iterator[Check]:
     yield Check("resources", "fit the engine", not problems, "; ".join(problems) or "limits and reservations fit")
     for line in engine.doctor(project):
         yield Check(*line)
+    yield from _disk(project)
     if any(h.devices for h in spec.hosts):
         problems = device_problems(list(spec.hosts))
         yield Check("devices", "present", not problems, "; ".join(problems) or "every device exists")
@@ -269,3 +271,23 @@ def doctor(project: Project) -> Iterator[Check]:
         return
     problems = engine.gpu_problems(project, facts)
     yield Check("gpus", "runtime", not problems, "; ".join(problems) or "the engine accepts NVIDIA GPU requests")
+
+
+def _disk(project: Project) -> Iterator[Check]:
+    """The engine's disk has room, and no host is near its budget (warnings: nothing fails)."""
+    from devbox import disk
+
+    client = project.client
+    engine = disk.engine_disk(client)
+    measured = disk.measure(client, project.spec)
+    if engine is None:
+        yield Check("disk", "engine's disk", None, "not on this machine (set DEVBOX_DOCKER_ROOT to a mount of it)")
+    else:
+        line = disk.engine_disk_warning(engine, measured)
+        yield Check("disk", "engine's disk", True, line or f"{engine.path}: {disk.size_text(engine.free)} free of "
+                    f"{disk.size_text(engine.size)}", warning=bool(line))  # fmt: skip
+    if any(host.disk for host in project.spec.hosts):
+        lines = disk.budget_warnings(project.spec, measured)
+        yield Check("disk", "budgets", True, "; ".join(lines) or ", ".join(
+            f"{d.host} {disk.size_text(d.total)} of {disk.size_text(d.budget)}" for d in measured if d.budget),
+            warning=bool(lines))  # fmt: skip

@@ -345,17 +345,21 @@ def down(ctx: Context, volumes: bool, yes: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--disk", "with_disk", is_flag=True,
+              help="Also what each host holds on disk (home, volumes, container layer) against its budget.")
 @pass_context
-def status(ctx: Context, as_json: bool) -> None:
-    """Each host's state, health, SSH port, applied limits and GPUs."""
+def status(ctx: Context, as_json: bool, with_disk: bool) -> None:
+    """Each host's state, health, SSH port, applied limits and GPUs (--disk: and its disk use)."""
     import json
 
     from devbox.operations import status as run_status
     from devbox.watch_service import add_idle
 
     project = _project(ctx)
-    entries = run_status(project)
+    entries = run_status(project, disk=with_disk)
     watched = add_idle(project, entries)
+    if with_disk:
+        _disk_warnings(project, entries)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -373,7 +377,31 @@ def status(ctx: Context, as_json: bool) -> None:
         rows[0].append("IDLE")
         for row, entry in zip(rows[1:], entries, strict=True):
             row.append(entry["idle"])
+    if with_disk:
+        rows[0] += ["HOME", "VOLUMES", "LAYER", "DISK"]
+        for row, entry in zip(rows[1:], entries, strict=True):
+            row += _disk_cells(entry["disk"])
     click.echo(_table(rows))
+
+
+def _disk_cells(use: dict[str, Any]) -> list[str]:
+    """A host's disk columns: home, other volumes, container layer, the total against its budget."""
+    from devbox.disk import size_text
+
+    total = size_text(use["total"])
+    if use["budget"]:
+        total += f" of {size_text(use['budget'])} ({use['used_percent']:.0f} %)"
+    volumes = sum(use["volumes"].values()) if use["volumes"] else None
+    return [size_text(use["home"]), size_text(volumes), size_text(use["layer"]), total]
+
+
+def _disk_warnings(project: Any, entries: list[dict[str, Any]]) -> None:
+    """Hosts near their budget and a nearly full engine disk, as `up` and `doctor` say them."""
+    from devbox import disk
+
+    measured = [disk.HostDisk.from_dict(entry["host"], entry["disk"]) for entry in entries]
+    for line in disk.warnings(project.client, project.spec, measured):
+        warn(line)
 
 
 cli.add_command(status, name="ps")
@@ -500,7 +528,7 @@ def exec_cmd(ctx: Context, host: str, command: tuple[str, ...], user: str | None
 
 def _print_checks(checks: Any) -> bool:
     """One line per check; returns whether every check passed or was skipped."""
-    colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
+    colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow", "WARN": "yellow"}
     ok = True
     for check in checks:
         word = click.style(check.word, fg=colours[check.word])

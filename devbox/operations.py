@@ -53,6 +53,7 @@ def up(project: Project, only: list[str] | None = None,
         # GPUs are given out under the machine lock, until the containers that hold them exist
         rendered = project.render(allocate_gpus=engine.allocates_gpus, engine_gpus=True)
         project.containers()  # the project's containers, volumes and networks are this spec's
+        _warn_about_disk(project)
         if project.spec.engine == "compose":
             watch_service.bring_back(project, hosts)  # hosts the idle watcher stopped get their restart policy
         with engine.start_watch(project) as started:
@@ -69,6 +70,15 @@ def up(project: Project, only: list[str] | None = None,
         raise EngineError("; ".join(f"{r.name}: {r.detail}{_last_words(ours.get(r.name))}" for r in failed)
                           + " (see `devbox logs HOST`)")  # fmt: skip
     return list(zip(targets, results, strict=True))
+
+
+def _warn_about_disk(project: Project) -> None:
+    """Hosts near their disk budget, the engine's disk nearly full: said before anything starts
+    (a full disk fails every host's writes, then the engine's)."""
+    from devbox import disk
+
+    for line in disk.warnings(project.client, project.spec):
+        project.say(f"warning: {line}")
 
 
 def _restart_rekeyed(project: Project, targets: list[probe.Target], results: list[probe.Result],
@@ -181,9 +191,10 @@ def host_status(spec: Spec, host: Host, container: Container | None,
 
 
 @talks_to_engine
-def status(project: Project) -> list[dict[str, Any]]:
+def status(project: Project, disk: bool = False) -> list[dict[str, Any]]:
     """Each host as `status` shows it; where the engine knows more (a swarm: the node, its
-    address, the task's state where the container is out of reach) that is added."""
+    address, the task's state where the container is out of reach) that is added. ``disk``: what
+    each host holds on the engine's disk too (the engine's ``df``: slow with many files)."""
     from devbox.gpus import load_ledger
 
     engine = _engine_for(project)
@@ -199,7 +210,18 @@ def status(project: Project) -> list[dict[str, Any]]:
         if details and host.name not in reach.containers:
             entry["state"] = details["task"]
         entries.append({**entry, **details})
+    if disk:
+        _add_disk(project, entries)
     return entries
+
+
+def _add_disk(project: Project, entries: list[dict[str, Any]]) -> None:
+    """Each host's disk use and budget; on a swarm only the hosts on this engine's node are
+    measured (the others' volumes are on their nodes)."""
+    from devbox import disk
+
+    for entry, use in zip(entries, disk.measure(project.client, project.spec), strict=True):
+        entry["disk"] = use.as_dict()
 
 
 def _gpus_also_held(project: Project, ledger: Ledger) -> dict[str, list[str]]:

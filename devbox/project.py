@@ -96,14 +96,26 @@ class Project:
         engine that hands out GPUs itself, a swarm, does not want that); ``engine_gpus``: none
         that another container on the engine holds (`up` does this under ``gpu_lock``)."""
         holdings = self.engine_gpu_holdings() if allocate_gpus and engine_gpus else ()
+        quota = engine_gpus and self.spec.engine == "compose" and any(h.disk for h in self.spec.hosts) \
+            and self._layer_quota()
         rendered, _changed, created = render_to(self.spec, self.folder, self.environ, allocate_gpus=allocate_gpus,
-                                                say=self.say, holdings=holdings)  # fmt: skip
+                                                say=self.say, holdings=holdings, layer_quota=quota)  # fmt: skip
         for line in rendered.notes:
             self.say(f"note: {line}")
         note = generated_note(self.folder, created)
         if note:
             self.say(note)
         return rendered
+
+    def _layer_quota(self) -> bool:
+        """Whether this engine caps container layers (a host's disk budget then does); said once."""
+        from devbox.disk import layer_quota
+
+        able = layer_quota(self.client.info())
+        if able:
+            self.say("note: the engine caps each host's container layer at its disk budget (overlay2 on xfs "
+                     "with project quotas); its home and volumes are warned about, not capped")  # fmt: skip
+        return able
 
     def wants_gpus(self) -> bool:
         return any(host.gpus.wanted for host in self.spec.hosts)
@@ -315,8 +327,8 @@ def recreating_note(names: list[str]) -> str:
 
 
 def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_gpus: bool = True,
-              say: Say | None = None,
-              holdings: Sequence[Holding] = ()) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
+              say: Say | None = None, holdings: Sequence[Holding] = (),
+              layer_quota: bool = False) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
     """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated).
 
     GPU hosts get devices of their own from the project's GPU ledger (devbox.gpus), unless
@@ -331,7 +343,7 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_
     key = image_inputs_key(spec, layers)
     owner = owner_id(folder)
     rendered = render_project(spec, material, _image_files_on_disk(spec, folder, key), gpus, owner,
-                              _compose_on_disk(folder), layers)  # fmt: skip
+                              _compose_on_disk(folder), layers, layer_quota)  # fmt: skip
     changed = write_files(folder, rendered.files)
     write_if_changed(Layout(folder).image_layers, layers.to_text(), 0o644)
     write_if_changed(Layout(folder).image_key, key + "\n", 0o644)

@@ -413,7 +413,7 @@ HEALTHCHECK: dict[str, Any] = {
 
 
 def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[str, str]],
-             assignment: Assignment | None = None) -> dict:  # fmt: skip
+             assignment: Assignment | None = None, layer_quota: bool = False) -> dict:  # fmt: skip
     service: dict[str, Any] = {}
     if build:
         # The labels find devbox's images again (tests, clean-ups, pruning), as on its containers.
@@ -440,6 +440,10 @@ def _service(spec: Spec, host: Host, tag: str, build: bool, secrets: list[dict[s
         [network] if host.hostname == host.name else {network: {"aliases": [host.hostname]}}
     )
     service.update(_hardware(host))
+    if layer_quota and host.disk is not None:
+        # the container layer capped at the whole budget (volumes stay unbounded): only where the
+        # engine can (overlay2 on xfs with pquota, devbox.disk.layer_quota); it refuses it elsewhere
+        service["storage_opt"] = {"size": host.disk.text}
     service["logging"] = _logging(host)
     service["healthcheck"] = HEALTHCHECK
     return service
@@ -486,10 +490,12 @@ def config_hash(service: Mapping[str, Any], files: list[RenderedFile]) -> str:
     return digest.hexdigest()[:16]
 
 
-def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: str | None = None) -> dict[str, Any]:
+def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: str | None = None,
+                 layer_quota: bool = False) -> dict[str, Any]:  # fmt: skip
     """docker-compose.yml as data: every host shares ONE image, built by the first host; ``gpus``:
     the devices each GPU host was allocated; ``owner``: the spec's owner id, a label of its
-    containers and image (outside the config hash: an upgrade that adds it recreates nothing).
+    containers and image (outside the config hash: an upgrade that adds it recreates nothing);
+    ``layer_quota``: the engine can cap a container layer's size (a host's ``disk`` then does).
 
     Volumes and the network are declared without it: compose hashes their definition, and a
     label added to an existing stack's would make compose remove its network (stopping hosts)
@@ -502,7 +508,8 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: st
         mounts, definitions = _secrets(host)
         secrets.update(definitions)
         assignment = gpus.of(host.name) if gpus else None
-        service = _service(spec, host, tag, build=index == 0, secrets=mounts, assignment=assignment)
+        service = _service(spec, host, tag, build=index == 0, secrets=mounts, assignment=assignment,
+                           layer_quota=layer_quota)  # fmt: skip
         digest = config_hash(service, settings_files(spec, host))
         if owner and "build" in service:  # outside the hash, like the service's own label below
             service["build"]["labels"][OWNER_LABEL] = owner
@@ -697,7 +704,7 @@ def compose_key(spec: Spec, data: Mapping[str, Any]) -> str:
 def render_project(
     spec: Spec, material: Mapping[str, HostMaterial], image: list[RenderedFile] | None = None,
     gpus: Allocation | None = None, owner: str | None = None, compose: tuple[str, str] | None = None,
-    layers: ImageLayers | None = None,
+    layers: ImageLayers | None = None, layer_quota: bool = False,
 ) -> RenderedProject:  # fmt: skip
     """Every file `devbox render` writes, in a stable order. ``image``: the image files, when the
     caller knows them already (see image_inputs_key); ``gpus``: each GPU host's devices;
@@ -708,7 +715,7 @@ def render_project(
     files = list(image) if image is not None else image_files(spec, layers)
     tag = image_tag(spec, files)
     files.append(RenderedFile(DOCKERIGNORE, "*\n" + "".join(f"!{name}\n" for name in IMAGE_FILES)))
-    data = compose_data(spec, tag, gpus, owner)
+    data = compose_data(spec, tag, gpus, owner, layer_quota)
     key = compose_key(spec, data)
     header = _COMPOSE_HEADER.format(origin=_origin(spec))
     text = compose[1] if compose and compose[0] == key else header + dump_yaml(data)

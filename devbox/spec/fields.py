@@ -194,6 +194,8 @@ HOST_SETTINGS_FIELDS = (
           "(off unless set; see Idle hosts)."),
     Field("pids_limit", PidsLimit(), "Processes and threads the host may have at once (-1 or unlimited: no "
           "limit), so a fork bomb in one host cannot starve the others.", DEFAULT_PIDS_LIMIT),
+    Field("disk", Nullable(Size()), "The host's disk budget, e.g. 200g: its home, named volumes and container "
+          "layer together; status shows use against it, up and doctor warn above 90 % (see Neighbours)."),
     Field("logging", LOGGING, "How much of the host's output the engine keeps: rotated at max_size, "
           "max_files kept."),
 )  # fmt: skip

@@ -88,6 +88,7 @@ def _assemble(name: str, v: dict[str, Any], origins: dict[str, str], gpu_enabled
         node=v["node"], node_labels=tuple(sorted(v["node_labels"].items())), idle=v["idle"],
         pids_limit=v["pids_limit"] or Host.pids_limit,
         logging=Logging(**{key: value for key, value in v["logging"].items() if value is not None}),
+        disk=v["disk"],
         origins=tuple(sorted(origins.items())),
     )  # fmt: skip
     _check_environment(name, host.environment, origins, reading)

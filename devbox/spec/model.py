@@ -183,6 +183,7 @@ class Host:
     idle: IdlePolicy | None = None  # stopped when idle this long (devbox.idle); None: never
     pids_limit: int = DEFAULT_PIDS_LIMIT  # processes and threads at once; -1: unlimited
     logging: Logging = field(default_factory=Logging)
+    disk: Size | None = None  # the disk budget: home, named volumes and container layer together
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property

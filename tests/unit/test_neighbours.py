@@ -72,3 +72,146 @@ def test_a_swarm_manager_older_than_docker_20_10_is_refused_for_pids_limits():
     assert problem.startswith("hosts.master.pids_limit: this swarm's engine (API 1.40) cannot limit")
     unlimited = make_spec(engine="swarm", defaults={"bind_address": "0.0.0.0", "pids_limit": "unlimited"})
     assert pids_problems(unlimited, "1.40") == []
+
+
+# --------------------------------------------------------------------------- disk
+
+def _df(project="lab", homes=None, volumes=None, layers=None):
+    """The engine's df answer, as the SDK gives it (client.df()), for the given sizes."""
+    found = [{"Name": f"{project}_{host}-home", "UsageData": {"Size": size, "RefCount": 1}}
+             for host, size in (homes or {}).items()]
+    found += [{"Name": f"{project}_{name}", "UsageData": {"Size": size}} for name, size in (volumes or {}).items()]
+    found.append({"Name": "other_master-home", "UsageData": {"Size": 10**12}})  # another project's
+    containers = [{"Names": [f"/{project}-{host}-1"], "SizeRw": size,
+                   "Labels": {"devbox.project": project, "devbox.host": host}}
+                  for host, size in (layers or {}).items()]
+    containers.append({"Names": ["/x"], "SizeRw": 10**12, "Labels": {"devbox.project": "other", "devbox.host": "master"}})
+    return {"Volumes": found, "Containers": containers, "Images": [], "LayersSize": 0}
+
+
+def test_disk_use_per_host_is_its_home_its_volumes_and_its_layer():
+    from devbox.disk import host_disks
+
+    spec = make_spec(project="lab", hosts={"master": {"ssh_port": 1, "volumes": ["data:/data"], "disk": "1g"},
+                                           "worker": {"ssh_port": 2}})  # fmt: skip
+    master, worker = host_disks(spec, _df(homes={"master": 100, "worker": 7}, volumes={"data": 50},
+                                          layers={"master": 3}))  # fmt: skip
+    assert (master.home, dict(master.volumes), master.layer, master.total) == (100, {"data": 50}, 3, 153)
+    assert master.budget == 1024**3 and master.as_dict()["used_percent"] == 0.0
+    assert (worker.home, worker.layer, worker.budget, worker.used) == (7, None, None, None)
+
+
+def test_a_volume_the_engine_did_not_measure_counts_as_unknown_not_zero():
+    from devbox.disk import host_disks
+
+    master = host_disks(make_spec(project="lab"), _df(homes={"master": -1}))[0]
+    assert master.home is None and master.total == 0
+
+
+def test_a_host_above_90_percent_of_its_budget_is_warned_about_where_the_budget_is_written():
+    from devbox.disk import HostDisk, budget_warnings
+
+    spec = make_spec(defaults={"disk": "100m"}, hosts={"master": {"ssh_port": 1}, "worker": {"ssh_port": 2}})
+    disks = [HostDisk("master", 100 * 1024**2, home=95 * 1024**2), HostDisk("worker", 100 * 1024**2, layer=1)]
+    [line] = budget_warnings(spec, disks)
+    assert line.startswith("defaults.disk: master holds 95.0 MiB of its 100m budget (95 %): home 95.0 MiB")
+
+
+def test_a_nearly_full_engine_disk_names_the_largest_hosts_first():
+    from devbox.disk import EngineDisk, HostDisk, engine_disk_warning
+
+    disks = [HostDisk("a", None, home=1), HostDisk("b", None, home=3 * 1024**3), HostDisk("c", None, layer=2 * 1024**2)]
+    assert engine_disk_warning(EngineDisk("/d", 100, 11), disks) is None  # 89 %: fine
+    line = engine_disk_warning(EngineDisk("/var/lib/docker", 100 * 1024**3, 5 * 1024**3), disks)
+    assert line is not None and line.startswith("the engine's disk (/var/lib/docker) is 95 % full (5.0 GiB free")
+    assert line.endswith("the largest hosts: b 3.0 GiB, c 2.0 MiB, a 1 B")
+
+
+def test_the_engine_disk_is_measured_where_devbox_docker_root_points(tmp_path, monkeypatch):
+    from devbox.disk import engine_disk
+
+    monkeypatch.setenv("DEVBOX_DOCKER_ROOT", str(tmp_path))
+    found = engine_disk(client=None)  # the variable wins: the engine is not asked
+    assert found is not None and found.path == str(tmp_path) and 0 < found.free <= found.size
+    monkeypatch.setenv("DEVBOX_DOCKER_ROOT", str(tmp_path / "missing"))
+    assert engine_disk(client=None) is None
+
+
+def test_up_asks_the_engine_for_df_only_with_a_budget_or_a_nearly_full_disk(tmp_path, monkeypatch):
+    from devbox import disk
+
+    class Client:
+        asked = 0
+
+        def df(self):
+            Client.asked += 1
+            return _df(homes={"master": 10**9})
+
+    monkeypatch.setenv("DEVBOX_DOCKER_ROOT", str(tmp_path))
+    assert disk.warnings(Client(), make_spec(project="lab")) == []
+    assert Client.asked == 0
+    [line] = disk.warnings(Client(), make_spec(project="lab", defaults={"disk": "100m"}))
+    assert Client.asked == 1 and line.startswith("defaults.disk: master holds 953.7 MiB of its 100m budget")
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("lots", "hosts.master.disk: 'lots' is not a size"),
+    (0, "hosts.master.disk: '0' is not a size"),
+])  # fmt: skip
+def test_a_bad_disk_budget_is_one_line_with_its_path(value, problem):
+    with pytest.raises(SpecError) as info:
+        make_spec(hosts={"master": {"ssh_port": 1, "disk": value}})
+    assert any(line.startswith(problem) for line in info.value.problems), info.value.problems
+
+
+def test_a_disk_budget_renders_nothing_the_engine_would_refuse():
+    """Warn only: no storage_opt (the engine refuses it unless overlay2 on xfs with pquota)."""
+    service = services(make_spec(defaults={"disk": "200g"}))["master"]
+    assert "storage_opt" not in service
+
+
+def test_status_asks_the_engine_for_df_only_with_disk(monkeypatch, make_project):
+    from devbox import operations
+
+    from .fake_docker import FakeDockerClient, serve
+
+    client = serve(monkeypatch, FakeDockerClient())
+    client.df_data = _df(project="lab", homes={"master": 4096}, layers={"master": 10})
+    project = make_project(project="lab", defaults={"disk": "1m"})
+    plain = operations.status(project)[0]
+    assert "disk" not in plain and client.called("df") == []
+    entry = operations.status(project, disk=True)[0]
+    assert entry["disk"] == {"home": 4096, "volumes": {}, "layer": 10, "total": 4106, "budget": 1024**2,
+                             "used_percent": 0.4}  # fmt: skip
+    assert len(client.called("df")) == 1
+
+
+XFS_INFO = {"Driver": "overlay2", "DockerRootDir": "/var/lib/docker",
+            "DriverStatus": [["Backing Filesystem", "xfs"], ["Supports d_type", "true"]]}  # fmt: skip
+MOUNTS = """22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw
+40 22 259:2 / /var/lib/docker rw,relatime shared:20 - xfs /dev/nvme1n1 rw,attr2,inode64,{quota}
+"""
+
+
+@pytest.mark.parametrize(("info", "mounts", "able"), [
+    (XFS_INFO, MOUNTS.format(quota="prjquota"), True),
+    (XFS_INFO, MOUNTS.format(quota="pquota"), True),
+    (XFS_INFO, MOUNTS.format(quota="noquota"), False),  # xfs without project quotas: the engine refuses size
+    ({**XFS_INFO, "DriverStatus": [["Backing Filesystem", "extfs"]]}, MOUNTS.format(quota="prjquota"), False),
+    ({**XFS_INFO, "Driver": "fuse-overlayfs"}, MOUNTS.format(quota="prjquota"), False),
+    ({**XFS_INFO, "DockerRootDir": "/srv/docker"}, MOUNTS.format(quota="prjquota"), False),  # on / (ext4)
+])  # fmt: skip
+def test_the_layer_is_capped_only_on_overlay2_over_xfs_with_project_quotas(info, mounts, able):
+    from devbox.disk import quota_filesystem
+
+    assert quota_filesystem(info, mounts) is able
+
+
+def test_where_the_engine_can_the_container_layer_is_capped_at_the_budget():
+    spec = make_spec(hosts={"master": {"ssh_port": 1, "disk": "200g"}, "worker": {"ssh_port": 2}})
+    capped = compose_data(spec, "devbox-lab:abc", layer_quota=True)["services"]
+    assert capped["master"]["storage_opt"] == {"size": "200g"}
+    assert "storage_opt" not in capped["worker"]  # no budget, no cap
+    plain = compose_data(spec, "devbox-lab:abc")["services"]
+    assert "storage_opt" not in plain["master"]
+    assert plain["master"]["labels"]["devbox.config-hash"] != capped["master"]["labels"]["devbox.config-hash"]
