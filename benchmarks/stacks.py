@@ -26,8 +26,8 @@ from benchmarks.measure import LoginWatch, Timed, run_timed, wait_first_use_logi
 from benchmarks.pinned import ENV
 from devbox import probe
 from devbox.docker_api import StartWatch, find_compose, parse_docker_time
+from devbox.engines import open_project
 from devbox.operations import login_targets
-from devbox.project import Project
 from devbox.spec import DEFAULT_PACKAGES, load_spec
 
 BASE_IMAGE = "devbox-test/bookworm:base"
@@ -163,7 +163,7 @@ class Stack:
     def targets(self) -> list[probe.Target]:
         """Built exactly as devbox's own `up` builds them (devbox.operations.login_targets)."""
         spec = load_spec(self.spec_path, gpu=False)
-        return login_targets(Project(spec, self.out, say=lambda _line: None), list(spec.hosts))
+        return login_targets(open_project(spec, self.out, say=lambda _line: None), list(spec.hosts))
 
     def image_names(self) -> list[str]:
         raise NotImplementedError

@@ -427,10 +427,9 @@ def _ensure_volumes(project: Project, names: list[tuple[str, str]]) -> None:
 def _restore_image(project: Project) -> str:
     """The project's image for the helper, built first when this engine lacks it (a restore on
     a new machine)."""
-    from devbox.engines import engine_for
     from devbox.engines.base import build_image
 
-    rendered = project.render(allocate_gpus=engine_for(project.spec).allocates_gpus)
+    rendered = project.render()
     if not project.client.images.list(name=rendered.image_tag):
         build_image(project, rendered.image_tag)
     return rendered.image_tag

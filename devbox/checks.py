@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import probe
 from devbox.docker_api import talks_to_engine
-from devbox.engines import engine_for
 from devbox.errors import DevboxError
 from devbox.gpus import Assignment, Ledger, load_ledger
 from devbox.operations import login_targets
@@ -61,7 +60,7 @@ def _has(container: Container, command: str) -> bool:
 def check_stack(project: Project, deep: bool = False) -> Iterator[Check]:
     """Every check of a running stack, in a readable order."""
     spec = project.spec
-    engine = engine_for(spec)
+    engine = project.engine
     reach = engine.reach(project)
     containers = reach.containers
     running: dict[str, Container] = {}
@@ -248,7 +247,7 @@ def doctor(project: Project) -> Iterator[Check]:
     if facts is None:
         yield Check("engine", "ports, resources, GPUs", None, "need the engine")
         return
-    engine = engine_for(spec)
+    engine = project.engine
     problems = engine.preflight(project)
     yield Check("engine", engine.name, not problems, "; ".join(problems) or f"can run {engine.name} projects")
     ours = project.containers()

@@ -217,12 +217,12 @@ cli.add_command(render_cmd, name="generate")
 
 
 def _project(ctx: Context, yes: bool = False) -> Any:
-    from devbox.project import Project
+    from devbox.engines import open_project
 
     spec = ctx.spec()
     for warning in _opt_in_warnings(spec):
         warn(warning)
-    return Project(spec, ctx.folder(spec), say=click.echo, confirm=_asker(yes))
+    return open_project(spec, ctx.folder(spec), say=click.echo, confirm=_asker(yes))
 
 
 def _asker(yes: bool) -> Any:
@@ -373,6 +373,10 @@ def status(ctx: Context, as_json: bool, with_disk: bool) -> None:
             entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
             f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,
         ])  # fmt: skip
+    if any("node" in entry for entry in entries):  # a swarm: where each host's task runs, and its state
+        rows[0][1:1] = ["NODE", "TASK"]
+        for row, entry in zip(rows[1:], entries, strict=True):
+            row[1:1] = [entry.get("node") or "-", entry.get("task") or "-"]
     if watched:  # the idle column only where a host has an idle policy
         rows[0].append("IDLE")
         for row, entry in zip(rows[1:], entries, strict=True):
@@ -381,6 +385,10 @@ def status(ctx: Context, as_json: bool, with_disk: bool) -> None:
         rows[0] += ["HOME", "VOLUMES", "LAYER", "DISK"]
         for row, entry in zip(rows[1:], entries, strict=True):
             row += _disk_cells(entry["disk"])
+    if any("node" in entry for entry in entries):  # the login line at the node's address
+        rows[0].append("SSH")
+        for row, entry in zip(rows[1:], entries, strict=True):
+            row.append(entry["ssh"])
     click.echo(_table(rows))
 
 
@@ -415,7 +423,6 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
     """Log in to HOST with the system ssh client (host key checked): devbox ssh HOST [-- CMD]."""
     import shutil
 
-    from devbox.engines import engine_for
     from devbox.render import ssh_argv
 
     project = _project(ctx)
@@ -426,7 +433,7 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
 
         raise UsageError("no ssh client on PATH (install openssh-client)")
     project.rendered_once()
-    address = engine_for(project.spec).addresses(project, [target])[target.name]
+    address = project.engine.addresses(project, [target])[target.name]
     argv = ssh_argv(project.spec, target, str(project.layout.known_hosts), command, address)
     os.execv(binary, argv)  # noqa: S606 - replaces devbox with ssh, argument list only
 
@@ -443,11 +450,10 @@ def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
 
     if address is not None:
         _check_address(address)
-    from devbox.engines import engine_for
 
     project = _project(ctx)
     project.rendered_once()
-    where = None if address else engine_for(project.spec).addresses(project, list(project.spec.hosts))
+    where = None if address else project.engine.addresses(project, list(project.spec.hosts))
     text = render_ssh_config(project.spec, str(project.layout.known_hosts), address, where)
     if not write:
         click.echo(text, nl=False)
@@ -625,7 +631,7 @@ def _progress() -> Any:
 def backup_cmd(ctx: Context, hosts: tuple[str, ...], to: str | None, live: bool, keep: int | None) -> None:
     """Back up each host's home and named volumes, one archive per host (see README: Your data)."""
     from devbox.backup_ops import backup_hosts
-    from devbox.project import Project
+    from devbox.engines import open_project
 
     spec = ctx.spec()
     streaming = to == "-"
@@ -633,7 +639,7 @@ def backup_cmd(ctx: Context, hosts: tuple[str, ...], to: str | None, live: bool,
         from devbox.errors import UsageError
 
         raise UsageError("--to - writes the archive to stdout, which is a terminal; redirect it (> FILE, | ssh ...)")
-    project = Project(spec, ctx.folder(spec), say=lambda line: click.echo(line, err=True))
+    project = open_project(spec, ctx.folder(spec), say=lambda line: click.echo(line, err=True))
     out: Any = sys.stdout.buffer if streaming else None
     progress = _progress()
     try:

@@ -79,7 +79,9 @@ class Sample:
     ``ssh_sessions``: sshd session processes in its container; ``cpu_percent``: of one core
     since the previous look; ``gpu_percent``: the highest utilisation of its GPUs and of GPUs its
     processes use (None: it has none and runs nothing on one); ``keep_until``: until when its
-    ``~/.devbox-keep`` holds it (None: no such file); ``unknown``: signals that could not be read.
+    ``~/.devbox-keep`` holds it (None: no such file); ``unknown``: signals that could not be read;
+    ``disk_mib``: the disk it uses, its container's own layer and the named volumes it mounts
+    (None: not read; a usage signal only, never part of the idle rule: files at rest are not work).
     """
 
     at: float
@@ -90,17 +92,19 @@ class Sample:
     gpu_memory_mib: float | None = None
     keep_until: float | None = None
     unknown: tuple[str, ...] = ()
+    disk_mib: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {"at": self.at, "running": self.running, "ssh": self.ssh_sessions, "cpu": self.cpu_percent,
                 "gpu": self.gpu_percent, "gpu_mem": self.gpu_memory_mib, "keep_until": self.keep_until,
-                "unknown": list(self.unknown)}  # fmt: skip
+                "unknown": list(self.unknown), "disk": self.disk_mib}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> Sample:
         return cls(float(data["at"]), bool(data.get("running", True)), int(data.get("ssh") or 0),
                    float(data.get("cpu") or 0.0), _float(data.get("gpu")), _float(data.get("gpu_mem")),
-                   _float(data.get("keep_until")), tuple(data.get("unknown") or ()))  # fmt: skip
+                   _float(data.get("keep_until")), tuple(data.get("unknown") or ()),
+                   _float(data.get("disk")))  # fmt: skip
 
 
 def _float(value: object) -> float | None:

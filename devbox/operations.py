@@ -1,6 +1,6 @@
 """What the commands do, on whichever engine the spec names: up, down, status, logs, exec.
 
-Each operation picks the engine once (devbox.engines.engine_for) and works on a Project.
+Each operation works on a Project and asks the engine it holds (``project.engine``, made once).
 Output goes through ``project.say``; errors are raised, never printed. The engines are imported
 by the operations that use them: `status` and `exec` only look, and start faster without them.
 """
@@ -19,23 +19,14 @@ from devbox.render import connect_address
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
-    from devbox.engines.base import Engine
     from devbox.gpus import GpuRow, Ledger
     from devbox.project import Project
     from devbox.spec import Host, Spec
 
 
-def _engine_for(project: Project) -> Engine:
-    """The project's engine, imported when an operation needs one: looking at a stack does not
-    (`status` of one machine is a container listing), and the engines cost import time."""
-    from devbox.engines import engine_for
-
-    return engine_for(project.spec)
-
-
 def login_targets(project: Project, hosts: list[Host]) -> list[probe.Target]:
     """Where and how to log in to each host: the engine knows where it runs."""
-    return project.targets(hosts, _engine_for(project).addresses(project, hosts))
+    return project.targets(hosts, project.engine.addresses(project, hosts))
 
 
 @talks_to_engine
@@ -47,7 +38,9 @@ def up(project: Project, only: list[str] | None = None,
     `deploy` returns): see devbox.docker_api.StartWatch. Returns each host's login target (where
     it was reached) with its result, so callers need not look the addresses up again.
     """
-    engine = _engine_for(project)
+    from devbox.converge import converge  # the engines' modules: not imported by looking at a stack
+
+    engine = project.engine
     hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
     with project.lock(), _reporting_interrupts(project), project.gpu_lock(engine.allocates_gpus) as gpu_lock:
         # GPUs are given out under the machine lock, until the containers that hold them exist
@@ -57,7 +50,7 @@ def up(project: Project, only: list[str] | None = None,
         if project.spec.engine == "compose":
             watch_service.bring_back(project, hosts)  # hosts the idle watcher stopped get their restart policy
         with engine.start_watch(project) as started:
-            engine.converge(project, hosts, rendered, only=bool(only))
+            converge(project, hosts, rendered, only=bool(only))
             gpu_lock.release()
             started.see_running()
             targets = login_targets(project, hosts)
@@ -113,9 +106,11 @@ def _last_words(container: Container | None) -> str:
 def down(project: Project, volumes: bool) -> None:
     """Remove the hosts and what the engine made for them; named volumes only when asked."""
     with project.lock(), _reporting_interrupts(project):
-        project.consent_to_discard(project.containers(), "down")
+        project.containers()  # refuses another spec's project before anything is asked or removed
+        # every host's container, on whichever node runs it (a swarm's workers too)
+        project.consent_to_discard(project.engine.reach(project).containers, "down")
         watch_service.stop(project)
-        _engine_for(project).down(project, volumes)
+        project.engine.down(project, volumes)
 
 
 @contextlib.contextmanager
@@ -127,7 +122,7 @@ def _reporting_interrupts(project: Project) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         with contextlib.suppress(DevboxError), engine_errors():  # no engine to ask: the interrupt alone
-            for line in _engine_for(project).repair(project):
+            for line in project.engine.repair(project):
                 project.say(line)
             ours = project.containers()
             for host in project.spec.hosts:
@@ -197,7 +192,7 @@ def status(project: Project, disk: bool = False) -> list[dict[str, Any]]:
     each host holds on the engine's disk too (the engine's ``df``: slow with many files)."""
     from devbox.gpus import load_ledger
 
-    engine = _engine_for(project)
+    engine = project.engine
     reach = engine.reach(project)
     ledger = load_ledger(project.folder)
     also = _gpus_also_held(project, ledger) if engine.allocates_gpus else {}
@@ -234,14 +229,14 @@ def _gpus_also_held(project: Project, ledger: Ledger) -> dict[str, list[str]]:
 
 @talks_to_engine
 def stream_logs(project: Project, host: str, follow: bool, tail: str) -> Iterator[bytes]:
-    yield from _engine_for(project).stream_logs(project, host, follow, tail)
+    yield from project.engine.stream_logs(project, host, follow, tail)
 
 
 def host_container(project: Project, host: str) -> Container:
     """The host's container wherever it runs; a one-line UsageError when it has none or runs
     where this machine cannot look inside it."""
     project.host(host)
-    reach = _engine_for(project).reach(project)
+    reach = project.engine.reach(project)
     if host in reach.unreachable:
         raise UsageError(reach.unreachable[host])
     if host not in reach.containers:
@@ -252,7 +247,7 @@ def host_container(project: Project, host: str) -> Container:
 @talks_to_engine
 def all_logs(project: Project, follow: bool, tail: str) -> None:
     """Every host's logs, prefixed with its name."""
-    _engine_for(project).all_logs(project, follow, tail)
+    project.engine.all_logs(project, follow, tail)
 
 
 @talks_to_engine

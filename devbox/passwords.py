@@ -65,15 +65,13 @@ def rotate_password(project: Project, host: str, user: str) -> bool:
         raise UsageError(f"the password of {host}/{user} comes from ${dict(target.password_env)[user]}: change "
                          "the variable and run `devbox up`")  # fmt: skip
     with project.lock():
-        from devbox.engines import engine_for
-
         # the engine answers (and they are ours) before anything changes; a host out of reach
         # (a swarm node this machine cannot look into) gets its password at the next `up`
-        containers = engine_for(project.spec).reach(project).containers
+        containers = project.engine.reach(project).containers
         credentials = Credentials.load(project.folder)
         credentials.rotate(host, user)
         credentials.save()
-        rendered = project.render()
+        rendered = project.render(save_gpus=False)  # the GPUs `up` gave out, none given out here
         container = containers.get(host)
         if container is None or container.status != "running":
             return False

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
+    from devbox.engines.base import Engine
     from devbox.gpus import Allocation, Holding, MachineLock
 
 Say = Callable[[str], None]
@@ -64,6 +65,7 @@ class Project:
     # Asks the user a yes/no question (before files are discarded); None: nobody to ask (refuse).
     confirm: Callable[[str], bool] | None = None
     _client: Any = None
+    _engine: Any = None
     _checked_volumes: bool = False  # the project's volumes and networks passed the owner check
 
     @property
@@ -80,6 +82,14 @@ class Project:
             self._client = connect()
         return self._client
 
+    @property
+    def engine(self) -> Engine:
+        """The engine the spec names, given when the project is made (devbox.engines.open_project,
+        as docker/compose's ``Project.from_config``): every step of a command asks this one."""
+        if self._engine is None:
+            raise TypeError("a Project made without its engine: make it with devbox.engines.open_project")
+        return self._engine
+
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """This project's lock; says so when another devbox command holds it."""
         return project_lock(self.folder, on_wait=lambda: self.say(
@@ -89,17 +99,23 @@ class Project:
         """Render only if nothing was rendered yet: looking at a stack needs its known_hosts, not
         fresh secrets (which may need variables that are not set now)."""
         if not self.layout.known_hosts.is_file() or not self.layout.compose_file.is_file():
-            self.render()
+            self.render(save_gpus=False)
 
-    def render(self, *, allocate_gpus: bool = True, engine_gpus: bool = False) -> RenderedProject:
-        """Render into the folder; ``allocate_gpus``: give each GPU host devices of its own (an
-        engine that hands out GPUs itself, a swarm, does not want that); ``engine_gpus``: none
-        that another container on the engine holds (`up` does this under ``gpu_lock``)."""
+    def render(self, *, allocate_gpus: bool | None = None, engine_gpus: bool = False,
+               save_gpus: bool = True) -> RenderedProject:  # fmt: skip
+        """Render into the folder; ``allocate_gpus``: give each GPU host devices of its own (by
+        default as the engine does: a swarm hands out GPUs itself, and gets none); ``engine_gpus``:
+        none that another container on the engine holds (`up` does this under ``gpu_lock``);
+        ``save_gpus``: keep what was given out in the GPU ledger (only `up`, which starts the
+        containers that hold them, should; the others render with the ledger as it is)."""
+        if allocate_gpus is None:
+            allocate_gpus = self.engine.allocates_gpus
         holdings = self.engine_gpu_holdings() if allocate_gpus and engine_gpus else ()
         quota = engine_gpus and self.spec.engine == "compose" and any(h.disk for h in self.spec.hosts) \
             and self._layer_quota()
         rendered, _changed, created = render_to(self.spec, self.folder, self.environ, allocate_gpus=allocate_gpus,
-                                                say=self.say, holdings=holdings, layer_quota=quota)  # fmt: skip
+                                                say=self.say, holdings=holdings, save_gpus=save_gpus,
+                                                layer_quota=quota)  # fmt: skip
         for line in rendered.notes:
             self.say(f"note: {line}")
         note = generated_note(self.folder, created)
@@ -327,7 +343,7 @@ def recreating_note(names: list[str]) -> str:
 
 
 def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_gpus: bool = True,
-              say: Say | None = None, holdings: Sequence[Holding] = (),
+              say: Say | None = None, save_gpus: bool = True, holdings: Sequence[Holding] = (),
               layer_quota: bool = False) -> tuple[RenderedProject, list[str], list[str]]:  # fmt: skip
     """Render the spec into ``folder``: (what was rendered, paths that changed, accounts newly generated).
 
@@ -337,7 +353,7 @@ def render_to(spec: Spec, folder: Path, environ: Mapping[str, str], *, allocate_
     anything is written.
     """
     check_output_folder(folder)
-    gpus = allocate_gpus_of(spec, folder, environ, holdings=holdings) if allocate_gpus else None
+    gpus = allocate_gpus_of(spec, folder, environ, holdings=holdings, save=save_gpus) if allocate_gpus else None
     material, created = prepare(spec, folder, environ, say)
     layers = layers_after_last_render(spec, folder)
     key = image_inputs_key(spec, layers)

@@ -2,7 +2,7 @@
 
 Pure over the samples and events (devbox.idle_files reads them): GPU hours held (running with
 GPUs of its own) and used (GPU at or above the policy's gpu_below), idle hours, the last time an
-SSH session was open, and how often the host was stopped for being idle. The HTML page is one
+SSH session was open, how often the host was stopped for being idle, and the disk it last took. The HTML page is one
 self-contained file (inline CSS and SVG, no script, no network): a timeline per host of GPU and
 CPU use with its idle spans.
 """
@@ -36,11 +36,12 @@ def summarise(samples: Mapping[str, Sequence[Sample]], events: Sequence[Mapping[
             if not busy_reasons(sample, policy):
                 idle += span
         logins = [s.at for s in series if s.ssh_sessions > 0]
+        disks = [s.disk_mib for s in series if s.disk_mib is not None]
         rows.append({"host": name, "gpus": gpus, "gpu_hours_held": round(held / 3600, 2),
                      "gpu_hours_used": round(used / 3600, 2), "idle_hours": round(idle / 3600, 2),
                      "last_login": max(logins) if logins else None,
                      "reclaims": sum(1 for e in events if e.get("host") == name and e.get("event") == "reclaimed"),
-                     "samples": len(series)})  # fmt: skip
+                     "disk_mib": disks[-1] if disks else None, "samples": len(series)})  # fmt: skip
     return rows
 
 
@@ -58,9 +59,17 @@ def _when(at: float | None) -> str:
 
 
 def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    head = ["HOST", "GPUS", "GPU-H HELD", "GPU-H USED", "IDLE H", "LAST LOGIN", "RECLAIMS"]
+    head = ["HOST", "GPUS", "GPU-H HELD", "GPU-H USED", "IDLE H", "LAST LOGIN", "RECLAIMS", "DISK"]
     return [head] + [[r["host"], str(r["gpus"]), f"{r['gpu_hours_held']:g}", f"{r['gpu_hours_used']:g}",
-                      f"{r['idle_hours']:g}", _when(r["last_login"]), str(r["reclaims"])] for r in rows]  # fmt: skip
+                      f"{r['idle_hours']:g}", _when(r["last_login"]), str(r["reclaims"]), _size(r.get("disk_mib"))]
+                     for r in rows]  # fmt: skip
+
+
+def _size(mib: float | None) -> str:
+    """The latest disk reading: ``850M``, ``12.5G``; ``-`` when none was read."""
+    if mib is None:
+        return "-"
+    return f"{mib / 1024:.1f}G" if mib >= 1024 else f"{mib:.0f}M"
 
 
 WIDTH, LANE = 900, 36

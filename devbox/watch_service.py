@@ -198,12 +198,15 @@ def _restart_policy(text: str) -> dict[str, Any]:
 
 
 def bring_back(project: Project, hosts: list[Any]) -> None:
-    """Before `up` starts hosts: give each reclaimed one its restart policy again (the watcher
-    set ``no``), and say when and why it was stopped."""
+    """Before `up` starts hosts (after render gave out GPUs again): give each reclaimed one its
+    restart policy again (the watcher set ``no``), and say when and why it was stopped, and on
+    which GPUs it comes back. (When none is free, render has refused already, naming holders.)"""
+    from devbox.gpus import load_ledger
     from devbox.idle import reclaimed
 
     ours = project.containers()
     states = IdleFolder(project.folder).states()
+    ledger = load_ledger(project.folder)
     for host in hosts:
         container = ours.get(host.name)
         if container is None or not reclaimed(container.attrs) or host.restart == RECLAIMED_RESTART["Name"]:
@@ -213,7 +216,34 @@ def bring_back(project: Project, hosts: list[Any]) -> None:
         when = state.get("reclaimed_at")
         said = f" (stopped {time.strftime('%Y-%m-%d %H:%M', time.localtime(when))}: {state.get('reclaimed_why')})" \
             if when else ""  # fmt: skip
-        project.say(f"{host.name}: bringing back the idle-stopped host{said}")
+        assignment = ledger.of(host.name)
+        now_on = list(assignment.device_ids) if assignment is not None and not assignment.all else []
+        project.say(f"{host.name}: bringing back the idle-stopped host{said}"
+                    f"{gpus_text(device_ids(container.attrs), now_on, ledger.machine)}")  # fmt: skip
+
+
+def device_ids(attrs: Mapping[str, Any]) -> list[str]:
+    """The GPU ids a container was made with (its NVIDIA device requests)."""
+    requests = (attrs.get("HostConfig") or {}).get("DeviceRequests") or []
+    return [str(i) for request in requests for i in request.get("DeviceIDs") or []]
+
+
+def gpus_text(before: list[str], after: list[str], machine: Any) -> str:
+    """Where a reclaimed host's GPUs are as it comes back: ``; on its GPU 0 again`` or ``; its
+    GPU 0 is taken now: on GPU 2 (free)``; empty for a host without GPUs."""
+    if not before and not after:
+        return ""
+
+    def names(units: list[str]) -> str:
+        shown = []
+        for unit in units:
+            gpu = machine.gpu_of(unit) if machine is not None else None
+            shown.append(f"{gpu.index}" if gpu is not None else unit)
+        return f"GPU{'s' if len(units) != 1 else ''} {', '.join(shown) or '-'}"
+
+    if sorted(before) == sorted(after):
+        return f"; on its {names(after)} again"
+    return f"; its {names(before)} {'is' if len(before) == 1 else 'are'} taken now: on {names(after)} (free)"
 
 
 def idle_text(entry: Mapping[str, Any], host: Any, state: Mapping[str, Any], hold: float | None, now: float) -> str:

@@ -11,7 +11,8 @@ tool is needed inside the host) give the SSH sessions (sshd's per-session proces
 ``sshd: USER@pts/0`` / ``USER@notty``: terminals, VS Code Remote-SSH, scp/sftp, tunnels) and the
 host's GPU processes; its cgroup's CPU time (the engine's stats) gives CPU in % of one core;
 ``nvidia-smi`` gives the utilisation of the GPUs the ledger gave it and of GPUs its processes
-use; ``~/.devbox-keep``'s modification time (read through the engine's archive API) a hold.
+use; ``~/.devbox-keep``'s modification time (read through the engine's archive API) a hold;
+the engine's disk usage (every ten minutes) the disk each host takes, for `devbox usage`.
 Then devbox.idle.decide says what to do. Reclaim = restart policy ``no`` (so neither the engine
 nor the machine restarting brings it back) and a stop: files, home, volumes and the container's
 own layer all stay. ``devbox up HOST`` restores the restart policy and starts it again.
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +50,9 @@ NVIDIA_TIMEOUT = 20.0
 USAGE_QUERY = "--query-gpu=index,uuid,utilization.gpu,memory.used"
 APPS_QUERY = "--query-compute-apps=pid,gpu_uuid,used_memory"
 CSV = "--format=csv,noheader,nounits"
+DISK_EVERY = 600.0  # seconds between disk readings (the engine walks every layer and volume for them)
+DISK_EVERY_ROUNDS = 10  # ... or this many rounds, when the interval is shortened (tests)
+MIB = 1024 * 1024
 
 
 def ssh_sessions(commands: Sequence[str]) -> int:
@@ -87,6 +92,22 @@ def parse_gpu_apps(text: str) -> list[tuple[int, str, float | None]]:
         if len(cells) == 3 and cells[0].isdigit():
             apps.append((int(cells[0]), cells[1], _number(cells[2])))
     return apps
+
+
+def disk_usage(df: dict[str, Any]) -> dict[str, float]:
+    """Per container id, from the engine's disk usage (``GET /system/df``): its own layer and the
+    named volumes it mounts, in MiB (a volume two hosts mount counts for each)."""
+    volumes = {}
+    for volume in df.get("Volumes") or []:
+        size = (volume.get("UsageData") or {}).get("Size")
+        if isinstance(size, int) and size >= 0:
+            volumes[volume.get("Name")] = size
+    usage = {}
+    for container in df.get("Containers") or []:
+        mounted = [m.get("Name") for m in container.get("Mounts") or [] if m.get("Type") == "volume"]
+        total = int(container.get("SizeRw") or 0) + sum(volumes.get(name, 0) for name in mounted)
+        usage[str(container.get("Id"))] = round(total / MIB, 1)
+    return usage
 
 
 def _number(cell: str) -> float | None:
@@ -131,6 +152,13 @@ def notice_script(lines: Sequence[str]) -> bytes:
     return ("# written by devbox's idle watcher\n" + body).encode()
 
 
+def reclaimed_lines(stopped: float, why: str) -> list[str]:
+    """The login notice of a host the watcher stopped, for the logins after `up` brought it back."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stopped))
+    return [f"devbox: this host was stopped at {when} ({why}) and brought back by `devbox up`; "
+            "its files stayed."]  # fmt: skip
+
+
 @dataclass
 class Watcher:
     """One project's watcher: its engine client, its idle folder and what it remembers between
@@ -143,6 +171,9 @@ class Watcher:
     cpu_before: dict[str, tuple[float, float]] = field(default_factory=dict)
     notices: dict[str, bytes] = field(default_factory=dict)
     say: Any = print
+    disk: dict[str, float] = field(default_factory=dict)  # container id -> MiB, at disk_at
+    disk_at: float | None = None
+    disk_thread: threading.Thread | None = None
 
     def containers(self, project: str) -> dict[str, Any]:
         found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
@@ -156,6 +187,7 @@ class Watcher:
             return {}
         containers = self.containers(config["project"])
         gpu = self._gpu_readings() if any(h.get("gpus") for h in hosts.values()) or self.nvidia_smi else None
+        self._disk_readings(now)
         with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
             samples = dict(zip(hosts, pool.map(lambda name: self.sample(name, hosts[name], containers.get(name),
                                                                          config, gpu, now), hosts), strict=True))
@@ -194,6 +226,26 @@ class Watcher:
             self.say(f"nvidia-smi failed: {exc}")
             return None
         return parse_gpu_usage(usage), parse_gpu_apps(apps)
+
+    def _disk_readings(self, now: float) -> None:
+        """The disk each container uses, read again every DISK_EVERY in a thread of its own: the
+        engine's df walks every layer and volume (seconds on a full machine), and a round that
+        waited for it could leave a gap in the samples, which restarts every idle clock."""
+        every = min(DISK_EVERY, DISK_EVERY_ROUNDS * self.interval)
+        reading = self.disk_thread is not None and self.disk_thread.is_alive()
+        if reading or (self.disk_at is not None and now - self.disk_at < every):
+            return
+        self.disk_at = now
+
+        def read() -> None:
+            try:
+                self.disk = disk_usage(self.client.df())
+            except Exception as exc:  # noqa: BLE001 - disk is a usage signal only: no reading, no number
+                self.say(f"disk usage not read: {exc}")
+                self.disk = {}
+
+        self.disk_thread = threading.Thread(target=read, name="disk", daemon=True)
+        self.disk_thread.start()
 
     def _nvidia(self, args: list[str]) -> str:
         result = subprocess.run([self.nvidia_smi or "nvidia-smi", *args], capture_output=True, text=True,  # noqa: S603
@@ -248,7 +300,7 @@ class Watcher:
         return Sample(at=now, running=True, ssh_sessions=sessions, cpu_percent=round(cpu, 2),
                       gpu_percent=gpu_percent, gpu_memory_mib=gpu_memory,
                       keep_until=self._keep_file(container, config.get("home", "")),
-                      unknown=tuple(unknown))  # fmt: skip
+                      unknown=tuple(unknown), disk_mib=self.disk.get(container.id))  # fmt: skip
 
     def _keep_file(self, container: Any, home: str) -> float | None:
         """Until when ``~/.devbox-keep`` holds the host: a day after its last change."""
@@ -298,14 +350,15 @@ class Watcher:
         stopped = state.get("reclaimed_at")
         if stopped is None or now - float(stopped) > 86400:
             return []
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(stopped)))
-        return [f"devbox: this host was stopped at {when} ({state.get('reclaimed_why', 'idle')}) "
-                "and brought back by `devbox up`; its files stayed."]  # fmt: skip
+        return reclaimed_lines(float(stopped), str(state.get("reclaimed_why", "idle")))
 
     def reclaim(self, name: str, decision: Decision, container: Any, now: float) -> None:
         """Stop the host for good: restart policy no first (an engine restart must not bring it
         back), then stop. Its GPUs count as free from here (devbox.watch_service.is_reclaimed)."""
         container.update(restart_policy=RECLAIMED_RESTART)
+        # the notice of the stop goes in first: the first login after `up` shows it at once,
+        # not the warning left from before (the watcher's next round would only then replace it)
+        self._notice(container, reclaimed_lines(now, decision.reason))
         container.stop(timeout=30)
         self.folder.add_event(now, name, "reclaimed", decision.reason, idle_since=decision.idle_since)
         states = self.folder.states()

@@ -13,11 +13,11 @@ cd "$(dirname "$0")/.."
 [ "${CI:-}" = true ] || { echo "ci-clean-engine.sh: CI=true only (it empties the engine)" >&2; exit 2; }
 say() { printf 'ci-clean-engine.sh: %s\n' "$*"; }
 
-# The multi-node rig (its own dockerds, namespaces and iptables rules) and the GPU-less dockerd.
+# The multi-node rig (its own dockerds, namespaces and iptables rules) and the tests' extra dockerds.
 bash scripts/swarm.sh down >/dev/null 2>&1 || say "swarm.sh down failed (continuing)"
-if [ -s /run/devbox-e2e-nogpu/docker.pid ]; then
-  kill "$(cat /run/devbox-e2e-nogpu/docker.pid)" 2>/dev/null || true
-fi
+for extra in /run/devbox-e2e-nogpu /run/devbox-e2e-idle; do   # the e2e tests' own dockerds
+  if [ -s "$extra/docker.pid" ]; then kill "$(cat "$extra/docker.pid")" 2>/dev/null || true; fi
+done
 
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ]; then
   docker swarm leave --force >/dev/null && say "left the swarm"

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
+from typing import Any
 
 from devbox import spec as specs
 from devbox.engines.base import Engine
+from devbox.project import Project
 from devbox.spec import Spec
 
 # Each engine by the name a spec gives it: its module and class, imported when a spec names it
@@ -27,9 +30,20 @@ def engine_class(name: str) -> type[Engine]:
     return engine
 
 
+_MADE: dict[str, Engine] = {}
+
+
 def engine_for(spec: Spec) -> Engine:
-    """The engine the (validated) spec names."""
-    return engine_class(spec.engine)()
+    """The engine the (validated) spec names; engines hold no state, so each is made once."""
+    if spec.engine not in _MADE:
+        _MADE[spec.engine] = engine_class(spec.engine)()
+    return _MADE[spec.engine]
+
+
+def open_project(spec: Spec, folder: Path, **options: Any) -> Project:
+    """The project of ``spec`` in ``folder``, holding its engine: the one place a command's
+    engine is picked (``options``: Project's say, environ, confirm)."""
+    return Project(spec, folder, _engine=engine_for(spec), **options)
 
 
 def spec_rules(spec: Spec) -> tuple[list[str], list[str]]:
@@ -42,4 +56,4 @@ def load_spec(path: str | os.PathLike[str], *, gpu: bool | None = None, engine: 
     return specs.load_spec(path, gpu=gpu, engine=engine, rules=spec_rules)
 
 
-__all__ = ["ENGINES", "Engine", "engine_class", "engine_for", "load_spec", "spec_rules"]
+__all__ = ["ENGINES", "Engine", "engine_class", "engine_for", "load_spec", "open_project", "spec_rules"]

@@ -1,8 +1,9 @@
-"""What every engine does: the one interface `up`, `down`, `check`, `doctor` and `logs` call.
+"""What every engine does: the primitives `up` is made of (devbox.converge), and `down`,
+`check`, `doctor` and `logs`.
 
 An engine turns a rendered project into running hosts on some Docker back end: compose on one
 machine (devbox.engines.compose), services of a swarm (devbox.engines.swarm). The commands pick
-one engine once (devbox.engines.engine_for) and never ask which one they have.
+one engine once (``Project.engine``) and never ask which one they have.
 """
 
 from __future__ import annotations
@@ -34,6 +35,83 @@ class Reach:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What `up` found of the project on the engine before changing anything."""
+
+    objects: Mapping[str, Any]  # what the engine made for each host (container, service), by host
+    containers: Mapping[str, Container]  # the hosts' containers this machine can look into (consent)
+    extra: Any = None  # what the engine read on the way and needs again (a swarm: its nodes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `up` must do: build the image or not, which hosts to (re)create or start.
+
+    ``recreate`` (a part of ``start``) names hosts whose container exists but was made from an
+    older spec or image: it is replaced, and whatever was written outside its volumes goes.
+    """
+
+    tag: str
+    build: bool
+    start: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    recreate: tuple[str, ...] = ()
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.build and not self.start
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What an engine does with one spec setting: maps it (``why`` None), or cannot (``why``
+    says so, and what to do). A setting it cannot do is refused by `validate` when a spec
+    gives it a value of its own, or only noted (``refuse`` off) where it simply has no effect."""
+
+    why: str | None = None
+    refuse: bool = True
+
+
+MAPPED = Claim()
+
+
+def unsupported(why: str, *, refuse: bool = True) -> Claim:
+    return Claim(why, refuse)
+
+
+def claim_problems(claims: Mapping[str, Claim], spec: Spec) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the settings ``claims`` cannot do that the spec sets, each
+    "path.setting: why", once per place it was written (a default names `defaults`)."""
+    from devbox.spec import Host, Image
+
+    plain_host, plain_image = Host(name="-", hostname="-", ssh_port=1), Image()
+    problems: list[str] = []
+    notes: list[str] = []
+    for key, claim in claims.items():
+        if claim.why is None:
+            continue
+        found = problems if claim.refuse else notes
+        if key in HOST_ATTRIBUTES or hasattr(plain_host, key):
+            for host in spec.hosts:
+                if host_value(host, key) != host_value(plain_host, key):
+                    line = f"{host.origin(key)}.{key}: {claim.why}"
+                    if line not in found:
+                        found.append(line)
+        elif getattr(spec.image, key, None) != getattr(plain_image, key, None):
+            found.append(f"image.{key}: {claim.why}")
+    return problems, notes
+
+
+# Host settings that a Host keeps under another attribute, by spec key.
+HOST_ATTRIBUTES = {"gpu_capabilities": lambda host: host.gpus.capabilities}
+
+
+def host_value(host: Host, key: str) -> Any:
+    """A host's value of the spec setting ``key``."""
+    return HOST_ATTRIBUTES[key](host) if key in HOST_ATTRIBUTES else getattr(host, key)
+
+
 # One line of `doctor`: (subject, name, passed / failed / skipped (None), detail).
 DoctorLine = tuple[str, str, "bool | None", str]
 
@@ -47,9 +125,14 @@ class Engine(ABC):
     # engine that places GPU hosts itself (a swarm's generic resources) says no.
     allocates_gpus: ClassVar[bool] = True
 
+    # What the engine does with every host and image setting of a spec (devbox.spec.fields):
+    # mapped, or not supported and why. A setting claimed by neither fails the unit tests.
+    claims: ClassVar[Mapping[str, Claim]] = {}
+
     def spec_problems(self, spec: Spec) -> tuple[list[str], list[str]]:
-        """What this engine cannot do of a valid spec: (problems, notes), each "path: text"."""
-        return [], []
+        """What this engine cannot do of a valid spec: (problems, notes), each "path: text";
+        by default the settings its ``claims`` say it cannot do."""
+        return claim_problems(self.claims, spec)
 
     @abstractmethod
     def preflight(self, project: Project) -> list[str]:
@@ -59,10 +142,42 @@ class Engine(ABC):
     def gpu_problems(self, project: Project, facts: Mapping[str, Any]) -> list[str]:
         """Why the hosts that want GPUs cannot get them here (no runtime, no GPU nodes)."""
 
+    # ---- the primitives `up` is made of (devbox.converge writes the sequence once)
+
     @abstractmethod
-    def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
-        """Make ``hosts`` run as rendered: build the image if missing, (re)create what changed,
-        leave the rest alone. ``only``: the user named these hosts (others are not touched)."""
+    def observe(self, project: Project) -> Observed:
+        """What the project has on the engine now: its objects by host (hosts the spec dropped
+        too) and the containers of them this machine can look into."""
+
+    @abstractmethod
+    def plan(self, project: Project, hosts: list[Host], rendered: RenderedProject, seen: Observed) -> Plan:
+        """Which of ``hosts`` to (re)create, which are up to date, whether to build the image."""
+
+    @abstractmethod
+    def remove_host(self, project: Project, name: str, seen: Observed) -> None:
+        """Remove a host the spec no longer has (its named volumes stay); returns once its port
+        and volumes are free."""
+
+    @abstractmethod
+    def host_problems(self, project: Project, starting: list[Host], seen: Observed,
+                      facts: Mapping[str, Any]) -> list[str]:  # fmt: skip
+        """Why ``starting`` cannot start here (ports taken, resources, devices, placement),
+        GPUs aside (``gpu_problems``): before anything is built or changed."""
+
+    def renew_passwords(self, project: Project, unchanged: list[Host], seen: Observed,
+                        rendered: RenderedProject) -> list[str]:  # fmt: skip
+        """Apply new passwords in hosts that are otherwise up to date; returns the hosts changed
+        (an engine whose hosts read passwords only at start replaces them instead: none)."""
+        return []
+
+    def publish(self, project: Project, rendered: RenderedProject) -> str:
+        """Make the built image reachable where hosts run; returns the reference they run."""
+        return rendered.image_tag
+
+    @abstractmethod
+    def apply(self, project: Project, plan: Plan, starting: list[Host], rendered: RenderedProject, image: str,
+              seen: Observed, *, only: bool) -> None:  # fmt: skip
+        """(Re)create and start ``starting`` as rendered, from ``image``."""
 
     @abstractmethod
     def down(self, project: Project, volumes: bool) -> None:

@@ -2,24 +2,24 @@
 
 Convergence by config hash (like compose itself): each rendered service carries a hash of its
 definition and files as a label; a host whose container has another hash, or none, is
-(re)created, the others are left alone. The plan is pure (``plan_up``), then checked, then
-carried out with the Compose v2 CLI, which builds with BuildKit and starts whole projects.
+(re)created, the others are left alone. The plan is pure (``plan_up``); devbox.converge runs
+the sequence, this engine's primitives carry it out with the Compose v2 CLI, which builds with
+BuildKit and starts whole projects.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from devbox.docker_api import engine_facts, find_compose, list_containers, run_compose
-from devbox.engines.base import Engine, build_image, prune_images
+from devbox.docker_api import find_compose, list_containers, run_compose
+from devbox.engines.base import MAPPED, Engine, Observed, Plan, unsupported
 from devbox.engines.preflight import (
     device_problems,
     gpu_problems,
     port_problems,
-    raise_all,
     resource_problems,
     ulimit_problems,
 )
@@ -34,25 +34,6 @@ if TYPE_CHECKING:
     from devbox.project import Project
     from devbox.render import RenderedProject
     from devbox.spec import Host
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What `up` must do: build the image or not, which hosts to (re)create or start.
-
-    ``recreate`` (a part of ``start``) names hosts whose container exists but was made from an
-    older spec or image: compose replaces it, and whatever was written outside its volumes goes.
-    """
-
-    tag: str
-    build: bool
-    start: tuple[str, ...]
-    unchanged: tuple[str, ...]
-    recreate: tuple[str, ...] = ()
-
-    @property
-    def nothing_to_do(self) -> bool:
-        return not self.build and not self.start
 
 
 def plan_up(
@@ -70,10 +51,31 @@ def plan_up(
                 recreate=recreate)
 
 
+_SWARM_ONLY = "only a swarm places hosts on nodes; compose runs every host on this machine (engine: swarm)"
+
+# Every host and image setting, as compose takes it: rendered into docker-compose.yml (render.py)
+# or the image (Dockerfile, entrypoint), except the placement and registry of a swarm.
+COMPOSE_CLAIMS = {
+    **dict.fromkeys((
+        "limits", "reservations", "gpus", "gpu_share", "gpu_capabilities", "bind_address", "volumes", "environment",
+        "restart", "root_login", "password_auth", "authorized_keys", "password_env", "docker_socket", "privileged",
+        "shm_size", "ulimits", "devices", "cap_add", "ipc", "cpuset", "home_volume", "idle", "pids_limit", "logging",
+        "ssh_port", "hostname", "disk",
+        "base", "timezone", "packages", "pip_requirements", "shell", "user", "uid", "gid", "docker_cli",
+        "extra_lines", "build_secrets", "build_ssh",
+    ), MAPPED),
+    "node": unsupported(f"has no effect: {_SWARM_ONLY}", refuse=False),
+    "node_labels": unsupported(f"has no effect: {_SWARM_ONLY}", refuse=False),
+    "registry": unsupported("has no effect: compose runs the image it builds on this machine (a swarm pushes it)",
+                            refuse=False),
+}  # fmt: skip
+
+
 class ComposeEngine(Engine):
     """One machine: `docker compose` brings the project up and down."""
 
     name = "compose"
+    claims = COMPOSE_CLAIMS
 
     def preflight(self, project: Project) -> list[str]:
         return []
@@ -81,29 +83,44 @@ class ComposeEngine(Engine):
     def gpu_problems(self, project: Project, facts: Mapping[str, Any]) -> list[str]:
         return gpu_problems(project, facts)
 
-    def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
-        for line in self.repair(project):  # what an interrupted (or killed) run left half done
-            project.say(line)
+    def observe(self, project: Project) -> Observed:
         ours = project.containers()
+        return Observed(ours, ours)
+
+    def plan(self, project: Project, hosts: list[Host], rendered: RenderedProject, seen: Observed) -> Plan:
         wanted = {host.name for host in project.spec.hosts}
-        dropped = {} if only else {name: c for name, c in ours.items() if name not in wanted}
-        running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in ours.items()
+        running = {name: (c.status, c.labels.get(f"{LABEL_PREFIX}config-hash", "")) for name, c in seen.objects.items()
                    if name in wanted}  # fmt: skip
         present = bool(project.client.images.list(name=rendered.image_tag))
         plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
-        plan = _recreating_unlabelled(plan, ours)
-        # before anything is removed: the files that replacing or removing containers discards
-        project.consent_to_discard({**dropped, **{name: ours[name] for name in plan.recreate}}, "recreating")
-        if dropped:
-            ours = _remove_dropped_hosts(project, ours)
-        unchanged = [h for h in hosts if h.name in plan.unchanged]
-        renewed = renew_passwords(project, unchanged, ours, rendered.password_digests)
-        if renewed:
-            project.say(f"new passwords applied in the running hosts: {', '.join(renewed)}")
-        if plan.nothing_to_do:
-            project.say(f"nothing {'else ' if renewed else ''}changed: {len(plan.unchanged)} hosts already up to date")
-        else:
-            _carry_out(project, plan, hosts, ours, only)
+        return _recreating_unlabelled(plan, seen.containers)
+
+    def remove_host(self, project: Project, name: str, seen: Observed) -> None:
+        """What compose's --remove-orphans does, also when nothing else changed: left running,
+        a dropped host would hold its port and take logins that no devbox command shows."""
+        seen.objects[name].remove(force=True)
+
+    def renew_passwords(self, project: Project, unchanged: list[Host], seen: Observed,
+                        rendered: RenderedProject) -> list[str]:  # fmt: skip
+        wanted = {host.name for host in project.spec.hosts}
+        ours = {name: c for name, c in seen.containers.items() if name in wanted}
+        return renew_passwords(project, unchanged, ours, rendered.password_digests)
+
+    def host_problems(self, project: Project, starting: list[Host], seen: Observed,
+                      facts: Mapping[str, Any]) -> list[str]:  # fmt: skip
+        return (port_problems(project, starting, seen.containers) + resource_problems(project.spec, facts)
+                + device_problems(starting) + ulimit_problems(project, starting))  # fmt: skip
+
+    def apply(self, project: Project, plan: Plan, starting: list[Host], rendered: RenderedProject, image: str,
+              seen: Observed, *, only: bool) -> None:  # fmt: skip
+        if plan.recreate:
+            project.say(recreating_note(list(plan.recreate)))
+        project.say(f"starting {', '.join(plan.start)}")
+        _make_volumes_and_network(project)
+        args = ["up", "--detach", "--no-build", "--quiet-pull"]
+        if not only:
+            args.append("--remove-orphans")
+        run_compose(find_compose(), project.compose_file, project.spec.project, *args, *plan.start)
 
     def down(self, project: Project, volumes: bool) -> None:
         project.containers()  # refuses another spec's project before compose removes it
@@ -121,28 +138,6 @@ class ComposeEngine(Engine):
         """Compose interleaves every host's logs with host prefixes; the SDK does not."""
         args = ["logs", "--tail", tail] + (["--follow"] if follow else [])
         run_compose(find_compose(), None, project.spec.project, *args)
-
-
-def _carry_out(project: Project, plan: Plan, hosts: list[Host], ours: Mapping[str, Container], only: bool) -> None:
-    facts = engine_facts(project.client)
-    starting = [h for h in hosts if h.name in plan.start]
-    raise_all(port_problems(project, starting, ours) + resource_problems(project.spec, facts)
-              + device_problems(starting) + ulimit_problems(project, starting))  # fmt: skip
-    raise_all(gpu_problems(project, facts))
-    if plan.build:
-        build_image(project, plan.tag)
-    if plan.recreate:
-        project.say(recreating_note(list(plan.recreate)))
-    project.say(f"starting {', '.join(plan.start)}")
-    _make_volumes_and_network(project)
-    args = ["up", "--detach", "--no-build", "--quiet-pull"]
-    if not only:
-        args.append("--remove-orphans")
-    run_compose(find_compose(), project.compose_file, project.spec.project, *args, *plan.start)
-    if plan.build:
-        removed = prune_images(project, plan.tag)
-        if removed:
-            project.say(f"removed older images: {', '.join(removed)} (kept {plan.tag} and the one before it)")
 
 
 # Compose recreates a host by creating the new container as "<old id>_<name>", removing the old
@@ -210,16 +205,3 @@ def _make_volumes_and_network(project: Project) -> None:
         ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=spec.network.subnet)]) if spec.network.subnet else None
         client.networks.create(network, driver=spec.network.driver, ipam=ipam,
                                labels={**labels, "com.docker.compose.network": spec.network.name})  # fmt: skip
-
-
-def _remove_dropped_hosts(project: Project, ours: Mapping[str, Container]) -> dict[str, Container]:
-    """Remove the containers of hosts the spec no longer has (what compose's --remove-orphans
-    does, also when nothing else changed): left running, they would hold their ports and take
-    logins that no devbox command shows. Returns the containers that stay."""
-    wanted = {host.name for host in project.spec.hosts}
-    dropped = sorted(name for name in ours if name not in wanted)
-    if dropped:
-        project.say(f"removing {', '.join(dropped)}: no longer in {project.spec.source} (named volumes stay)")
-        for name in dropped:
-            ours[name].remove(force=True)
-    return {name: container for name, container in ours.items() if name in wanted}

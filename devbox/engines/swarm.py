@@ -19,8 +19,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from devbox.docker_api import StartWatch, engine_facts, talks_to_engine
-from devbox.engines.base import DoctorLine, Engine, Reach, build_image
+from devbox.docker_api import StartWatch, talks_to_engine
+from devbox.engines.base import MAPPED, DoctorLine, Engine, Observed, Plan, Reach, claim_problems, unsupported
 from devbox.engines.preflight import port_problems, raise_all, resource_problems
 from devbox.engines.swarm_nodes import (
     GPU_RESOURCE,
@@ -35,7 +35,7 @@ from devbox.engines.swarm_nodes import (
     read_nodes,
     registry_problems,
 )
-from devbox.engines.swarm_reach import DOCKER_HOST_LABEL, locate, remove_volumes
+from devbox.engines.swarm_reach import DOCKER_HOST_LABEL, NodeClients, locate, remove_volumes
 from devbox.errors import EngineError, UsageError
 from devbox.labels import LABEL_PREFIX
 from devbox.layout import secret_sources
@@ -50,6 +50,28 @@ if TYPE_CHECKING:
 
 # What a swarm service cannot express (Docker's service API has no such fields), by host setting.
 SWARM_UNSUPPORTED = ("ulimits", "devices", "privileged", "ipc", "cpuset")
+_NO_SERVICE_FIELD = "not supported by swarm services (use engine: compose)"
+
+# Every host and image setting, as a swarm takes it: into the service definition
+# (service_definition), its secrets, the image, or not at all (and why).
+SWARM_CLAIMS = {
+    **dict.fromkeys((
+        "limits", "reservations", "gpus", "bind_address", "volumes", "environment", "restart", "root_login",
+        "password_auth", "authorized_keys", "password_env", "docker_socket", "shm_size", "cap_add", "home_volume",
+        "node", "node_labels", "pids_limit", "logging", "ssh_port", "hostname",
+        "base", "timezone", "packages", "pip_requirements", "shell", "user", "uid", "gid", "docker_cli",
+        "extra_lines", "registry", "build_secrets", "build_ssh",
+    ), MAPPED),
+    **dict.fromkeys(SWARM_UNSUPPORTED, unsupported(_NO_SERVICE_FIELD)),
+    "gpu_capabilities": unsupported("not supported by swarm services: a task gets NVIDIA-GPU generic resources, "
+                                    "with no capabilities to choose (use engine: compose)"),
+    "gpu_share": unsupported("not supported by swarm services: the swarm gives each GPU to one task (use engine: "
+                             "compose)"),
+    "idle": unsupported("has no effect on a swarm: idle policies are watched on this machine's own engine only "
+                        "(engine: compose)", refuse=False),
+    "disk": unsupported("a budget only on a swarm: services have no storage option, so the container layer is "
+                        "never capped, and use is measured for the manager's own hosts", refuse=False),
+}  # fmt: skip
 _WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
 ANCHOR_LABEL = f"{LABEL_PREFIX}network-anchor"  # the project whose network a task holds on its node
 RESTART_CONDITIONS = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
@@ -149,11 +171,9 @@ def _with_pids(resources: dict[str, Any], host: Host) -> dict[str, Any]:
 def swarm_spec_problems(spec: Spec) -> tuple[list[str], list[str]]:
     """What a swarm service cannot do, as ``path: problem`` lines named where the spec asks for
     it, and notes on what works differently there."""
-    problems: list[str] = []
-    notes = []
+    problems, notes = claim_problems(SWARM_CLAIMS, spec)
     for host in spec.hosts:
-        found = [f"{host.origin(setting)}.{setting}: not supported by swarm services (use engine: compose)"
-                 for setting in SWARM_UNSUPPORTED if getattr(host, setting) not in (None, (), False)]  # fmt: skip
+        found = []
         if host.gpus.device_ids or host.gpus.count == "all":
             found.append(f"{host.origin('gpus')}.gpus: swarm hands out GPUs by count only (NVIDIA-GPU generic "
                          "resources): use a number")  # fmt: skip
@@ -196,14 +216,16 @@ def pids_problems(spec: Spec, api_version: str) -> list[str]:
             "limit a service's processes (Docker 20.10 can; or set pids_limit: unlimited)" for host in limited[:1]]
 
 
-def _placement_problems(project: Project, nodes: list[Node] | None = None) -> list[str]:
+def _placement_problems(project: Project, nodes: list[Node] | None = None, *, gpus: bool | None = None) -> list[str]:
     """Hosts no node can take (a node that is not there, labels no node has, GPUs no node
-    advertises), and a registry that does not answer: before anything is built or deployed."""
+    advertises), and a registry that does not answer: before anything is built or deployed.
+    ``gpus``: only the problems for want of GPUs (True), only the others (False), or all."""
     if not any(host.gpus.wanted or host.node or host.node_labels for host in project.spec.hosts):
         found = []  # the swarm places every host: nodes need not be read
     else:
-        found = placement_problems(project.spec, nodes if nodes is not None else read_nodes(project.client))
-    return found + registry_problems(project.spec)
+        found = placement_problems(project.spec, nodes if nodes is not None else read_nodes(project.client),
+                                   gpus=gpus)  # fmt: skip
+    return found + (registry_problems(project.spec) if not gpus else [])
 
 
 def planned_secrets(project: Project, host: Host) -> dict[str, str]:
@@ -378,7 +400,7 @@ def deploy(project: Project, hosts: list[Host], rendered: RenderedProject, nodes
                                                           aliases=sorted({host.name, host.hostname}))]  # fmt: skip
         if host.name in services:
             project.say(recreating_note([service_name(project.spec, host)]))
-            _retire(project, host, services[host.name])
+            _retire(project, host.name, services[host.name])
         project.say(f"starting service {service_name(project.spec, host)}")
         project.client.services.create(**definition)
     for host in hosts:
@@ -386,12 +408,13 @@ def deploy(project: Project, hosts: list[Host], rendered: RenderedProject, nodes
     _remove_unused_secrets(project)
 
 
-def _retire(project: Project, host: Host, service: Any, seconds: float = 60) -> None:
+def _retire(project: Project, host: str, service: Any, seconds: float = 60) -> None:
     """Stop a service's task, then remove the service: its host port and volume are free when
     this returns, on whichever node it ran (the manager sees tasks of every node, not their
-    containers)."""
+    containers: each node's engine is asked where it can be reached)."""
+    ran_on = {str(task.get("NodeID") or "") for task in service.tasks()}
     _stop_and_remove(service, seconds)
-    _wait_gone(project, host)
+    _wait_gone(project, host, ran_on)
 
 
 def _stop_and_remove(service: Any, seconds: float = 60) -> None:
@@ -407,13 +430,22 @@ def _stop_and_remove(service: Any, seconds: float = 60) -> None:
 _TASK_ALIVE = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running")
 
 
-def _wait_gone(project: Project, host: Host, seconds: float = 60) -> None:
+def _wait_gone(project: Project, host: str, ran_on: set[str] | None = None, seconds: float = 60) -> None:
+    """Wait until the host's containers are gone on this node and on the nodes its tasks ran
+    on (``ran_on``: node ids) that this machine can reach (devbox.engines.swarm_reach)."""
     deadline = time.monotonic() + seconds
-    label = [f"{LABEL_PREFIX}project={project.spec.project}", f"{LABEL_PREFIX}host={host.name}"]
-    # sparse: no inspect of each container, which fails with "no such container" as they go
-    while project.client.containers.list(all=True, sparse=True, filters={"label": label}) \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
+    label = [f"{LABEL_PREFIX}project={project.spec.project}", f"{LABEL_PREFIX}host={host}"]
+    clients = [project.client]
+    if ran_on:
+        own = _own_node(project)
+        reachable = NodeClients(project.client, own)
+        nodes = [node for node in read_nodes(project.client) if node.id in ran_on and node.id != own]
+        clients += [client for client in map(reachable.get, nodes) if client is not None]
+    for client in clients:
+        # sparse: no inspect of each container, which fails with "no such container" as they go
+        while client.containers.list(all=True, sparse=True, filters={"label": label}) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _wait_running(project: Project, host: Host, seconds: float = 120) -> None:
@@ -448,7 +480,7 @@ def remove_all(project: Project, volumes: bool) -> None:
     services = _services(project)
     for host in project.spec.hosts:
         if host.name in services:
-            _retire(project, host, services[host.name])
+            _retire(project, host.name, services[host.name])
     _remove_unused_secrets(project)
     for anchor in _anchors(project):  # after the GPU hosts: see "network anchors"
         _stop_and_remove(anchor)
@@ -552,6 +584,7 @@ class SwarmEngine(Engine):
     """An existing swarm: each host a one-replica service made through the SDK."""
 
     name = "swarm"
+    claims = SWARM_CLAIMS
     allocates_gpus = False  # GPUs by count as NVIDIA-GPU generic resources: the swarm assigns them
 
     def spec_problems(self, spec: Spec) -> tuple[list[str], list[str]]:
@@ -561,39 +594,51 @@ class SwarmEngine(Engine):
         return _manager_problems(project)
 
     def gpu_problems(self, project: Project, facts: Mapping[str, Any]) -> list[str]:
-        return [line for line in _placement_problems(project) if ".gpus:" in line]
+        return _placement_problems(project, gpus=True)
 
     def start_watch(self, project: Project) -> StartWatch:
         return TaskWatch(project)
 
-    def converge(self, project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
-        """The same plan as compose's, with services instead of containers: placement and the
-        registry are checked first, the image pushed (or found on every node) before any
-        service changes."""
-        raise_all(_manager_problems(project))
-        nodes = read_nodes(project.client)
-        raise_all(_placement_problems(project, nodes))
+    # The primitives of `up` (devbox.converge): services instead of containers; placement and
+    # the registry are checked before any service changes, the image pushed (or found on every
+    # node) before it is deployed.
+
+    def observe(self, project: Project) -> Observed:
         from devbox.engines.swarm_doctor import volume_warnings
 
+        nodes = read_nodes(project.client)
         for line in volume_warnings(project.spec, nodes):
             project.say(f"warning: {line}")
-        stale = stale_hosts(project, hosts, rendered, nodes)
-        if not stale:
-            project.say(f"nothing changed: {len(hosts)} services already up to date")
-            return
-        facts = engine_facts(project.client)
-        raise_all(port_problems(project, stale, project.containers()) + resource_problems(project.spec, facts))
-        if not project.client.images.list(name=rendered.image_tag):
-            build_image(project, rendered.image_tag)
-        image = rendered.image_tag
+        return Observed(_services(project), self.reach(project).containers, nodes)
+
+    def plan(self, project: Project, hosts: list[Host], rendered: RenderedProject, seen: Observed) -> Plan:
+        stale = [host.name for host in stale_hosts(project, hosts, rendered, seen.extra)]
+        present = bool(project.client.images.list(name=rendered.image_tag))
+        return Plan(rendered.image_tag, build=bool(stale) and not present, start=tuple(stale),
+                    unchanged=tuple(host.name for host in hosts if host.name not in stale),
+                    recreate=tuple(name for name in stale if name in seen.objects))  # fmt: skip
+
+    def remove_host(self, project: Project, name: str, seen: Observed) -> None:
+        _retire(project, name, seen.objects[name])
+        _remove_unused_secrets(project)
+
+    def host_problems(self, project: Project, starting: list[Host], seen: Observed,
+                      facts: Mapping[str, Any]) -> list[str]:  # fmt: skip
+        return (_placement_problems(project, seen.extra, gpus=False) + port_problems(project, starting, seen.containers)
+                + resource_problems(project.spec, facts))  # fmt: skip
+
+    def publish(self, project: Project, rendered: RenderedProject) -> str:
         if project.spec.image.registry:
             reference = pushed_reference(project.spec, rendered.image_tag)
             project.say(f"pushing {reference}")
-            image = push(project.client, rendered.image_tag, reference)
-        else:
-            own = (project.client.info().get("Swarm") or {}).get("NodeID", "")
-            raise_all(image_problems(project.client, project.spec, rendered.image_tag, nodes, own))
-        deploy(project, stale, rendered, nodes, image)
+            return push(project.client, rendered.image_tag, reference)
+        raise_all(image_problems(project.client, project.spec, rendered.image_tag, read_nodes(project.client),
+                                 _own_node(project)))  # fmt: skip
+        return rendered.image_tag
+
+    def apply(self, project: Project, plan: Plan, starting: list[Host], rendered: RenderedProject, image: str,
+              seen: Observed, *, only: bool) -> None:  # fmt: skip
+        deploy(project, starting, rendered, seen.extra, image)
 
     def down(self, project: Project, volumes: bool) -> None:
         remove_all(project, volumes)

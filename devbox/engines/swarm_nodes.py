@@ -118,30 +118,36 @@ def eligible(host: Host, nodes: list[Node]) -> list[Node]:
     ]  # fmt: skip
 
 
-def placement_problems(spec: Spec, nodes: list[Node]) -> list[str]:
-    """Hosts the swarm could never place, each named with the setting to change."""
-    problems = []
+def placement_problems(spec: Spec, nodes: list[Node], *, gpus: bool | None = None) -> list[str]:
+    """Hosts the swarm could never place, each named with the setting to change; ``gpus``: only
+    those for want of GPUs (True), only the others (False), or all (None)."""
+    return [line for key, line in _placement(spec, nodes) if gpus is None or (key == "gpus") == gpus]
+
+
+def _placement(spec: Spec, nodes: list[Node]) -> list[tuple[str, str]]:
+    """Each placement problem with the host setting that causes it."""
+    problems: list[tuple[str, str]] = []
     known = ", ".join(sorted(node.hostname for node in nodes))
     for host in spec.hosts:
         named = find_node(host.node, nodes) if host.node else None
         if host.node and named is None:
-            problems.append(f"{host.origin('node')}.node: no swarm node {host.node!r} (nodes: {known}; "
-                            "name one by hostname or ID)")  # fmt: skip
+            problems.append(("node", f"{host.origin('node')}.node: no swarm node {host.node!r} (nodes: {known}; "
+                            "name one by hostname or ID)"))  # fmt: skip
         elif named is not None and not named.usable:
-            problems.append(f"{host.origin('node')}.node: node {host.node!r} is not ready and active (see "
-                            "`docker node ls`; bring it back, or name another node)")  # fmt: skip
+            problems.append(("node", f"{host.origin('node')}.node: node {host.node!r} is not ready and active (see "
+                            "`docker node ls`; bring it back, or name another node)"))  # fmt: skip
         elif gpus_wanted(host) and not any(n.gpus >= gpus_wanted(host) for n in nodes if n.usable):
-            problems.append(f"{host.origin('gpus')}.gpus: {gpus_wanted(host)} GPUs, but no swarm node advertises "
-                            f"that many {GPU_RESOURCE} (set node-generic-resources in each GPU node's "
-                            "daemon.json, or use --no-gpu)")  # fmt: skip
+            problems.append(("gpus", f"{host.origin('gpus')}.gpus: {gpus_wanted(host)} GPUs, but no swarm node "
+                            f"advertises that many {GPU_RESOURCE} (set node-generic-resources in each GPU node's "
+                            "daemon.json, or use --no-gpu)"))  # fmt: skip
         elif not eligible(host, nodes):
             wants = [f"node {host.node}"] if host.node else []
             wants += [f"label {key}={value}" for key, value in host.node_labels]
             wants += [f"{gpus_wanted(host)} {GPU_RESOURCE}"] if gpus_wanted(host) else []
             key = "node_labels" if host.node_labels else "node" if host.node else "gpus"
-            problems.append(f"{host.origin(key)}.{key}: no ready, active swarm node has "
+            problems.append((key, f"{host.origin(key)}.{key}: no ready, active swarm node has "
                             f"{' and '.join(wants) or 'room'} (label a node with `docker node update "
-                            "--label-add`, or change the placement)")  # fmt: skip
+                            "--label-add`, or change the placement)"))  # fmt: skip
     return problems
 
 

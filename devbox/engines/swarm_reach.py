@@ -130,5 +130,23 @@ def remove_volumes(project: Project, names: set[str], nodes: list[Node], own_id:
             # the engine's name filter matches parts of names: another project's volume too
             for volume in client.volumes.list(filters={"name": name}):
                 if volume.name == name:
-                    volume.remove(force=True)
+                    remove_volume(volume)
     return missed
+
+
+def remove_volume(volume: Any, seconds: float = 30) -> None:
+    """Remove a volume, again while the engine says it is in use (409): a task's container on
+    that node is let go a moment after its service is removed. Bounded: then the error stands."""
+    import time
+
+    import docker.errors
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            volume.remove(force=True)
+            return
+        except docker.errors.APIError as exc:
+            if "in use" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -138,6 +138,10 @@ def assert_each_host_reached_on_its_node(rig: Rig, stack: Any) -> None:
     node (the manager's API alone shows only its own node's containers)."""
     status = {e["host"]: e for e in json.loads(stack.run("status", "--json").stdout)}
     assert {h: (e["state"], e["node"]) for h, e in status.items()} == {h: ("running", n) for h, n in PLACED.items()}
+    rows = {line.split()[0]: line for line in stack.run("status").stdout.splitlines()[1:]}  # the table too
+    for host, node in PLACED.items():
+        assert rows[host].split()[1:3] == [node, "running"]
+        assert rows[host].endswith(f"developer@{rig.nodes[node].address}")
     assert status["c"]["ssh"].endswith(f"@{rig.nodes['n3'].address}")
     for host in PLACED:
         assert stack.run("exec", host, "--", "hostname").stdout.strip() == host

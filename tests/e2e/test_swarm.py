@@ -40,6 +40,18 @@ def test_spec_runs_as_swarm_services(swarm, make_stack):  # swarm first: its tea
     assert login(stack.target("master", password=stack.password("master"))).ok
     assert not login(stack.target("master", password=old)).ok
     assert len(swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})) == 6
+    table = stack.devbox("status").stdout.splitlines()
+    assert table[0].split()[:3] == ["HOST", "NODE", "TASK"] and table[0].split()[-1] == "SSH"
+    assert table[1].split()[0] == "master" and table[1].split()[2] == "running" and "ssh -p" in table[1]
+
+    # a host dropped from the spec is removed at up (its secrets too), the other one left alone
+    del stack.spec["hosts"]["worker"]
+    stack.write_spec()
+    up = stack.devbox("up", "--yes")
+    assert "removing worker: no longer in" in up.stdout and "nothing changed: 1 hosts" in up.stdout
+    services = {s.name for s in swarm.services.list(filters={"label": f"devbox.project={stack.name}"})}
+    assert services == {f"{stack.name}_master"}
+    assert len(swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})) == 3
 
     stack.devbox("down")
     assert not swarm.services.list(filters={"label": f"devbox.project={stack.name}"})

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from devbox.engines import open_project
 from devbox.project import Project
 
 from .helpers import make_spec
@@ -25,7 +26,7 @@ def make_project(tmp_path: Path, said: list[str]) -> Callable[..., Project]:
     swarm specs with its own hosts)."""
 
     def make(**changes: Any) -> Project:
-        return Project(make_spec(tmp_path, **changes), tmp_path / ".devbox", say=said.append, environ={})
+        return open_project(make_spec(tmp_path, **changes), tmp_path / ".devbox", say=said.append, environ={})
 
     return make
 

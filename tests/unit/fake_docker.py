@@ -59,6 +59,8 @@ class FakeDockerClient:
             "ServerVersion": "27.0.0", "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "ControlAvailable": False},
         }  # fmt: skip
         self.events_data: list[dict[str, Any]] = []
+        # the engines of the swarm's other nodes (a removed service's containers go there too)
+        self.workers: list[FakeDockerClient] = []
         self.version_data: dict[str, Any] = {"ApiVersion": "1.41", "Version": "20.10.24"}
         # what `docker system df` answers: containers with SizeRw, volumes with UsageData.Size
         self.df_data: dict[str, Any] = {"Containers": [], "Volumes": [], "Images": [], "LayersSize": 0}
@@ -257,6 +259,11 @@ class Image:
     labels: dict[str, str] = field(default_factory=dict)
     client: Any = None
 
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Created: in the order the images were added (their ids count up)."""
+        return {"Id": self.id, "RepoTags": list(self.tags), "Created": self.id, "Config": {"Labels": self.labels}}
+
     def tag(self, repository: str, tag: str | None = None) -> bool:
         self.client.record("image.tag", id=self.id, repository=repository, tag=tag)
         self.tags.append(f"{repository}:{tag or 'latest'}")
@@ -284,6 +291,15 @@ class Images:
         if "label" in wanted:
             found = [i for i in found if _labels_match(i.labels, wanted["label"])]
         return found
+
+    def remove(self, image: str, force: bool = False) -> None:
+        """Untag ``image`` (a tag or an id); the image goes with its last tag."""
+        self.client.record("image.remove", image=image, force=force)
+        for found in list(self.items):
+            if image in found.tags or image == found.id:
+                found.tags = [tag for tag in found.tags if tag != image]
+                if not found.tags or image == found.id:
+                    self.items.remove(found)
 
     def push(self, repository: str, tag: str | None = None, stream: bool = False, decode: bool = False) -> Any:
         """The engine's push progress: ``push_events`` if set, else a status and the digest."""
@@ -364,8 +380,9 @@ class Service:
         """Removes the service and its task containers (labelled with the service's name)."""
         self.client.record("service.remove", name=self.name)
         self.client.services.items.remove(self)
-        containers = self.client.containers
-        containers.items = [c for c in containers.items if c.labels.get(SERVICE_NAME_LABEL) != self.name]
+        for engine in (self.client, *self.client.workers):  # its task's container, on whichever node
+            containers = engine.containers
+            containers.items = [c for c in containers.items if c.labels.get(SERVICE_NAME_LABEL) != self.name]
         return True
 
 

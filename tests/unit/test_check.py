@@ -10,6 +10,7 @@ import pytest
 # devbox's API under test, named once here: when the engines split moves a name, re-point it here.
 from devbox import probe
 from devbox.checks import check_stack
+from devbox.engines import open_project
 from devbox.project import Project
 from devbox.spec import Host
 
@@ -42,7 +43,7 @@ def logins(monkeypatch) -> list[str]:
 
 
 def make_project(tmp_path, hosts: dict[str, Any]) -> Project:
-    project = Project(make_spec(tmp_path, hosts=hosts), tmp_path / ".devbox", say=lambda _: None, environ={})
+    project = open_project(make_spec(tmp_path, hosts=hosts), tmp_path / ".devbox", say=lambda _: None, environ={})
     project.render()  # check logs in with the rendered passwords and host keys
     return project
 

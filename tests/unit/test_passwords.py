@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 import pytest
 
 from devbox import passwords  # where exec_with_input is looked up
+from devbox.engines import open_project
 from devbox.errors import EngineError
 from devbox.layout import passwords_path
 from devbox.passwords import renew_passwords, rotate_password
-from devbox.project import Project
 from devbox.state import AppliedPasswords, Credentials
 
 from .fake_docker import FakeDockerClient, getent_shadow, serve
@@ -31,7 +31,7 @@ def client(monkeypatch):
 @pytest.fixture
 def project(tmp_path, client):
     spec = make_spec(tmp_path, hosts={"master": {"ssh_port": 4432}})
-    project = Project(spec, tmp_path / ".devbox", say=lambda _: None, environ={})
+    project = open_project(spec, tmp_path / ".devbox", say=lambda _: None, environ={})
     project.render()
     return project
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from devbox.converge import converge
+from devbox.engines import open_project
 from devbox.engines.swarm import SwarmEngine, deploy, node_addresses, service_hash, stale_hosts
 from devbox.errors import EngineError, PreflightError, SpecError
 from devbox.project import Project, recreating_note
@@ -35,7 +37,7 @@ def make_project(tmp_path, said):
 
     def make(hosts: dict[str, Any] | None = None, **changes: Any) -> Project:
         spec = make_spec(tmp_path, engine="swarm", hosts=hosts or SWARM_HOSTS, **changes)
-        return Project(spec, tmp_path / ".devbox", say=said.append, environ={})
+        return open_project(spec, tmp_path / ".devbox", say=said.append, environ={})
 
     return make
 
@@ -69,7 +71,7 @@ def test_gpus_need_a_node_that_offers_them(client, make_project):
 def test_a_node_that_does_not_exist_is_refused_before_anything_is_deployed(client, make_project):
     project = make_project(hosts={"master": {"ssh_port": 4432, "bind_address": "0.0.0.0", "node": "n9"}})
     with pytest.raises(PreflightError) as info:
-        ENGINE.converge(project, list(project.spec.hosts), project.render(), only=False)
+        converge(project, list(project.spec.hosts), project.render(), only=False)
     assert str(info.value) == "hosts.master.node: no swarm node 'n9' (nodes: node-1; name one by hostname or ID)"
     assert client.called("services.create") == [] and client.called("networks.create") == []
 
@@ -227,7 +229,7 @@ def test_with_a_registry_up_pushes_the_image_and_deploys_it_by_digest(client, ma
     project = make_project(image={"base": "debian:bookworm", "registry": "10.0.0.1:5000/team"})
     rendered = project.render()
     client.images.add(rendered.image_tag)
-    ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    converge(project, list(project.spec.hosts), rendered, only=False)
     repository = f"10.0.0.1:5000/team/{rendered.image_tag.split(':')[0]}"
     assert client.called("images.push")[0]["repository"] == repository
     images = {call["image"] for call in client.called("services.create")}
@@ -242,7 +244,7 @@ def test_a_push_the_registry_refuses_is_one_line(client, make_project, monkeypat
     client.images.add(rendered.image_tag)
     client.images.push_events = [{"error": "unauthorized: authentication required"}]
     with pytest.raises(EngineError) as info:
-        ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+        converge(project, list(project.spec.hosts), rendered, only=False)
     assert "pushing 10.0.0.1:5000/devbox-lab:" in str(info.value) and "unauthorized" in str(info.value)
     assert client.called("services.create") == []
 
@@ -262,7 +264,7 @@ def test_without_a_registry_every_node_a_host_may_run_on_must_have_the_image(cli
     rendered = project.render()
     client.images.add(rendered.image_tag)
     with pytest.raises(PreflightError) as info:
-        ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+        converge(project, list(project.spec.hosts), rendered, only=False)
     assert str(info.value).startswith(f"image.registry: not set, and swarm nodes the hosts may run on lack the "
                                       f"image {rendered.image_tag} (n2: No such image: devbox-lab:abc): set image.registry")
     probes = client.called("services.create")
@@ -274,7 +276,7 @@ def test_without_a_registry_nodes_that_have_the_image_are_enough(client, project
     client.nodes.add("id-2", "10.0.0.2", hostname="n2")
     rendered = project.render()
     client.images.add(rendered.image_tag)
-    ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    converge(project, list(project.spec.hosts), rendered, only=False)
     assert sorted(s.name for s in client.services.list()) == ["lab_master", "lab_worker"]
 
 
@@ -297,10 +299,32 @@ def test_a_swarm_builds_once_on_the_manager_with_the_build_secrets(client, make_
     assert "source: build.tok" in build and "environment: DEVBOX_UNIT_TOKEN" in build
     monkeypatch.delenv("DEVBOX_UNIT_TOKEN", raising=False)
     with pytest.raises(SpecError) as info:
-        ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+        converge(project, list(project.spec.hosts), rendered, only=False)
     assert info.value.problems[0].startswith("image.build_secrets.tok.env: environment variable DEVBOX_UNIT_TOKEN")
     assert builds == [] and client.called("services.create") == []
     monkeypatch.setenv("DEVBOX_UNIT_TOKEN", "a-value")
-    ENGINE.converge(project, list(project.spec.hosts), rendered, only=False)
+    converge(project, list(project.spec.hosts), rendered, only=False)
     assert builds == [("build", "master")]
     assert len(client.called("services.create")) == 2
+
+
+# --------------------------------------------------------------------------- rendering off `up`
+
+
+def test_rendering_a_swarm_spec_outside_up_gives_out_no_gpus(client, make_project, tmp_path):
+    """`passwd` and the looking commands render as `up` does on a swarm: the swarm places GPU
+    hosts itself, so a spec wanting more GPUs than this machine has is no problem, no ledger is
+    written and the config hashes are `up`'s."""
+    from .test_gpus import smi_env
+
+    hosts = {name: {"ssh_port": 4432 + i, "gpus": 1} for i, name in enumerate(("a", "b", "c"))}
+    client.nodes.add("gpu-node", "10.0.0.9", [{"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 4}}])
+    project = make_project(hosts=hosts)
+    project.environ = smi_env(tmp_path, "two")
+    project.rendered_once()
+    assert not (project.folder / "gpus.json").exists()
+    from devbox.passwords import rotate_password
+
+    rotate_password(project, "a", "developer")
+    assert not (project.folder / "gpus.json").exists()
+    assert project.render().config_hashes == project.render(allocate_gpus=False).config_hashes

@@ -10,7 +10,7 @@ import pytest
 
 from devbox import operations
 from devbox.checks import check_stack, doctor
-from devbox.engines import swarm_reach
+from devbox.engines import open_project, swarm_reach
 from devbox.engines.swarm import SwarmEngine, anchor_name, deploy, swarm_spec_problems
 from devbox.engines.swarm_doctor import gpu_lines, port_lines, volume_warnings
 from devbox.engines.swarm_nodes import read_nodes
@@ -40,6 +40,7 @@ def client(monkeypatch, node2):
     client.nodes.add("node-1", "10.0.0.1", hostname="n1")
     client.nodes.add("node-2", "10.0.0.2", hostname="n2", labels={"devbox.docker-host": N2_ENGINE})
     engines = {N2_ENGINE: node2}
+    client.workers = [node2]
     monkeypatch.setattr(swarm_reach, "connect_node", lambda url: engines[url])
     return client
 
@@ -50,7 +51,7 @@ def make_project(tmp_path, said):
 
     def make(hosts: dict[str, Any] | None = None, **changes: Any) -> Project:
         spec = make_spec(tmp_path, engine="swarm", hosts=hosts or HOSTS, **changes)
-        return Project(spec, tmp_path / ".devbox", say=said.append, environ={})
+        return open_project(spec, tmp_path / ".devbox", say=said.append, environ={})
 
     return make
 
@@ -77,6 +78,30 @@ def test_a_host_on_another_node_is_found_on_that_nodes_engine(client, node2, pro
                                   "ssh": "ssh -p 4433 developer@10.0.0.2"}  # fmt: skip
     status = {e["host"]: e for e in operations.status(project)}
     assert (status["b"]["state"], status["b"]["node"], status["a"]["node"]) == ("running", "n2", "n1")
+
+
+def test_the_status_table_shows_each_hosts_node_task_state_and_ssh_line(client, node2, tmp_path, monkeypatch):
+    """README: on a swarm `status` shows each host's node, the task's state and `ssh` line at the
+    node's address (the table, not only --json)."""
+    import yaml
+    from click.testing import CliRunner
+
+    from devbox.cli import cli
+
+    from .helpers import spec_data
+
+    (tmp_path / "devbox.yaml").write_text(yaml.safe_dump(spec_data(engine="swarm", hosts=HOSTS)))
+    project = open_project(make_spec(tmp_path, engine="swarm", hosts=HOSTS), tmp_path / ".devbox", environ={})
+    deployed_on_two_nodes(client, node2, project)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["status"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    header, *rows = result.output.splitlines()
+    assert header.split()[:4] == ["HOST", "NODE", "TASK", "STATE"] and header.split()[-1] == "SSH"
+    assert rows[0].split()[:4] == ["a", "n1", "running", "running"]
+    assert rows[0].endswith("ssh -p 4432 developer@10.0.0.1")
+    assert rows[1].split()[:4] == ["b", "n2", "running", "running"]
+    assert rows[1].endswith("ssh -p 4433 developer@10.0.0.2")
 
 
 def test_a_node_without_its_engine_address_is_out_of_reach_with_the_fix(client, node2, project):
@@ -148,6 +173,52 @@ def test_down_volumes_removes_them_on_every_node_it_reaches_and_names_the_others
     assert [v.name for v in client.volumes.list()] == ["other_data"] == [v.name for v in node2.volumes.list()]
     assert said[-1] == ("note: nodes n3 are out of reach (no devbox.docker-host label): volumes of lab there stay; "
                         "remove them on each with `docker volume rm lab_a-home lab_b-home lab_data`")
+
+
+def test_down_volumes_waits_for_the_workers_container_and_retries_a_volume_still_in_use(client, node2, project,
+                                                                                       monkeypatch, said):  # fmt: skip
+    """On a real two-node swarm the worker lets its task's container go a moment after the
+    service is removed, and its engine refuses the volume while it goes (409 "volume is in use")."""
+    import docker.errors
+
+    moved = deployed_on_two_nodes(client, node2, project)
+    client.workers = []  # the worker's container outlives its service...
+    volume = node2.volumes.add("lab_b-home")
+    listed = []
+    list_containers = node2.containers.list
+
+    def slowly_gone(*args: Any, **kwargs: Any) -> Any:
+        listed.append(1)
+        if len(listed) == 3 and moved in node2.containers.items:  # ...for two more looks
+            node2.containers.items.remove(moved)
+        return list_containers(*args, **kwargs)
+
+    monkeypatch.setattr(node2.containers, "list", slowly_gone)
+    refusals = [docker.errors.APIError("409 Client Error: Conflict (\"remove lab_b-home: volume is in use - [x]\")")]
+    remove = volume.remove
+
+    def refused_once(force: bool = False) -> None:
+        """In use while the container is there, and once more after (the engine lets go late)."""
+        if moved in node2.containers.items:
+            raise docker.errors.APIError("409 Client Error: Conflict (remove lab_b-home: volume is in use)")
+        if refusals:
+            raise refusals.pop()
+        remove(force=force)
+
+    monkeypatch.setattr(volume, "remove", refused_once)
+    operations.down(project, volumes=True)
+    assert moved not in node2.containers.items and len(listed) >= 3
+    assert refusals == [] and node2.volumes.list() == []
+
+
+def test_down_asks_about_files_in_a_host_on_another_node(client, node2, make_project):
+    from devbox.errors import PreflightError
+
+    moved = deployed_on_two_nodes(client, node2, make_project())
+    moved.attrs["Diff"] = [{"Path": "/opt/notes.txt", "Kind": 1}]
+    with pytest.raises(PreflightError, match=r"^b: files outside the volumes would be lost by down"):
+        operations.down(make_project(), volumes=False)  # nobody to ask
+    assert len(client.services.list()) == 2
 
 
 def test_validate_notes_volumes_of_unpinned_hosts(make_project):

@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import subprocess
 
-from devbox.idle import IdlePolicy, Sample, reclaimed
+from devbox.idle import Decision, IdlePolicy, Sample, reclaimed
 from devbox.idle_files import IdleFolder
 from devbox.usage import html_page, summarise
-from devbox.watcher import _mtime, cpu_percent, gpu_signal, notice_script, parse_gpu_apps, parse_gpu_usage, ssh_sessions
+from devbox.watcher import (
+    Watcher,
+    _mtime,
+    cpu_percent,
+    disk_usage,
+    gpu_signal,
+    notice_script,
+    parse_gpu_apps,
+    parse_gpu_usage,
+    ssh_sessions,
+)
 
 
 def test_ssh_sessions_are_sshd_session_processes_only():
@@ -102,3 +112,75 @@ def test_a_reclaimed_host_holds_no_gpu_on_the_machine_ledger():
     assert container_holding(attrs(False, "no")) is None  # the watcher stopped it: its GPU is free
     assert container_holding(attrs(False, "unless-stopped")) is not None  # stopped by hand: still held
     assert container_holding(attrs(True, "no")) is not None
+
+
+def test_disk_per_host_is_its_own_layer_and_the_volumes_it_mounts():
+    mib = 1024 * 1024
+    df = {"Containers": [{"Id": "c1", "SizeRw": 2 * mib, "Mounts": [{"Type": "volume", "Name": "lab_home"},
+                                                                   {"Type": "bind", "Name": ""}]},
+                         {"Id": "c2", "SizeRw": None, "Mounts": []}],
+          "Volumes": [{"Name": "lab_home", "UsageData": {"Size": 40 * mib}}, {"Name": "x", "UsageData": {"Size": -1}}]}
+    assert disk_usage(df) == {"c1": 42.0, "c2": 0.0}
+    sample = Sample(at=1.0, disk_mib=42.0)
+    assert Sample.from_dict(sample.as_dict()) == sample
+    assert Sample.from_dict({"at": 1.0}).disk_mib is None  # a sample written before disk was read
+
+
+class _Container:
+    id, name = "c1", "lab-a-1"
+
+    def __init__(self):
+        self.calls = []
+
+    def update(self, **kwargs):
+        self.calls.append(("update", kwargs))
+
+    def put_archive(self, path, data):
+        self.calls.append(("notice", data))
+
+    def stop(self, timeout):
+        self.calls.append(("stop", timeout))
+
+
+def test_a_reclaimed_host_gets_restart_policy_no_and_the_notice_of_its_stop_before_the_stop(tmp_path):
+    watcher = Watcher(client=None, folder=IdleFolder(tmp_path), interval=60, nvidia_smi=None, say=lambda line: None)
+    container = _Container()
+    watcher.reclaim("a", Decision("stop", "idle 1m", 100.0, 160.0), container, 1_800_000_000.0)
+    assert [call[0] for call in container.calls] == ["update", "notice", "stop"]
+    assert container.calls[0][1] == {"restart_policy": {"Name": "no"}}
+    assert b"this host was stopped at 2027-01-15 08:00 UTC (idle 1m)" in container.calls[1][1]
+    state = watcher.folder.states()["a"]
+    assert state["reclaimed_at"] == 1_800_000_000.0 and state["reclaimed_why"] == "idle 1m"
+    assert [e["event"] for e in watcher.folder.events()] == ["reclaimed"]
+
+
+def test_a_host_brought_back_is_told_on_which_gpus():
+    from devbox.gpus import Gpu, Machine
+    from devbox.watch_service import device_ids, gpus_text
+
+    machine = Machine(tuple(Gpu(i, f"GPU-{i}", "RTX", 24564) for i in range(3)))
+    assert gpus_text(["GPU-0"], ["GPU-0"], machine) == "; on its GPU 0 again"
+    assert gpus_text(["GPU-0"], ["GPU-2"], machine) == "; its GPU 0 is taken now: on GPU 2 (free)"
+    assert gpus_text(["GPU-0", "GPU-1"], ["GPU-1", "GPU-2"], None) == \
+        "; its GPUs GPU-0, GPU-1 are taken now: on GPUs GPU-1, GPU-2 (free)"  # fmt: skip
+    assert gpus_text([], [], machine) == ""
+    attrs = {"HostConfig": {"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["GPU-0"]}]}}
+    assert device_ids(attrs) == ["GPU-0"] and device_ids({"HostConfig": {"DeviceRequests": None}}) == []
+
+
+def test_the_disk_is_read_in_a_thread_of_its_own_every_ten_rounds_at_most():
+    calls = []
+
+    class Client:
+        def df(self):
+            calls.append(1)
+            return {"Containers": [{"Id": "c1", "SizeRw": 1024 * 1024, "Mounts": []}], "Volumes": []}
+
+    watcher = Watcher(client=Client(), folder=None, interval=4, nvidia_smi=None, say=lambda line: None)
+    watcher._disk_readings(100.0)
+    watcher.disk_thread.join(5)
+    assert watcher.disk == {"c1": 1.0}
+    watcher._disk_readings(110.0)  # within 10 rounds: not again
+    watcher._disk_readings(140.0)
+    watcher.disk_thread.join(5)
+    assert len(calls) == 2

@@ -1,0 +1,63 @@
+"""The convergence sequence of `up`, written once for every engine.
+
+observe -> plan -> consent -> remove dropped hosts -> passwords -> preflight -> build -> publish
+-> apply -> prune. Each step asks the project's engine for one primitive
+(devbox.engines.base.Engine: ``observe``, ``plan``, ``remove_host``, ``host_problems``,
+``gpu_problems``, ``publish``, ``apply``), the way docker/compose 1.x runs ``convergence_plan``
+then ``execute_convergence_plan`` and dockerspawner's swarm spawner overrides only the object
+primitives. Waiting for logins follows in devbox.operations.up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from devbox.docker_api import engine_facts
+from devbox.engines.base import build_image, prune_images
+from devbox.engines.preflight import raise_all
+
+if TYPE_CHECKING:
+    from devbox.project import Project
+    from devbox.render import RenderedProject
+    from devbox.spec import Host
+
+
+def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
+    """Make ``hosts`` run as rendered: build the image if missing, (re)create what changed,
+    remove hosts the spec dropped (not when ``only``: the user named the hosts to touch), leave
+    the rest alone. Refusals (the engine itself, ports, resources, placement, GPUs) come before
+    anything is built or (re)created; files a container would lose are asked about first."""
+    engine = project.engine
+    for line in engine.repair(project):  # what an interrupted (or killed) run left half done
+        project.say(line)
+    raise_all(engine.preflight(project))
+    seen = engine.observe(project)
+    wanted = {host.name for host in project.spec.hosts}
+    dropped = [] if only else sorted(name for name in seen.objects if name not in wanted)
+    plan = engine.plan(project, hosts, rendered, seen)
+    # before anything is removed: the files that replacing or removing containers discards
+    losing = [*dropped, *plan.recreate]
+    project.consent_to_discard({name: seen.containers[name] for name in losing if name in seen.containers},
+                               "recreating")  # fmt: skip
+    if dropped:
+        project.say(f"removing {', '.join(dropped)}: no longer in {project.spec.source} (named volumes stay)")
+        for name in dropped:
+            engine.remove_host(project, name, seen)
+    renewed = engine.renew_passwords(project, [h for h in hosts if h.name in plan.unchanged], seen, rendered)
+    if renewed:
+        project.say(f"new passwords applied in the running hosts: {', '.join(renewed)}")
+    if plan.nothing_to_do:
+        project.say(f"nothing {'else ' if renewed else ''}changed: {len(plan.unchanged)} hosts already up to date")
+        return
+    starting = [host for host in hosts if host.name in plan.start]
+    facts = engine_facts(project.client)
+    raise_all(engine.host_problems(project, starting, seen, facts))
+    raise_all(engine.gpu_problems(project, facts))
+    if plan.build:
+        build_image(project, plan.tag)
+    image = engine.publish(project, rendered)
+    engine.apply(project, plan, starting, rendered, image, seen, only=only)
+    if plan.build:
+        removed = prune_images(project, plan.tag)
+        if removed:
+            project.say(f"removed older images: {', '.join(removed)} (kept {plan.tag} and the one before it)")
