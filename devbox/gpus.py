@@ -1038,8 +1038,9 @@ def attribute(machine: Machine, usage: Sequence[Usage], apps: Sequence[ComputeAp
               holdings: Sequence[Holding], cgroup: Callable[[int], str | None], *, project: str | None = None,
               folder: str | None = None, containers: Sequence[Known] = ()) -> list[GpuRow]:  # fmt: skip
     """Per GPU: who holds it (every container on the engine that holds it, running or not, and
-    this spec's ledger: ``project`` in ``folder``), its load, and its processes with the container
-    each runs in (via ``cgroup(pid)``; ``containers`` name those that hold no GPU)."""
+    what this spec's ledger gave those of its hosts, ``project`` in ``folder``, whose containers
+    hold GPUs now: a host that is down holds nothing), its load, and its processes with the
+    container each runs in (via ``cgroup(pid)``; ``containers`` name those that hold no GPU)."""
     holders: dict[str, dict[tuple[str | None, str | None, str], Holder]] = {gpu.uuid: {} for gpu in machine.gpus}
     shared = {a.host for a in ledger.assignments if a.shared}
 
@@ -1054,7 +1055,10 @@ def attribute(machine: Machine, usage: Sequence[Usage], apps: Sequence[ComputeAp
             host = holding.host if holding.is_devbox else None
             note(Holder(host, unit, holding.shared, holding.project if host else None,
                         spec_folder(holding.folder) if holding.folder and host else None, holding.name))  # fmt: skip
+    holding_now = {holding.host for holding in holdings if holding.is_devbox and holding.project == project}
     for assignment in ledger.assignments:
+        if assignment.host not in holding_now:
+            continue  # remembered, but holding nothing now (down, reclaimed, not up yet): another host may have it
         for unit in machine.units if assignment.all else assignment.device_ids:
             note(Holder(assignment.host, unit, assignment.host in shared, project,
                         spec_folder(folder) if folder else None))  # fmt: skip

@@ -474,7 +474,8 @@ def test_attribution_names_holders_load_and_the_host_of_each_process(tmp_path):
                                          200: "0::/user.slice/session-1.scope\n"})  # fmt: skip
     ledger = Ledger(machine, (Assignment("master", "1", ("GPU-0000",)), Assignment("nb", "1 shared", ("GPU-0000",), shared=True)))
     containers = [Holding(CONTAINER_A, "lab-master-1", ("GPU-0000",), project="lab", host="master"),
-                  Holding(CONTAINER_B, "lab-old-1", count=1, project="lab", host="old")]  # fmt: skip
+                  Holding(CONTAINER_B, "lab-old-1", count=1, project="lab", host="old"),
+                  Holding("c" * 64, "lab-nb-1", ("GPU-0000",), project="lab", host="nb", shared=True)]  # fmt: skip
     usage = [Usage(0, "GPU-0000", 2048, 35), Usage(1, "GPU-1000", 0, 0)]
     apps = [ComputeApp(200, "GPU-0000", 100), ComputeApp(100, "GPU-0000", 1900), ComputeApp(999, "GPU-0000", 5)]
     rows = attribute(machine, usage, apps, ledger, containers, lambda pid: read_cgroup(pid, proc), project="lab")
@@ -528,9 +529,11 @@ def test_gpu_report_reads_the_double_the_ledger_and_the_containers(tmp_path):
     machine = discover(env)
     save_ledger(tmp_path, ledger_after(allocate(reqs(("x", 1), ("y", 1), ("worker", [2])), machine), machine))
     proc = fake_proc(tmp_path / "proc", {4242: f"0::/docker/{CONTAINER_B}\n"})
-    containers = [fake_container(CONTAINER_B, "worker", [{"Driver": "nvidia", "DeviceIDs": [uuid]}])]
+    containers = [fake_container(CONTAINER_B, "worker", [{"Driver": "nvidia", "DeviceIDs": [uuid]}]),
+                  fake_container(CONTAINER_A, "x", [{"Driver": "nvidia", "DeviceIDs": ["0"]}], "exited")]  # fmt: skip
     rows = gpu_report(containers, tmp_path, env, lambda pid: read_cgroup(pid, proc), project="lab")
-    assert [[h.host for h in row.holders] for row in rows] == [["x"], ["y"], ["worker"], []]
+    # y is in the ledger but has no container (down): it holds nothing, another spec may have its GPU
+    assert [[h.host for h in row.holders] for row in rows] == [["x"], [], ["worker"], []]
     assert (rows[2].memory_used_mib, rows[2].utilization) == (4096, 87)
     assert [(p.pid, p.host, p.used_memory_mib) for p in rows[2].processes] == [(4242, "worker", 4000)]
 
