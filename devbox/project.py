@@ -212,14 +212,20 @@ class Project:
     def check_labels(self, found: list[tuple[str, str, Mapping[str, str]]]) -> None:
         """Refuse objects (kind, name, labels) of another owner, with one line naming its folder.
 
-        An object without an owner label was made by an older devbox: it is taken as this spec's
-        when nothing says otherwise (compose's config-file label names this folder, or nothing
+        One of this owner id made from another folder that still holds that id belongs to the
+        original, not to this copy (refused); made from a folder that is gone, to this moved one.
+        An object without an owner label was made by an older devbox (or by compose from a
+        render older than the labels on volumes and networks): it is taken as this spec's when
+        nothing says otherwise (compose's config-file label names this folder, or nothing
         names any), and said once (noted in the folder's ``adopted`` file).
         """
         legacy, ours = [], self.owner
         for kind, name, labels in found:
-            owner, origin = labels.get(OWNER_LABEL), _origin(labels)
-            if (owner and owner == ours) or (origin is not None and _same_path(origin, self.folder)):
+            owner, origin = labels.get(OWNER_LABEL), origin_folder(labels)
+            if owner and owner == ours and origin is not None and not same_path(origin, self.folder):
+                self._refuse_a_copy(origin, kind, name)  # a moved folder (its old one gone) is ours
+                continue
+            if (owner and owner == ours) or (origin is not None and same_path(origin, self.folder)):
                 if not owner:
                     legacy.append(f"{kind} {name}")
                 continue  # ours (the same folder after a lost owner file is ours too)
@@ -231,8 +237,25 @@ class Project:
             legacy.append(f"{kind} {name}")
         self._note_adopted(legacy)
 
+    def _refuse_a_copy(self, origin: str, kind: str, name: str) -> None:
+        """An object of this owner id made from another folder: that folder still holding the same
+        owner id means this one is a copy (`cp -a p1 p1copy`), which must not take over, nor
+        delete, the original's hosts and volumes; a folder that is gone was moved here (the same
+        owner: its hosts are recreated from here by `up`)."""
+        try:
+            original = owner_id(Path(origin), create=False) if Path(origin).is_dir() else None
+        except UsageError:  # a damaged owner file there: not this one's original
+            original = None
+        if original != self.owner:
+            return
+        raise PreflightError(
+            f"project {self.spec.project!r} runs from {origin} ({kind} {name}), and this folder is a copy of it "
+            f"(the same owner id in {self.layout.owner}): to run the copy as a project of its own, give "
+            f"{self.spec.source} another `project:` name and remove {self.layout.owner}; to run the original, "
+            f"run devbox in {Path(origin).parent}")
+
     def _note_adopted(self, names: list[str]) -> None:
-        """Say once which objects of an older devbox this spec took as its own."""
+        """Say once which unowned objects this spec took as its own."""
         path = self.layout.adopted
         try:
             known = set(path.read_text(encoding="utf-8").splitlines())
@@ -241,8 +264,8 @@ class Project:
         new = [name for name in names if name not in known]
         if not new:
             return
-        self.say(f"note: taking {', '.join(new)} as this spec's: an older devbox made them without an owner "
-                 "label, and nothing names another spec")  # fmt: skip
+        self.say(f"note: taking {', '.join(new)} as this spec's: they carry no owner label (made by an "
+                 "older devbox, or by compose from an older render) and nothing names another spec")  # fmt: skip
         if self.folder.is_dir():  # a command that renders nothing makes no folder
             write_if_changed(path, "".join(f"{name}\n" for name in sorted(known | set(new))), 0o644)
 
@@ -298,7 +321,7 @@ class Project:
         ]  # fmt: skip
 
 
-def _origin(labels: Mapping[str, str]) -> str | None:
+def origin_folder(labels: Mapping[str, str]) -> str | None:
     """The output folder of the spec an object was made from, when its labels say: devbox's
     own label, or the folder of compose's config file (on containers)."""
     if labels.get(OWNER_FOLDER_LABEL):
@@ -307,7 +330,7 @@ def _origin(labels: Mapping[str, str]) -> str | None:
     return str(Path(files.split(",")[0]).parent) if files else None
 
 
-def _same_path(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+def same_path(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
     return os.path.realpath(first) == os.path.realpath(second)
 
 

@@ -497,13 +497,19 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: st
     containers and image (outside the config hash: an upgrade that adds it recreates nothing);
     ``layer_quota``: the engine can cap a container layer's size (a host's ``disk`` then does).
 
-    Volumes and the network are declared without it: compose hashes their definition, and a
-    label added to an existing stack's would make compose remove its network (stopping hosts)
-    and offer to recreate its volumes. devbox creates them itself, labelled (engines.compose).
+    Volumes and the network carry the project and owner labels too, so a stack started with
+    plain compose from these files (`cd .devbox && docker compose up -d`) leaves objects no other
+    folder takes as its own. devbox creates them itself before compose, labelled alike
+    (engines.compose) but without compose's config hash, so compose never recreates them for a
+    changed definition; the folder is not among these labels (a moved folder changes nothing
+    here), and on a stack an older render started with plain compose, compose re-makes the
+    network once (its hosts restart) and asks before touching a volume (no terminal: it keeps
+    it).
     """
     services: dict[str, Any] = {}
     secrets: dict[str, Any] = {}
     volumes: dict[str, Any] = {}
+    owned = {f"{LABEL_PREFIX}project": spec.project, **({OWNER_LABEL: owner} if owner else {})}
     for index, host in enumerate(spec.hosts):
         mounts, definitions = _secrets(host)
         secrets.update(definitions)
@@ -524,8 +530,8 @@ def compose_data(spec: Spec, tag: str, gpus: Allocation | None = None, owner: st
         }
         services[host.name] = service
         for name in named_volumes(spec, host):
-            volumes.setdefault(name, {})
-    network: dict[str, Any] = {"driver": spec.network.driver}
+            volumes.setdefault(name, {"labels": dict(owned)})
+    network: dict[str, Any] = {"driver": spec.network.driver, "labels": dict(owned)}
     if spec.network.subnet:
         network["ipam"] = {"config": [{"subnet": spec.network.subnet}]}
     data: dict[str, Any] = {"name": spec.project, "services": services}

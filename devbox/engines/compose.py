@@ -25,7 +25,7 @@ from devbox.engines.preflight import (
 )
 from devbox.labels import LABEL_PREFIX, OWNER_LABEL
 from devbox.passwords import renew_passwords
-from devbox.project import COMPOSE_PROJECT_LABEL, recreating_note
+from devbox.project import COMPOSE_PROJECT_LABEL, origin_folder, recreating_note, same_path
 from devbox.render import connect_address, named_volumes
 
 if TYPE_CHECKING:
@@ -93,7 +93,9 @@ class ComposeEngine(Engine):
                    if name in wanted}  # fmt: skip
         present = bool(project.client.images.list(name=rendered.image_tag))
         plan = plan_up([h.name for h in hosts], rendered.config_hashes, rendered.image_tag, present, running)
-        return _recreating_unlabelled(plan, seen.containers)
+        plan = _recreating_unlabelled(plan, seen.containers)
+        return _recreating_moved(plan, _made_in_another_folder(project, {
+            name: c for name, c in seen.containers.items() if name in plan.unchanged or name in plan.start}))
 
     def remove_host(self, project: Project, name: str, seen: Observed) -> None:
         """What compose's --remove-orphans does, also when nothing else changed: left running,
@@ -116,6 +118,13 @@ class ComposeEngine(Engine):
         if plan.recreate:
             project.say(recreating_note(list(plan.recreate)))
         project.say(f"starting {', '.join(plan.start)}")
+        moved = _made_in_another_folder(project, {name: seen.containers[name] for name in plan.recreate
+                                                  if name in seen.containers})  # fmt: skip
+        if moved:  # compose would start them as they are: their bind sources are under the old folder
+            project.say(f"recreating {', '.join(moved)}: made in {moved_from(seen.containers[moved[0]])}, which "
+                        f"moved to {project.folder} (named volumes stay)")  # fmt: skip
+            for name in moved:
+                seen.containers[name].remove(force=True)
         _make_volumes_and_network(project)
         args = ["up", "--detach", "--no-build", "--quiet-pull"]
         if not only:
@@ -184,6 +193,28 @@ def _recreating_unlabelled(plan: Plan, ours: Mapping[str, Container]) -> Plan:
     older = tuple(name for name in plan.start if name in ours and name not in plan.recreate
                   and OWNER_LABEL not in ours[name].labels)  # fmt: skip
     return replace(plan, recreate=plan.recreate + older) if older else plan
+
+
+def moved_from(container: Container) -> str:
+    """The output folder a container was made from (compose's config-file label), "" if unsaid."""
+    return origin_folder(container.labels) or ""
+
+
+def _made_in_another_folder(project: Project, containers: Mapping[str, Container]) -> list[str]:
+    """Hosts whose container was made from another folder than this one: the project folder was
+    moved (a copy is refused before this, devbox.project.Project.check_labels). Their secrets and
+    host keys are bind-mounted from the old path, so their next restart fails."""
+    return sorted(name for name, container in containers.items()
+                  if moved_from(container) and not same_path(moved_from(container), project.folder))  # fmt: skip
+
+
+def _recreating_moved(plan: Plan, moved: list[str]) -> Plan:
+    """Hosts made in a folder that moved are recreated (and so asked about first)."""
+    if not moved:
+        return plan
+    start = plan.start + tuple(name for name in moved if name not in plan.start)
+    return replace(plan, start=start, unchanged=tuple(name for name in plan.unchanged if name not in moved),
+                   recreate=plan.recreate + tuple(name for name in moved if name not in plan.recreate))  # fmt: skip
 
 
 def _make_volumes_and_network(project: Project) -> None:

@@ -191,8 +191,9 @@ def test_objects_an_older_devbox_made_are_adopted_and_said_once(client, project,
     client.containers.add("lab-master-1", labels={"devbox.project": "lab", "devbox.host": "master"})
     project.render()
     project.containers()
-    assert said[-1] == ("note: taking container lab-master-1, volume lab_master-home as this spec's: an older devbox "
-                        "made them without an owner label, and nothing names another spec")  # fmt: skip
+    assert said[-1] == ("note: taking container lab-master-1, volume lab_master-home as this spec's: they carry no "
+                        "owner label (made by an older devbox, or by compose from an older render) and nothing "
+                        "names another spec")  # fmt: skip
     said.clear()
     project._checked_volumes = False
     project.containers()

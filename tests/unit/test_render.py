@@ -55,8 +55,11 @@ def test_compose_says_what_seed_001_says(seed_spec):
             f"{name}-home:/home/developer"]
         # minus plaintext passwords: the environment holds no password at all
         assert not any("PASSWORD" in key for key in mine.get("environment", {}))
-    assert ours["networks"] == reference["networks"]
-    assert ours["volumes"] == {**reference["volumes"], **{f"{name}-home": {} for name in reference["services"]}}
+    # plus the project's (and, once rendered into a folder, the owner's) labels: see compose_data
+    owned = {"labels": {"devbox.project": seed_spec.project}}
+    assert ours["networks"] == {name: {**network, **owned} for name, network in reference["networks"].items()}
+    assert ours["volumes"] == {name: owned for name in [*reference["volumes"],
+                                                       *(f"{name}-home" for name in reference["services"])]}
 
 
 def test_all_hosts_share_one_built_image(seed_spec):
