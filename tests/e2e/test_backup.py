@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from .conftest import DEVBOX
 
 pytestmark = pytest.mark.e2e
 
@@ -105,7 +106,7 @@ def test_a_damaged_or_cut_archive_is_refused_in_one_line_and_nothing_changes(mak
     stack.ssh("master", "echo v1 > ~/notes")
     streamed = tmp_path / "streamed.tar.zst"
     with streamed.open("wb") as out:  # --to -: the archive on stdout, the messages on stderr
-        subprocess.run([sys.executable, "-m", "devbox", "backup", "master", "--to", "-"], cwd=stack.directory,
+        subprocess.run([*DEVBOX, "backup", "master", "--to", "-"], cwd=stack.directory,
                        stdout=out, stderr=subprocess.PIPE, check=True, timeout=300)  # fmt: skip
     stack.ssh("master", "echo v2 > ~/notes")
     data = streamed.read_bytes()
@@ -129,7 +130,7 @@ def test_a_damaged_or_cut_archive_is_refused_in_one_line_and_nothing_changes(mak
 
 def _interrupted(stack, args, when, stream="stderr"):
     """Run devbox with ``args``, SIGINT it once its ``stream`` shows ``when``; (code, all it said)."""
-    process = subprocess.Popen([sys.executable, "-m", "devbox", *args], cwd=stack.directory, stdout=subprocess.PIPE,
+    process = subprocess.Popen([*DEVBOX, *args], cwd=stack.directory, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
     seen = []
     deadline = time.monotonic() + 300

@@ -30,7 +30,6 @@ from .conftest import DEVBOX, machine_path, new_project_name
 pytestmark = pytest.mark.e2e
 
 ALLOWED = Path(__file__).with_name("ssh_audit_allowed.yaml")
-REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- ssh-audit
@@ -88,7 +87,7 @@ class Operator:
     def devbox(self, folder: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         # setpriv, unshare and the mount script find their tools on the system's PATH; devbox itself
         # gets the tests' own PATH (env, last before it), as every devbox the e2e tests run does.
-        env = {"PATH": SYSTEM_PATH, "HOME": str(self.home), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
+        env = {"PATH": SYSTEM_PATH, "HOME": str(self.home), "LANG": "C.UTF-8"}
         result = subprocess.run(_as_operator(self, [*DEVBOX, *args]), cwd=folder, env=env,
                                 capture_output=True, text=True, timeout=600, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
         if check and result.returncode != 0:
