@@ -115,10 +115,24 @@ def init(ctx: Context, directory: str, project: str | None, force: bool) -> None
     if ctx.spec_file != DEFAULT_SPEC:  # devbox -f lab.yaml init: the commands after it read lab.yaml
         spec_path = folder / ctx.spec_file
         folder, name, option = spec_path.parent, spec_path.name, f" -f {ctx.spec_file}"
-    written = init_project(folder, project, force=force, spec_name=name, taken=_names_in_use(), say=click.echo)
+    written = init_project(folder, project, force=force, spec_name=name, taken=_names_in_use(), say=click.echo,
+                           gpu_units=_gpu_units())
     for path in written:
         click.echo(f"wrote {path}")
     click.echo(f"next: edit {written[0]}, then `devbox{option} validate` and `devbox{option} up`")
+
+
+def _gpu_units() -> int | None:
+    """How many GPUs nvidia-smi sees here, for init's example; None when it is absent or fails
+    (init still works: validate and up say what is wrong with the driver)."""
+    from devbox.errors import PreflightError
+    from devbox.gpus import discover
+
+    try:
+        machine = discover()
+    except PreflightError:
+        return None
+    return None if machine is None else len(machine.units)
 
 
 def _names_in_use() -> Any:

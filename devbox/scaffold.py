@@ -43,7 +43,7 @@ def free_project_name(name: str, taken: Callable[[str], bool]) -> str:
 
 def init_project(directory: Path, project: str | None, *, force: bool, spec_name: str = "devbox.yaml",
                  taken: Callable[[str], bool] | None = None,
-                 say: Callable[[str], None] | None = None) -> list[Path]:  # fmt: skip
+                 say: Callable[[str], None] | None = None, gpu_units: int | None = None) -> list[Path]:  # fmt: skip
     """Write the spec (devbox.yaml unless named) and make .gitignore ignore the output folder.
 
     ``taken``: whether the engine already holds a project of that name (None: it cannot be
@@ -51,6 +51,10 @@ def init_project(directory: Path, project: str | None, *, force: bool, spec_name
     ``-3``...) and ``say`` hears so: two folders of the same name would otherwise share (and
     refuse) one project. Raises UsageError instead of overwriting an existing spec without
     ``force``; an existing .gitignore is only ever appended to.
+
+    ``gpu_units``: how many GPUs this machine has (None: unknown, no nvidia-smi). The example gives
+    master and worker a GPU each; on a machine with fewer it gives what there is, so the spec init
+    writes validates and comes up on the machine it was written on.
     """
     directory.mkdir(parents=True, exist_ok=True)
     spec_path = directory / spec_name
@@ -69,7 +73,8 @@ def init_project(directory: Path, project: str | None, *, force: bool, spec_name
     if gitignore.exists() and not gitignore.is_file():
         raise UsageError(f"{gitignore}: not a file; move it away, or add `.devbox/` to your ignore rules "
                          "yourself and run init again")  # fmt: skip
-    spec_path.write_text(render_template("devbox.yaml.j2", project=name, modeline=modeline()), encoding="utf-8")
+    spec_path.write_text(render_template("devbox.yaml.j2", project=name, modeline=modeline(),
+                                         gpu_units=gpu_units), encoding="utf-8")
     written = [spec_path, write_schema(directory)]
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     missing = [line for line in GITIGNORE_LINES[1:] if line not in existing.splitlines()]

@@ -6,12 +6,16 @@
 #   scripts/gpu-doubles.sh install [DIR]   default DIR: /usr/local/bin
 #   scripts/gpu-doubles.sh remove [DIR]    removes only the doubles this script wrote
 #
-# The nvidia-smi double describes tests/doubles/machines/two.json unless DEVBOX_TEST_NVIDIA_SMI names
-# another machine. A real tool already in DIR is never replaced.
+# The nvidia-smi double describes a one-GPU server (tests/doubles/machines/one.json), or the machine
+# file DEVBOX_SYSTEM_GPUS names at install. Like a real nvidia-smi it ignores DEVBOX_TEST_NVIDIA_SMI
+# (a test that wants other GPUs puts its own double in front). A one-GPU machine is the case that
+# differs most from the tests' own doubles: init's example has two GPU hosts. A real tool already in
+# DIR is never replaced.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 action=${1:-}
 dir=${2:-/usr/local/bin}
+machine=${DEVBOX_SYSTEM_GPUS:-$repo/tests/doubles/machines/one.json}
 MARK="devbox test double (scripts/gpu-doubles.sh)"
 
 ours() { [ -f "$1" ] && grep -qF "$MARK" "$1"; }
@@ -28,6 +32,8 @@ write() {  # write NAME CONTENT: refuse to shadow a real tool
 
 case $action in
   install)
+    [ -f "$machine" ] || { echo "gpu-doubles.sh: $machine: no such machine file" >&2; exit 2; }
+    machine=$(cd "$(dirname "$machine")" && pwd)/$(basename "$machine")
     mkdir -p "$dir"
     write nvidia-container-runtime-hook "#!/bin/sh
 # $MARK: accept the OCI prestart hook call, do nothing.
@@ -35,10 +41,8 @@ cat >/dev/null
 exit 0
 "
     write nvidia-smi "#!/bin/sh
-# $MARK: a two-GPU machine unless DEVBOX_TEST_NVIDIA_SMI names another.
-: \"\${DEVBOX_TEST_NVIDIA_SMI:=$repo/tests/doubles/machines/two.json}\"
-export DEVBOX_TEST_NVIDIA_SMI
-exec python3 '$repo/tests/doubles/nvidia-smi' \"\$@\"
+# $MARK: the machine $machine describes, whatever the caller's environment says.
+DEVBOX_TEST_NVIDIA_SMI='$machine' exec python3 '$repo/tests/doubles/nvidia-smi' \"\$@\"
 "
     ;;
   remove)

@@ -15,7 +15,10 @@ test is skipped with the fix.
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -48,6 +51,23 @@ class Lacking:
         if self.required:
             pytest.fail(f"required under CI=true or DEVBOX_E2E_REQUIRED=1, but {reason}", pytrace=False)
         pytest.skip(reason)
+
+
+@functools.cache
+def own_path(programs: tuple[str, ...]) -> str:
+    """A PATH of the tests' own: one folder linking only ``programs`` (those this machine has).
+
+    Built, never filtered from the caller's PATH, so NVIDIA's tools are never found by chance,
+    whatever this machine has: a GPU server keeps nvidia-smi and nvidia-container-runtime-hook in
+    /usr/bin beside everything else (issue 30). A test that wants an nvidia-smi puts its double in
+    front."""
+    folder = Path(tempfile.mkdtemp(prefix="devbox-tests-path-"))
+    folder.chmod(0o755)  # test_hardening runs devbox as another user
+    for name in programs:
+        found = shutil.which(name)
+        if found is not None:
+            (folder / name).symlink_to(Path(found).resolve())
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

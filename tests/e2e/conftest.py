@@ -10,7 +10,6 @@ so tests leave nothing behind.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import os
 import secrets
@@ -18,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +28,8 @@ import yaml
 
 from devbox.docker_api import list_containers
 from devbox.probe import Target, login
+
+from ..conftest import own_path
 
 # --------------------------------------------------------------------------- the engine
 
@@ -47,19 +47,10 @@ DEVBOX = [str(Path(sys.executable).with_name("devbox"))]
 DEVBOX_PROGRAMS = ("docker", "docker-compose", "ssh")
 
 
-@functools.cache
 def machine_path() -> str:
-    """The PATH of every devbox the e2e tests run: a folder of the tests' own linking only the
-    programs devbox runs, so NVIDIA's tools are never found by chance, whatever this machine has (a
-    GPU server keeps nvidia-smi and nvidia-container-runtime-hook in /usr/bin; issue 30). A test
-    that wants an nvidia-smi puts its double in front (``gpu_machine`` in test_gpu_ledger.py)."""
-    folder = Path(tempfile.mkdtemp(prefix="devbox-e2e-path-"))
-    folder.chmod(0o755)  # test_hardening runs devbox as another user
-    for name in DEVBOX_PROGRAMS:
-        found = shutil.which(name)
-        if found is not None:
-            (folder / name).symlink_to(Path(found).resolve())
-    return str(folder)
+    """The PATH of every devbox the e2e tests run: only the programs devbox runs (see ``own_path``).
+    A test that wants an nvidia-smi puts its double in front (``gpu_machine`` in test_gpu_ledger.py)."""
+    return own_path(DEVBOX_PROGRAMS)
 
 
 def devbox_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -388,6 +379,43 @@ def engine_without_gpu(docker_client: Any) -> Iterator[str]:
     finally:
         client.close()
         stop()
+
+
+HOOK = "nvidia-container-runtime-hook"
+HOOK_DOUBLE_MARK = b"devbox test double"  # in engine.sh's and gpu-doubles.sh's hook doubles
+ENGINE_PIDFILE = Path("/var/run/docker.pid")  # the local engine's (engine.sh's, and systemd's)
+
+
+def engine_hook_problem() -> str | None:
+    """Why the local engine cannot be given the nvidia-smi double's GPUs, or None when it can.
+
+    dockerd hands GPU requests to the hook it found on its PATH when it started. A double (the
+    one scripts/engine.sh starts it with) accepts any device; NVIDIA's real hook, on a GPU server,
+    refuses the UUIDs and indexes that only the double describes. Read from dockerd's own
+    environment (/proc/PID/environ), never guessed from this process's PATH (issue 30)."""
+    try:
+        pid = int(ENGINE_PIDFILE.read_text().strip())
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (OSError, ValueError) as exc:
+        return f"cannot tell which {HOOK} the engine runs ({ENGINE_PIDFILE}, /proc: {exc})"
+    path = next((entry[5:].decode() for entry in environ if entry.startswith(b"PATH=")), os.defpath)
+    found = shutil.which(HOOK, path=path)
+    if found is None:
+        return f"the engine has no {HOOK} on its PATH ({ENGINE_FIX})"
+    if HOOK_DOUBLE_MARK not in Path(found).read_bytes()[:4096]:
+        return (f"the engine runs NVIDIA's real {found} (a GPU server): it refuses the GPUs of the nvidia-smi "
+                f"double; run this test against an engine scripts/engine.sh started with its hook double")
+    return None
+
+
+@pytest.fixture(scope="session")
+def hook_double(docker_client: Any, lacking: Any) -> None:
+    """For a test that gives hosts the nvidia-smi double's GPUs: the engine's hook must be a double
+    (see ``engine_hook_problem``). A real GPU server says so by name: a failure under CI, a skip
+    elsewhere (README, Development, lists these tests)."""
+    problem = engine_hook_problem()
+    if problem is not None:
+        lacking(problem)
 
 
 def copy_image(source: Any, target_host: str, tag: str) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import Phase, given, seed, settings
-from unit.test_hostile import accepted_specs
 
 from devbox.engines import spec_rules
 from devbox.errors import SpecError
 from devbox.spec import build_spec
 
+from ..unit.test_hostile import accepted_specs
 from .conftest import Stack, new_project_name
 
 pytestmark = pytest.mark.e2e

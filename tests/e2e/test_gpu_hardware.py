@@ -23,6 +23,7 @@ def init_environment(container) -> dict[str, str]:
     return start_environment(container)
 
 
+@pytest.mark.usefixtures("hook_double")  # indexes and UUIDs no real machine has
 def test_every_gpu_form_reaches_the_engine_and_the_container(make_stack, docker_client):
     stack = make_stack(["one", "every", "ids", "pair"], defaults={"limits": {"cpus": 0.25, "memory": "192m"},
                                                                   "reservations": {"memory": "64m"}})  # fmt: skip

@@ -19,7 +19,8 @@ import pytest
 from .conftest import machine_path
 from .test_gpu_hardware import init_environment
 
-pytestmark = pytest.mark.e2e
+# The nvidia-smi double's GPUs: the engine's hook must be a double (not on a real GPU server).
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("hook_double")]
 
 DOUBLES = Path(__file__).resolve().parents[1] / "doubles"
 TWO_GPUS = json.loads((DOUBLES / "machines" / "two.json").read_text())

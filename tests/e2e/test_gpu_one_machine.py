@@ -25,7 +25,8 @@ from devbox.gpus import engine_holdings, held_units
 from .conftest import DEVBOX, devbox_env, new_project_name
 from .test_gpu_ledger import device_request, gpu_machine
 
-pytestmark = pytest.mark.e2e
+# The nvidia-smi double's GPUs: the engine's hook must be a double (not on a real GPU server).
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("hook_double")]
 
 ROUNDS = 3  # concurrent `up`s in two folders, each round from empty ledgers
 

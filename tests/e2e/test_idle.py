@@ -60,6 +60,7 @@ def events(stack) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.usefixtures("hook_double")  # the double's GPUs (see tests/e2e/conftest.py)
 def test_an_idle_host_is_warned_then_stopped_and_busy_hosts_are_not(make_stack, docker_client, tmp_path):
     machine = own_gpus(TWO_GPUS)
     machine["gpus"][1]["utilization"] = 90  # the GPU the double shows busy: gpubusy's
@@ -315,6 +316,7 @@ def test_a_reclaimed_host_stays_stopped_when_its_engine_restarts(make_stack, doc
     stack.devbox("down", "--yes", env=env)
 
 
+@pytest.mark.usefixtures("hook_double")  # the double's GPUs (see tests/e2e/conftest.py)
 def test_a_reclaimed_host_whose_gpu_was_taken_comes_back_on_a_free_one(make_stack, docker_client, tmp_path):
     machine = own_gpus(TWO_GPUS)
     env = {**gpu_machine(tmp_path, machine), "DEVBOX_WATCH_INTERVAL": INTERVAL,

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from unit.test_hostile import HYPOTHESIS, accepted_specs, hostile_specs
 
 from devbox.engines import spec_rules
 from devbox.errors import SpecError
@@ -20,6 +19,7 @@ from devbox.layout import COMPOSE_FILE
 from devbox.project import render_to
 from devbox.spec import build_spec
 
+from ..unit.test_hostile import HYPOTHESIS, accepted_specs, hostile_specs
 from .helpers import run
 
 # Rendering many specs: the fewest password-hash rounds (the fixture is in tests/conftest.py).

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 
-from unit.test_hostile import nasty_env_spec, unescape
-
 from devbox.layout import COMPOSE_FILE
 from devbox.project import render_to
 from devbox.scaffold import init_project
 from devbox.spec import load_spec
 
+from ..unit.test_hostile import nasty_env_spec, unescape
 from .helpers import run
 
 

@@ -10,12 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
-from unit.helpers import fake_material, make_spec
 
 from devbox.render import render_project
 from devbox.scaffold import init_project
 from devbox.spec import Spec, load_spec
 
+from ..unit.helpers import fake_material, make_spec
 from .helpers import REPO, run
 
 GOLDEN = REPO / "tests" / "golden"

@@ -11,7 +11,19 @@ import pytest
 from devbox.engines import open_project
 from devbox.project import Project
 
+from ..conftest import own_path
 from .helpers import make_spec
+
+# What the unit tests (and the devbox they drive in process) run: the Docker CLIs (found, never
+# reached), ssh, zstd, sh and python3 (the doubles). No nvidia-smi: a test that wants one puts its double in front.
+UNIT_PROGRAMS = ("docker", "docker-compose", "ssh", "zstd", "sh", "python3")
+
+
+@pytest.fixture(autouse=True)
+def _own_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every unit test runs on a PATH of the tests' own, so a GPU server's nvidia-smi (or a
+    developer's) never decides what init writes or validate says (issue 30)."""
+    monkeypatch.setenv("PATH", own_path(UNIT_PROGRAMS))
 
 
 @pytest.fixture

@@ -91,6 +91,28 @@ def test_validate_reports_every_problem_with_exit_2(run, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("machine", "with_gpus", "master_line"), [
+    ("four", "2 with GPUs", None),
+    ("two", "2 with GPUs", None),
+    ("one", "1 with GPUs", "    gpus: 1                  # the machine's one GPU"),
+    ({"gpus": [], "compute_apps": []}, "0 with GPUs", None),
+])
+def test_init_writes_a_spec_that_validates_on_the_machine_it_was_written_on(run, tmp_path, monkeypatch,
+                                                                            machine, with_gpus, master_line):
+    """The example gives master and worker a GPU each; a one-GPU server (or one whose nvidia-smi
+    sees none) gets what it has, so `init` then `validate` is not an error there (issue 30)."""
+    from .test_gpus import smi_env
+
+    for key, value in smi_env(tmp_path, machine).items():
+        monkeypatch.setenv(key, value)
+    assert run("init").exit_code == 0
+    result = run("validate")
+    assert result.exit_code == 0, result.output
+    assert f"valid (2 hosts, {with_gpus})" in result.output
+    written = (tmp_path / "devbox.yaml").read_text()
+    assert (master_line in written.splitlines()) if master_line else "the machine's one GPU" not in written
+
+
 def test_validate_a_good_spec(run):
     run("init")
     result = run("validate")
