@@ -63,11 +63,16 @@ def own_path(programs: tuple[str, ...]) -> str:
     front."""
     folder = Path(tempfile.mkdtemp(prefix="devbox-tests-path-"))
     folder.chmod(0o755)  # test_hardening runs devbox as another user
+    link_programs(folder, programs)
+    return str(folder)
+
+
+def link_programs(folder: Path, programs: tuple[str, ...]) -> None:
+    """Link into ``folder`` each of ``programs`` this machine has (found on this process's PATH)."""
     for name in programs:
         found = shutil.which(name)
         if found is not None:
             (folder / name).symlink_to(Path(found).resolve())
-    return str(folder)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ import yaml
 from devbox.docker_api import list_containers
 from devbox.probe import Target, login
 
-from ..conftest import own_path
+from ..conftest import link_programs, own_path
 
 # --------------------------------------------------------------------------- the engine
 
@@ -312,10 +312,7 @@ def _dockerd_path(folder: Path) -> str:
     server has it in /usr/bin) is never found (issue 30: filtering the caller's PATH missed it)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    for name in DOCKERD_PROGRAMS:
-        found = shutil.which(name)
-        if found is not None:
-            (folder / name).symlink_to(Path(found).resolve())
+    link_programs(folder, DOCKERD_PROGRAMS)
     return str(folder)
 
 
