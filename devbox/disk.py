@@ -22,7 +22,7 @@ from devbox.render import home_volume, named_volumes
 if TYPE_CHECKING:
     import docker
 
-    from devbox.spec import Spec
+    from devbox.spec import Host, Spec
 
 NEARLY_FULL = 0.90  # a budget or the engine's disk used this much: warned
 ROOT_VARIABLE = "DEVBOX_DOCKER_ROOT"  # where the engine's disk is, when devbox cannot see DockerRootDir
@@ -164,18 +164,41 @@ def quota_filesystem(info: Mapping[str, Any], mountinfo: str) -> bool:
     return bool({"pquota", "prjquota"} & set(options.split(",")))
 
 
-def layer_quota(info: Mapping[str, Any]) -> bool:
-    """Whether this (local) engine can cap container layers; a remote engine's mounts cannot be
+XFS_CAP = "overlay2 on xfs with project quotas"
+BTRFS_CAP = "btrfs: its qgroup counts the image's files too"
+
+
+def layer_cap(info: Mapping[str, Any], mountinfo: str) -> str | None:
+    """Pure: how the engine's storage caps a container layer's size (``storage_opt: size``), or
+    None where it refuses it. btrfs limits the container's subvolume, which shares the image's
+    extents: the cap then holds the image and what the host writes (see ``image_budget_problems``)."""
+    if info.get("Driver") == "btrfs":
+        return BTRFS_CAP
+    return XFS_CAP if quota_filesystem(info, mountinfo) else None
+
+
+def layer_quota(info: Mapping[str, Any]) -> str | None:
+    """How this (local) engine caps container layers, or None: a remote engine's mounts cannot be
     read from here, so it is taken as unable (warn only)."""
     from devbox.engines.preflight import engine_is_local
 
     if not engine_is_local():
-        return False
+        return None
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
-            return quota_filesystem(info, mounts.read())
+            return layer_cap(info, mounts.read())
     except OSError:
-        return False
+        return None
+
+
+def image_budget_problems(hosts: Sequence[Host], image_bytes: int) -> list[str]:
+    """Pure: the budgets an engine on btrfs cannot start a host under: its cap holds the image's
+    files as well, so a budget at or below the image's size makes container creation fail with
+    the engine's bare "disk quota exceeded"."""
+    return [f"hosts.{host.name}.disk: {host.disk.text} is not more than the image ({size_text(image_bytes)}), "
+            f"which this engine (btrfs) counts in the host's cap; set it above {size_text(image_bytes)} plus what "
+            f"the host writes outside its volumes"
+            for host in hosts if host.disk is not None and host.disk.bytes <= image_bytes]  # fmt: skip
 
 
 def measure(client: docker.DockerClient, spec: Spec) -> list[HostDisk]:

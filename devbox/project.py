@@ -127,11 +127,11 @@ class Project:
         """Whether this engine caps container layers (a host's disk budget then does); said once."""
         from devbox.disk import layer_quota
 
-        able = layer_quota(self.client.info())
-        if able:
-            self.say("note: the engine caps each host's container layer at its disk budget (overlay2 on xfs "
-                     "with project quotas); its home and volumes are warned about, not capped")  # fmt: skip
-        return able
+        cap = layer_quota(self.client.info())
+        if cap:
+            self.say(f"note: the engine caps each host's container layer at its disk budget ({cap}); its home "
+                     "and volumes are warned about, not capped")  # fmt: skip
+        return cap is not None
 
     def wants_gpus(self) -> bool:
         return any(host.gpus.wanted for host in self.spec.hosts)

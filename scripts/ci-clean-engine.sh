@@ -15,9 +15,11 @@ say() { printf 'ci-clean-engine.sh: %s\n' "$*"; }
 
 # The multi-node rig (its own dockerds, namespaces and iptables rules) and the tests' extra dockerds.
 bash scripts/swarm.sh down >/dev/null 2>&1 || say "swarm.sh down failed (continuing)"
-for extra in /run/devbox-e2e-nogpu /run/devbox-e2e-idle; do   # the e2e tests' own dockerds
+for extra in /run/devbox-e2e-nogpu /run/devbox-e2e-idle /run/devbox-e2e-btrfs; do   # the e2e tests' own dockerds
   if [ -s "$extra/docker.pid" ]; then kill "$(cat "$extra/docker.pid")" 2>/dev/null || true; fi
 done
+# the disk budget test's btrfs loop filesystem (its dockerd is gone once the mount is free)
+for _ in 1 2 3 4 5; do mountpoint -q /run/devbox-e2e-btrfs/data || break; umount /run/devbox-e2e-btrfs/data 2>/dev/null || sleep 2; done
 
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ]; then
   docker swarm leave --force >/dev/null && say "left the swarm"

@@ -39,12 +39,13 @@ if find_client; then
 else
   if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
      || ! command -v ip >/dev/null || ! command -v ssh >/dev/null || ! command -v zstd >/dev/null \
-     || ! command -v git >/dev/null; then
-    # git: the build secrets test serves a git repository over SSH (git-upload-pack)
-    say "installing docker.io debootstrap iproute2 openssh-client zstd git (apt)"
+     || ! command -v git >/dev/null || ! command -v mkfs.btrfs >/dev/null; then
+    # git: the build secrets test serves a git repository over SSH (git-upload-pack);
+    # btrfs-progs: the disk budget test runs an engine on btrfs, which enforces a layer's size
+    say "installing docker.io debootstrap iproute2 openssh-client zstd git btrfs-progs (apt)"
     timeout 300 apt-get update -qq
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq \
-      --no-install-recommends docker.io debootstrap iproute2 openssh-client zstd git >/dev/null
+      --no-install-recommends docker.io debootstrap iproute2 openssh-client zstd git btrfs-progs >/dev/null
   fi
   # dockerd registers its "nvidia" GPU driver only if this hook is on its PATH
   # when it starts. Use a double that swallows the OCI state on stdin and
@@ -86,6 +87,10 @@ else
     command -v debootstrap >/dev/null || { timeout 300 apt-get update -qq; timeout 600 apt-get install -y -qq debootstrap >/dev/null; }
     t0=$SECONDS
     root=$(mktemp -d /var/tmp/devbox-rootfs.XXXXXX)
+    # mktemp makes it 0700, and the tarball's "./" would make the image's / 0700 too: overlay2
+    # shows / as 0755 anyway, but an engine on btrfs (the disk budget test's) keeps the 0700 and
+    # no login user can run a program
+    chmod 755 "$root"
     trap 'rm -rf "$root"' EXIT
     say "debootstrap --variant=minbase bookworm (cache: $CACHE)"
     timeout 1200 debootstrap --variant=minbase bookworm "$root" "$MIRROR" >"$root.log" 2>&1 \

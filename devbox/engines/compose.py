@@ -23,6 +23,7 @@ from devbox.engines.preflight import (
     resource_problems,
     ulimit_problems,
 )
+from devbox.errors import SpecError
 from devbox.labels import LABEL_PREFIX, OWNER_LABEL
 from devbox.passwords import renew_passwords
 from devbox.project import COMPOSE_PROJECT_LABEL, origin_folder, recreating_note, same_path
@@ -115,6 +116,7 @@ class ComposeEngine(Engine):
 
     def apply(self, project: Project, plan: Plan, starting: list[Host], rendered: RenderedProject, image: str,
               seen: Observed, *, only: bool) -> None:  # fmt: skip
+        _refuse_budgets_below_the_image(project, starting, image)
         if plan.recreate:
             project.say(recreating_note(list(plan.recreate)))
         project.say(f"starting {', '.join(plan.start)}")
@@ -215,6 +217,20 @@ def _recreating_moved(plan: Plan, moved: list[str]) -> Plan:
     start = plan.start + tuple(name for name in moved if name not in plan.start)
     return replace(plan, start=start, unchanged=tuple(name for name in plan.unchanged if name not in moved),
                    recreate=plan.recreate + tuple(name for name in moved if name not in plan.recreate))  # fmt: skip
+
+
+def _refuse_budgets_below_the_image(project: Project, starting: list[Host], image: str) -> None:
+    """On btrfs a host's cap holds its image too (devbox.disk.image_budget_problems): a budget
+    too small for it is refused with its spec path before compose, not with the engine's bare
+    "disk quota exceeded" when it creates the container."""
+    from devbox.disk import BTRFS_CAP, image_budget_problems, layer_quota
+
+    budgeted = [host for host in starting if host.disk is not None]
+    if not budgeted or layer_quota(project.client.info()) != BTRFS_CAP:
+        return
+    problems = image_budget_problems(budgeted, int(project.client.images.get(image).attrs.get("Size") or 0))
+    if problems:
+        raise SpecError(project.spec.source, problems)
 
 
 def _make_volumes_and_network(project: Project) -> None:

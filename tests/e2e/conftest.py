@@ -316,14 +316,15 @@ def _dockerd_path(folder: Path) -> str:
     return str(folder)
 
 
-@pytest.fixture(scope="session")
-def engine_without_gpu(docker_client: Any) -> Iterator[str]:
-    """A second dockerd started WITHOUT nvidia-container-runtime-hook on its PATH: an engine
-    with no NVIDIA runtime, like a laptop. Yields its DOCKER_HOST.
+@contextlib.contextmanager
+def side_engine(root: Path, data_root: Path, bridge: tuple[str, str], *options: str) -> Iterator[str]:
+    """A dockerd of a test's own beside the machine's, started WITHOUT
+    nvidia-container-runtime-hook on its PATH (``_dockerd_path``). Yields its DOCKER_HOST; on
+    leaving, its containers are removed and it is stopped.
 
     It has its own data and exec roots (so its own containerd), a bridge of its own that this
-    fixture creates (never `--bridge none`: that makes dockerd delete the host's docker0, which
-    the main engine needs) and no iptables rules; published ports work through docker-proxy.
+    creates (never `--bridge none`: that makes dockerd delete the host's docker0, which the main
+    engine needs) and no iptables rules; published ports work through docker-proxy.
     """
     import atexit
     import time
@@ -333,17 +334,18 @@ def engine_without_gpu(docker_client: Any) -> Iterator[str]:
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         pytest.fail("dockerd not found (scripts/engine.sh installs docker.io)")
-    NOGPU_ROOT.mkdir(parents=True, exist_ok=True)
-    bridge, address = NOGPU_BRIDGE
-    _ip("link", "add", bridge, "type", "bridge")
-    _ip("addr", "add", address, "dev", bridge)
-    _ip("link", "set", bridge, "up")
-    host = f"unix://{NOGPU_ROOT / 'docker.sock'}"
-    path = _dockerd_path(NOGPU_ROOT / "bin")
-    with open(NOGPU_ROOT / "dockerd.log", "ab") as log:
+    root.mkdir(parents=True, exist_ok=True)
+    name, address = bridge
+    _ip("link", "add", name, "type", "bridge")
+    _ip("addr", "add", address, "dev", name)
+    _ip("link", "set", name, "up")
+    host = f"unix://{root / 'docker.sock'}"
+    path = _dockerd_path(root / "bin")
+    with open(root / "dockerd.log", "ab") as log:
         process = subprocess.Popen(
-            [dockerd, "-H", host, "--data-root", "/var/lib/devbox-e2e-nogpu", "--exec-root", str(NOGPU_ROOT / "exec"),
-             "--pidfile", str(NOGPU_ROOT / "docker.pid"), "--bridge", bridge, "--iptables=false", "--ip-masq=false"],
+            [dockerd, "-H", host, "--data-root", str(data_root), "--exec-root", str(root / "exec"),
+             "--pidfile", str(root / "docker.pid"), "--bridge", name, "--iptables=false", "--ip-masq=false",
+             *options],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={"PATH": path, "LANG": "C.UTF-8"},
         )  # fmt: skip
 
@@ -355,7 +357,7 @@ def engine_without_gpu(docker_client: Any) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
-        _ip("link", "delete", bridge)
+        _ip("link", "delete", name)
 
     atexit.register(stop)  # even if pytest ends without finishing its session teardown
     deadline = time.monotonic() + 60
@@ -367,7 +369,7 @@ def engine_without_gpu(docker_client: Any) -> Iterator[str]:
         except docker.errors.DockerException:
             if time.monotonic() > deadline or process.poll() is not None:
                 stop()
-                pytest.fail(f"second dockerd did not start (see {NOGPU_ROOT / 'dockerd.log'})")
+                pytest.fail(f"a dockerd of the tests' own did not start (see {root / 'dockerd.log'})")
             time.sleep(0.5)
     try:
         yield host
@@ -376,6 +378,13 @@ def engine_without_gpu(docker_client: Any) -> Iterator[str]:
     finally:
         client.close()
         stop()
+
+
+@pytest.fixture(scope="session")
+def engine_without_gpu(docker_client: Any) -> Iterator[str]:
+    """A second dockerd with no NVIDIA runtime, like a laptop (``side_engine``)."""
+    with side_engine(NOGPU_ROOT, Path("/var/lib/devbox-e2e-nogpu"), NOGPU_BRIDGE) as host:
+        yield host
 
 
 HOOK = "nvidia-container-runtime-hook"

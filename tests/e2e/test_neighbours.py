@@ -148,3 +148,81 @@ def test_disk_use_against_a_budget_and_a_nearly_full_engine_disk(make_stack, doc
     assert "WARN  disk       budgets: hosts.master.disk: master holds" in doctor.stdout, doctor.stdout
     up = stack.devbox("up", env=env)
     assert f"warning: the engine's disk ({small_disk}) is 95 % full" in up.stdout + up.stderr
+
+
+BTRFS_ROOT = Path("/run/devbox-e2e-btrfs")
+BTRFS_DISK = Path("/var/tmp/devbox-e2e-btrfs.img")
+BTRFS_BRIDGE = ("dbx-btrfs0", "172.31.215.1/24")
+
+
+@pytest.fixture(scope="module")
+def btrfs_engine(docker_client, lacking):
+    """A dockerd of the test's own on a 2 GiB btrfs loop filesystem (storage driver btrfs): an
+    engine that enforces ``storage_opt size``. This machine's kernel has no XFS or ext4 quotas
+    (CONFIG_XFS_QUOTA, CONFIG_QFMT_V2 unset), so overlay2's own cap cannot be shown here; btrfs's
+    qgroups need neither."""
+    import shutil
+    import subprocess
+
+    from .conftest import side_engine
+
+    if shutil.which("mkfs.btrfs") is None:
+        lacking("mkfs.btrfs is not on PATH (scripts/engine.sh installs btrfs-progs)")
+    mount = BTRFS_ROOT / "data"
+    subprocess.run(["umount", str(mount)], capture_output=True, check=False)  # an interrupted run's
+    mount.mkdir(parents=True, exist_ok=True)
+    BTRFS_DISK.unlink(missing_ok=True)
+    with open(BTRFS_DISK, "wb") as disk:
+        disk.truncate(2 * 1024**3)
+    for argv in (["mkfs.btrfs", "-q", str(BTRFS_DISK)], ["mount", "-o", "loop", str(BTRFS_DISK), str(mount)]):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            lacking(f"{' '.join(argv)}: {done.stderr.strip()}")
+    try:
+        with side_engine(BTRFS_ROOT, mount / "docker", BTRFS_BRIDGE, "--storage-driver", "btrfs") as host:
+            yield host
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True, check=False)
+        BTRFS_DISK.unlink(missing_ok=True)
+
+
+def test_an_engine_that_can_caps_the_container_layer_at_the_disk_budget(make_stack, docker_client, btrfs_engine):
+    import yaml
+
+    from .conftest import copy_image
+
+    stack = make_stack(1)
+    stack.devbox("up")  # the image, built on the main engine and copied over (no registry here)
+    tag = yaml.safe_load((stack.state / "docker-compose.yml").read_text())["services"]["master"]["image"]
+    stack.devbox("down")
+    copy_image(docker_client, btrfs_engine, tag)
+    image_mib = docker_client.images.get(tag).attrs["Size"] // 1024**2
+    env = {"DOCKER_HOST": btrfs_engine}
+
+    # a budget the image alone fills: refused before compose, naming the spec path
+    stack.spec["hosts"]["master"]["disk"] = f"{image_mib // 2}m"
+    stack.write_spec()
+    refused = stack.devbox("up", env=env, check=False)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "devbox.yaml: hosts.master.disk:" in refused.stderr and "counts in the host's cap" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+    stack.spec["hosts"]["master"]["disk"] = f"{image_mib + 64}m"
+    stack.write_spec()
+    up = stack.devbox("up", env=env)
+    assert "the engine caps each host's container layer at its disk budget (btrfs" in up.stdout + up.stderr
+    import docker
+
+    capped = docker.DockerClient(base_url=btrfs_engine)
+    try:
+        master = stack.container(capped, "master")
+        assert master.attrs["HostConfig"]["StorageOpt"] == {"size": f"{image_mib + 64}m"}
+    finally:
+        capped.close()
+    # outside its volumes the host stops at its budget; its home (a volume) is not capped
+    layer = stack.ssh("master", "head -c 120000000 /dev/zero 2>&1 >/tmp/big; echo rc=$?")
+    assert "rc=1" in layer and "quota exceeded" in layer.lower(), layer
+    stack.ssh("master", "rm -f /tmp/big")
+    assert stack.ssh("master", "head -c 120000000 /dev/zero > ~/big && echo home-ok").strip() == "home-ok"
+    assert stack.ssh("master", "echo still-here").strip() == "still-here"
+    stack.devbox("down", "--volumes", "--yes", env=env)

@@ -207,6 +207,29 @@ def test_the_layer_is_capped_only_on_overlay2_over_xfs_with_project_quotas(info,
     assert quota_filesystem(info, mounts) is able
 
 
+@pytest.mark.parametrize(("info", "cap"), [
+    ({"Driver": "btrfs", "DockerRootDir": "/srv/docker"}, "btrfs"),  # its qgroups: no mount option needed
+    (XFS_INFO, "overlay2 on xfs"),
+    ({**XFS_INFO, "DriverStatus": [["Backing Filesystem", "extfs"]]}, None),
+])  # fmt: skip
+def test_layer_cap_names_how_the_engine_caps_a_layer(info, cap):
+    from devbox.disk import layer_cap
+
+    found = layer_cap(info, MOUNTS.format(quota="pquota"))
+    assert found is None if cap is None else found.startswith(cap)
+
+
+def test_on_btrfs_a_budget_the_image_fills_is_refused_with_its_spec_path():
+    from devbox.disk import image_budget_problems
+
+    spec = make_spec(hosts={"master": {"ssh_port": 1, "disk": "100m"}, "worker": {"ssh_port": 2, "disk": "1g"},
+                            "third": {"ssh_port": 3}})  # fmt: skip
+    problems = image_budget_problems(spec.hosts, 300 * 1024**2)
+    assert problems == ["hosts.master.disk: 100m is not more than the image (300.0 MiB), which this engine (btrfs) "
+                        "counts in the host's cap; set it above 300.0 MiB plus what the host writes outside its "
+                        "volumes"]  # fmt: skip
+
+
 def test_where_the_engine_can_the_container_layer_is_capped_at_the_budget():
     spec = make_spec(hosts={"master": {"ssh_port": 1, "disk": "200g"}, "worker": {"ssh_port": 2}})
     capped = compose_data(spec, "devbox-lab:abc", layer_quota=True)["services"]
