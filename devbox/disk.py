@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from devbox.docker_api import engine_is_local
 from devbox.labels import LABEL_PREFIX
 from devbox.render import home_volume, named_volumes
 
@@ -130,8 +131,6 @@ def engine_disk_warning(engine: EngineDisk, disks: Sequence[HostDisk]) -> str | 
 def engine_disk(client: docker.DockerClient) -> EngineDisk | None:
     """The engine's disk, or None where this machine cannot see it (a remote engine, a VM's
     disk): DEVBOX_DOCKER_ROOT names the path to measure instead (a mount of that disk)."""
-    from devbox.engines.preflight import engine_is_local
-
     path = os.environ.get(ROOT_VARIABLE)
     if not path:
         if not engine_is_local():
@@ -180,8 +179,6 @@ def layer_cap(info: Mapping[str, Any], mountinfo: str) -> str | None:
 def layer_quota(info: Mapping[str, Any]) -> str | None:
     """How this (local) engine caps container layers, or None: a remote engine's mounts cannot be
     read from here, so it is taken as unable (warn only)."""
-    from devbox.engines.preflight import engine_is_local
-
     if not engine_is_local():
         return None
     try:

@@ -60,6 +60,13 @@ def sdk() -> ModuleType:
     return docker
 
 
+def engine_is_local() -> bool:
+    """Whether the engine runs on this machine (its socket, not tcp:// or ssh://): only then are
+    its ports, its mounts and its disk this machine's to look at."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
 def connect(timeout: int = 120) -> docker.DockerClient:
     """A client for the engine DOCKER_HOST names (or the local socket), checked with a ping.
 

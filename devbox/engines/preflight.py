@@ -13,7 +13,7 @@ import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from devbox.docker_api import list_containers
+from devbox.docker_api import engine_is_local, list_containers
 from devbox.errors import PreflightError
 from devbox.spec import Host, Spec, Ulimit
 
@@ -54,11 +54,6 @@ _WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 - comparing, not binding
 def _clash(first: str, second: str) -> bool:
     """Whether ports published on two addresses collide (a wildcard collides with every address)."""
     return first == second or first in _WILDCARDS or second in _WILDCARDS
-
-
-def engine_is_local() -> bool:
-    host = os.environ.get("DOCKER_HOST", "")
-    return not host or host.startswith("unix://")
 
 
 def published_ports(container: Container) -> set[tuple[str, int]]:
