@@ -98,8 +98,8 @@ def test_down_keeps_volumes_unless_asked_and_confirmed(running, docker_client):
     volume = f"{running.name}_data"
     running.devbox("down")
     assert docker_client.volumes.get(volume)
-    refused = running.devbox("down", "--volumes", check=False)  # no --yes, no terminal: aborts
-    assert refused.returncode == 1 and docker_client.volumes.get(volume)
+    refused = running.devbox("down", "--volumes", check=False)  # no --yes, no terminal: refused (issue 29)
+    assert refused.returncode == 2 and "--yes" in refused.stderr and docker_client.volumes.get(volume)
     running.devbox("down", "--volumes", "--yes")
     assert not docker_client.volumes.list(filters={"name": volume})
 
