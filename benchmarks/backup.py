@@ -63,7 +63,7 @@ def main() -> None:
     try:
         _run([*devbox, "up"], work)
         image = _run(["docker", "inspect", "-f", "{{.Image}}", f"{project}-master-1"], work).stdout.strip()
-        _run([*devbox, "exec", "master", "--", "sh", "-c",
+        _run([*devbox, "exec", "--root", "master", "--", "sh", "-c",
               f"set -e; mkdir /home/developer/many; head -c {_bytes(args.size)} /dev/urandom | base64 -w 76 | "
               f"head -c {_bytes(args.size)} | split -b {_bytes(args.file_size)} -a 6 - /home/developer/many/f; "
               "chown -R developer:developer /home/developer/many"], work)  # fmt: skip

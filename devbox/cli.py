@@ -246,9 +246,29 @@ def _asker(yes: bool) -> Any:
     def confirm(question: str) -> bool:
         if yes:
             return True
-        return sys.stdin.isatty() and click.confirm(question, default=False)
+        return sys.stdin.isatty() and _ask(question)
 
     return confirm
+
+
+def _ask(question: str) -> bool:
+    """Ask on the terminal, no by default. Ctrl-C goes on as KeyboardInterrupt (click.confirm
+    turns it into Abort: "Aborted!", exit 1), so the command says each host's state and exits
+    130, as everywhere else; end of input (Ctrl-D) is no."""
+    while True:
+        try:
+            answer = input(f"{question} [y/N]: ").strip().lower()
+        except EOFError:
+            click.echo()
+            return False
+        except KeyboardInterrupt:
+            click.echo()  # the host states start on a line of their own, after the ^C
+            raise
+        if answer in ("", "n", "no"):
+            return False
+        if answer in ("y", "yes"):
+            return True
+        click.echo("answer y or n")
 
 
 def _size(value: float | None) -> str:
@@ -304,6 +324,8 @@ def _devices_text(devices: list[dict[str, Any]]) -> str:
             words.append(f"({device['uuid'][:10]})")
         if device["name"]:
             words.append(device["name"])
+        if device.get("missing"):
+            words.append("MISSING: not on this machine now")
         shown.append(" ".join(words))
     return ", ".join(shown)
 
@@ -348,12 +370,14 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float, yes: bool) -> None:
 @pass_context
 def down(ctx: Context, volumes: bool, yes: bool) -> None:
     """Remove the hosts' containers and network; named volumes survive unless --volumes."""
+    from devbox.errors import UsageError
     from devbox.operations import down as run_down
 
+    if volumes and not yes and not sys.stdin.isatty():
+        raise UsageError("down --volumes deletes the hosts' homes and volumes, and there is no terminal to ask: "
+                         "pass --yes to delete them")  # fmt: skip
     project = _project(ctx, yes)
-    if volumes and not yes:
-        click.confirm(f"delete the named volumes of {project.spec.project} (all data in them)?", abort=True)
-    run_down(project, volumes)
+    run_down(project, volumes, ask=True)
     click.echo(f"{project.spec.project}: down" + (" (volumes deleted)" if volumes else ""))
 
 
@@ -370,7 +394,7 @@ def status(ctx: Context, as_json: bool, with_disk: bool) -> None:
     from devbox.watch_service import add_idle
 
     project = _project(ctx)
-    entries = run_status(project, disk=with_disk)
+    entries = run_status(project, disk=with_disk, warn=warn)
     watched = add_idle(project, entries)
     if with_disk:
         _disk_warnings(project, entries)
@@ -383,8 +407,9 @@ def status(ctx: Context, as_json: bool, with_disk: bool) -> None:
         gpus = _devices_text(entry["gpu_devices"]) or _requests_text(entry.get("gpus", []))
         if entry.get("gpus_also_held_by"):
             gpus += f" (also held by {', '.join(entry['gpus_also_held_by'])})"
+        state = entry["state"] + (f" ({entry['note']})" if entry.get("note") else "")
         rows.append([
-            entry["host"], entry["state"], entry.get("health") or "-", str(entry["ssh_port"]),
+            entry["host"], state, entry.get("health") or "-", str(entry["ssh_port"] or "-"),
             f"{limits['cpus']:g}" if limits.get("cpus") else "-", _size(limits.get("memory")), gpus,
         ])  # fmt: skip
     if any("node" in entry for entry in entries):  # a swarm: where each host's task runs, and its state
@@ -398,11 +423,11 @@ def status(ctx: Context, as_json: bool, with_disk: bool) -> None:
     if with_disk:
         rows[0] += ["HOME", "VOLUMES", "LAYER", "DISK"]
         for row, entry in zip(rows[1:], entries, strict=True):
-            row += _disk_cells(entry["disk"])
+            row += _disk_cells(entry["disk"]) if "disk" in entry else ["-"] * 4
     if any("node" in entry for entry in entries):  # the login line at the node's address
         rows[0].append("SSH")
         for row, entry in zip(rows[1:], entries, strict=True):
-            row.append(entry["ssh"])
+            row.append(entry.get("ssh") or "-")
     click.echo(_table(rows))
 
 
@@ -421,7 +446,7 @@ def _disk_warnings(project: Any, entries: list[dict[str, Any]]) -> None:
     """Hosts near their budget and a nearly full engine disk, as `up` and `doctor` say them."""
     from devbox import disk
 
-    measured = [disk.HostDisk.from_dict(entry["host"], entry["disk"]) for entry in entries]
+    measured = [disk.HostDisk.from_dict(entry["host"], entry["disk"]) for entry in entries if "disk" in entry]
     for line in disk.warnings(project.client, project.spec, measured):
         warn(line)
 
@@ -531,11 +556,20 @@ def logs(ctx: Context, host: str | None, follow: bool, tail: str) -> None:
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True})
 @click.argument("host")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("-u", "--user", default=None, help="Run as this user [default: root].")
+@click.option("-u", "--user", default=None, help="Run as this user [default: the login user, image.user].")
+@click.option("--root", is_flag=True, help="Run as root (~ is then /root, outside the home volume).")
 @pass_context
-def exec_cmd(ctx: Context, host: str, command: tuple[str, ...], user: str | None) -> None:
-    """Run a command in HOST, streaming its output; exits with the command's exit code."""
+def exec_cmd(ctx: Context, host: str, command: tuple[str, ...], user: str | None, root: bool) -> None:
+    """Run a command in HOST as its login user (HOME its home, the volume that survives
+    recreating), streaming its output; exits with the command's exit code. --root or -u USER
+    runs it as another user."""
+    from devbox.errors import UsageError
     from devbox.operations import exec_in
+
+    if root and user is not None:
+        raise UsageError("pass --root or -u USER, not both")
+    if root:
+        user = "root"
 
     out = sys.stdout.buffer
 
@@ -606,7 +640,7 @@ def gpus(ctx: Context, as_json: bool) -> None:
     from devbox.operations import gpu_usage
 
     alone = ctx.spec_file == DEFAULT_SPEC and not Path(DEFAULT_SPEC).exists()
-    rows = gpu_usage(None if alone else _project(ctx))
+    rows = gpu_usage(None if alone else _project(ctx), warn=warn)
     if as_json:
         click.echo(json.dumps([row.as_dict() for row in rows], indent=2))
         return
@@ -615,8 +649,8 @@ def gpus(ctx: Context, as_json: bool) -> None:
         held = [h.text + (f" ({h.device[:12]})" if h.device != row.uuid else "") + (" shared" if h.shared else "")
                 + (f" (folder {h.folder})" if h.folder else "") for h in row.holders]  # fmt: skip
         table.append([
-            str(row.index), row.uuid[:12], row.name,
-            f"{row.memory_used_mib or 0}/{row.memory_total_mib or '?'} MiB",
+            "-" if row.missing else str(row.index), row.uuid[:12], row.name,
+            "-" if row.missing else f"{row.memory_used_mib or 0}/{row.memory_total_mib or '?'} MiB",
             "-" if row.utilization is None else f"{row.utilization}%", ", ".join(held) or "-",
         ])  # fmt: skip
     click.echo(_table(table))

@@ -810,6 +810,17 @@ def load_ledger(folder: Path) -> Ledger:
         raise _damaged(path, f"unexpected content: {exc}") from None
 
 
+def read_ledger(folder: Path, warn: Callable[[str], None]) -> Ledger:
+    """The ledger for a command that only looks (`status`, `gpus`, `check`): a damaged one is
+    ``warn``ed about (the file and its fix, one line) and read as empty, so the command still
+    shows the hosts; `up`, which gives GPUs out and writes the ledger, refuses it (load_ledger)."""
+    try:
+        return load_ledger(folder)
+    except UsageError as exc:
+        warn(f"{exc}; shown without the GPUs it assigned")
+        return Ledger()
+
+
 def _damaged(path: Path, why: str) -> UsageError:
     return UsageError(f"{path}: not a GPU ledger ({why[:160]}); remove it and the next `devbox up` "
                       "assigns GPUs afresh (running hosts may move to other GPUs)")  # fmt: skip
@@ -964,10 +975,12 @@ class GpuRow:
     mig: bool
     holders: tuple[Holder, ...]
     processes: tuple[GpuProcess, ...]
+    missing: bool = False  # a device containers hold that this machine no longer has (``uuid``: as held)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "index": self.index, "uuid": self.uuid, "name": self.name, "mig": self.mig,
+            "index": None if self.missing else self.index, "uuid": self.uuid, "name": self.name, "mig": self.mig,
+            "missing": self.missing,
             "memory_total_mib": self.memory_total_mib, "memory_used_mib": self.memory_used_mib,
             "utilization": self.utilization,
             "holders": [h.as_dict() for h in self.holders],
@@ -1042,16 +1055,21 @@ def attribute(machine: Machine, usage: Sequence[Usage], apps: Sequence[ComputeAp
     hold GPUs now: a host that is down holds nothing), its load, and its processes with the
     container each runs in (via ``cgroup(pid)``; ``containers`` name those that hold no GPU)."""
     holders: dict[str, dict[tuple[str | None, str | None, str], Holder]] = {gpu.uuid: {} for gpu in machine.gpus}
+    missing: dict[str, dict[tuple[str | None, str | None, str], Holder]] = {}  # devices the machine lacks
     shared = {a.host for a in ledger.assignments if a.shared}
 
     def note(holder: Holder) -> None:
         gpu = machine.gpu_of(holder.device)
+        key = (holder.project, holder.host or holder.container, holder.device)
         if gpu is not None:
-            key = (holder.project, holder.host or holder.container, holder.device)
             holders[gpu.uuid].setdefault(key, holder)
+        elif holder.device != "*":
+            missing.setdefault(holder.device, {}).setdefault(key, holder)
 
     for holding in holdings:
-        for unit in held_units(holding, machine):
+        # the ids it was given that the machine lacks too: a GPU that left holds the host's container
+        gone = [ident for ident in holding.device_ids if machine.resolve(ident) is None]
+        for unit in (*held_units(holding, machine), *gone):
             host = holding.host if holding.is_devbox else None
             note(Holder(host, unit, holding.shared, holding.project if host else None,
                         spec_folder(holding.folder) if holding.folder and host else None, holding.name))  # fmt: skip
@@ -1075,6 +1093,9 @@ def attribute(machine: Machine, usage: Sequence[Usage], apps: Sequence[ComputeAp
         held = tuple(sorted(holders[gpu.uuid].values(), key=lambda h: (h.host is None, h.text, h.device)))
         rows.append(GpuRow(gpu.index, gpu.uuid, gpu.name, gpu.memory_mib, load.memory_used_mib if load else None,
                            load.utilization if load else None, gpu.mig, held, processes))  # fmt: skip
+    for device, found in sorted(missing.items()):
+        held = tuple(sorted(found.values(), key=lambda h: (h.host is None, h.text, h.device)))
+        rows.append(GpuRow(-1, device, "missing: not on this machine", None, None, None, False, held, (), missing=True))
     return rows
 
 
@@ -1089,7 +1110,7 @@ def _process(app: ComputeApp, containers: Mapping[str, Known], cgroup: Callable[
 
 def gpu_report(containers: Iterable[Any], folder: Path | None = None, environ: Mapping[str, str] | None = None,
                cgroup: Callable[[int], str | None] | None = None,
-               project: str | None = None) -> list[GpuRow]:  # fmt: skip
+               project: str | None = None, warn: Callable[[str], None] | None = None) -> list[GpuRow]:  # fmt: skip
     """What `devbox gpus` shows, from this machine's nvidia-smi, every container on the engine
     (Docker SDK objects, inspected) and, with a spec, its ledger in ``folder`` (``project``);
     ``cgroup`` reads a PID's cgroup (default: /proc). Raises PreflightError when nvidia-smi
@@ -1105,7 +1126,7 @@ def gpu_report(containers: Iterable[Any], folder: Path | None = None, environ: M
     machine = discover(run=run) or Machine()
     containers = list(containers)
     holdings = [found for c in containers if (found := container_holding(c.attrs)) is not None]
-    ledger = load_ledger(folder) if folder is not None else Ledger()
+    ledger = Ledger() if folder is None else load_ledger(folder) if warn is None else read_ledger(folder, warn)
     return attribute(machine, parse_usage(run(USAGE_QUERY)), parse_compute_apps(run(APPS_QUERY)), ledger, holdings,
                      cgroup or read_cgroup, project=project, folder=str(folder) if folder else None,
                      containers=[known_container(c.attrs) for c in containers])  # fmt: skip

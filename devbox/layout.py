@@ -116,6 +116,12 @@ class Layout:
     def adopted(self) -> Path:
         return self.folder / ADOPTED_FILE
 
+    @property
+    def outside_volumes(self) -> Path:
+        """Every file the hosts hold outside their volumes, as the last question before
+        discarding them counted them (one ``host: path`` a line)."""
+        return self.folder / "outside-volumes.txt"
+
     def host_key(self, host: str) -> Path:
         return self.folder / host_key_path(host)
 

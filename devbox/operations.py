@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import probe, watch_service
 from devbox.docker_api import StartWatch, engine_errors, talks_to_engine
-from devbox.errors import DevboxError, EngineError, UsageError
+from devbox.errors import DevboxError, EngineError, PreflightError, UsageError
 from devbox.render import connect_address
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
-    from devbox.gpus import GpuRow, Ledger
+    from devbox.gpus import GpuRow, Ledger, Machine
     from devbox.project import Project
     from devbox.spec import Host, Spec
 
@@ -103,12 +103,18 @@ def _last_words(container: Container | None) -> str:
 
 
 @talks_to_engine
-def down(project: Project, volumes: bool) -> None:
-    """Remove the hosts and what the engine made for them; named volumes only when asked."""
+def down(project: Project, volumes: bool, ask: bool = False) -> None:
+    """Remove the hosts and what the engine made for them; named volumes only when asked.
+    ``ask``: ask the user (``project.confirm``) before deleting volumes, under the interrupt
+    report (Ctrl-C at the question says each host's state); no answer, no removal."""
     with project.lock(), _reporting_interrupts(project):
         project.containers()  # refuses another spec's project before anything is asked or removed
         # every host's container, on whichever node runs it (a swarm's workers too)
         project.consent_to_discard(project.engine.reach(project).containers, "down")
+        question = f"delete the named volumes of {project.spec.project} (all data in them)?"
+        if volumes and ask and (project.confirm is None or not project.confirm(question)):
+            raise PreflightError(f"{project.spec.project}: nothing removed (its volumes and hosts stay); "
+                                 "pass --yes to delete the volumes")  # fmt: skip
         watch_service.stop(project)
         project.engine.down(project, volumes)
 
@@ -134,9 +140,11 @@ def _reporting_interrupts(project: Project) -> Iterator[None]:
 # --------------------------------------------------------------------------- looking
 
 
-def gpu_devices(ledger: Ledger, host: str) -> list[dict[str, Any]]:
+def gpu_devices(ledger: Ledger, host: str, machine: Machine | None = None) -> list[dict[str, Any]]:
     """The GPUs the project's ledger gave a host: index, UUID and model where the machine was
-    read (an index alone where it was not: allocated by index, off the GPU machine)."""
+    read (an index alone where it was not: allocated by index, off the GPU machine). ``machine``:
+    the GPUs this machine has now (nvidia-smi); a device it lacks (a GPU that left, failed or
+    was moved) is ``missing``, as it was last seen. Pure."""
     assignment = ledger.of(host)
     if assignment is None:
         return []
@@ -146,10 +154,36 @@ def gpu_devices(ledger: Ledger, host: str) -> list[dict[str, Any]]:
     for unit in assignment.device_ids:
         gpu = ledger.machine.gpu_of(unit) if ledger.machine else None
         if gpu is None:
-            devices.append({"index": unit, "uuid": None, "name": None})
+            device: dict[str, Any] = {"index": unit, "uuid": None, "name": None}
         else:
-            devices.append({"index": gpu.index, "uuid": unit, "name": gpu.name})
+            device = {"index": gpu.index, "uuid": unit, "name": gpu.name}
+        if machine is not None and machine.resolve(unit) is None:
+            device["missing"] = True
+        devices.append(device)
     return devices
+
+
+def orphan_status(name: str, container: Container) -> dict[str, Any]:
+    """A container of the project whose host the spec no longer has (`up` refused to remove it:
+    it holds files outside its volumes): it still runs, holds its port and its GPUs. Pure."""
+    bindings = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    published = [b for b in bindings.get("22/tcp") or [] if b.get("HostPort")]
+    entry: dict[str, Any] = {
+        "host": name, "state": "missing", "health": None, "in_spec": False,
+        "note": "not in the spec; `up --yes` removes it",
+        "ssh_port": int(published[0]["HostPort"]) if published else None,
+        "bind_address": published[0].get("HostIp") or None if published else None, "gpu_devices": [],
+    }  # fmt: skip
+    state = container.attrs.get("State") or {}
+    config = container.attrs.get("HostConfig") or {}
+    entry.update(
+        state=state.get("Status", container.status), health=(state.get("Health") or {}).get("Status"),
+        container=container.name,
+        limits={"cpus": (config.get("NanoCpus") or 0) / 1e9 or None, "memory": config.get("Memory") or None},
+        gpus=[{"driver": r.get("Driver"), "count": r.get("Count"), "device_ids": r.get("DeviceIDs"),
+               "capabilities": r.get("Capabilities")} for r in config.get("DeviceRequests") or []],
+    )  # fmt: skip
+    return entry
 
 
 def host_status(spec: Spec, host: Host, container: Container | None,
@@ -186,19 +220,23 @@ def host_status(spec: Spec, host: Host, container: Container | None,
 
 
 @talks_to_engine
-def status(project: Project, disk: bool = False) -> list[dict[str, Any]]:
+def status(project: Project, disk: bool = False, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Each host as `status` shows it; where the engine knows more (a swarm: the node, its
     address, the task's state where the container is out of reach) that is added. ``disk``: what
-    each host holds on the engine's disk too (the engine's ``df``: slow with many files)."""
-    from devbox.gpus import load_ledger
+    each host holds on the engine's disk too (the engine's ``df``: slow with many files). After
+    the spec's hosts, the project's containers of hosts no longer in the spec (``in_spec``
+    false). ``warn`` hears of a damaged GPU ledger (read as empty: `status` still shows the hosts)."""
+    from devbox.gpus import read_ledger
 
     engine = project.engine
     reach = engine.reach(project)
-    ledger = load_ledger(project.folder)
+    ledger = read_ledger(project.folder, warn or (lambda line: project.say(f"warning: {line}")))
     also = _gpus_also_held(project, ledger) if engine.allocates_gpus else {}
+    machine = _machine_now(ledger, [h.name for h in project.spec.hosts]) if engine.allocates_gpus else None
     entries = []
     for host in project.spec.hosts:
-        entry = host_status(project.spec, host, reach.containers.get(host.name), gpu_devices(ledger, host.name))
+        devices = gpu_devices(ledger, host.name, machine)
+        entry = host_status(project.spec, host, reach.containers.get(host.name), devices)
         if host.name in also:
             entry["gpus_also_held_by"] = also[host.name]
         details = reach.details.get(host.name, {})
@@ -207,7 +245,23 @@ def status(project: Project, disk: bool = False) -> list[dict[str, Any]]:
         entries.append({**entry, **details})
     if disk:
         _add_disk(project, entries)
+    spec_hosts = {host.name for host in project.spec.hosts}
+    entries += [orphan_status(name, container) for name, container in sorted(reach.containers.items())
+                if name not in spec_hosts]  # fmt: skip
     return entries
+
+
+def _machine_now(ledger: Ledger, hosts: list[str]) -> Machine | None:
+    """This machine's GPUs now, when the ledger gave a host devices to check against them (None:
+    nothing to check, or no nvidia-smi here to ask; a failing one is not `status`'s to report)."""
+    from devbox.gpus import discover
+
+    if not any((a := ledger.of(host)) is not None and a.device_ids for host in hosts):
+        return None
+    try:
+        return discover()
+    except DevboxError:
+        return None
 
 
 def _add_disk(project: Project, entries: list[dict[str, Any]]) -> None:
@@ -253,19 +307,26 @@ def all_logs(project: Project, follow: bool, tail: str) -> None:
 @talks_to_engine
 def exec_in(project: Project, host: str, command: list[str], user: str | None,
             write: Callable[[bytes], None]) -> int:  # fmt: skip
-    """Run a command in a host, streaming its output; returns its exit code."""
+    """Run a command in a host, streaming its output; returns its exit code. ``user`` None: the
+    login user (image.user), with HOME and the working folder its home, as over SSH: `pip install
+    --user` there lands in the home volume, not in /root (lost when the host is recreated)."""
     container = host_container(project, host)
     if container.status != "running":
         raise UsageError(f"host {host!r} is {container.status} (run `devbox up {host}`)")
     api = container.client.api  # the engine of the node that runs it
-    exec_id = api.exec_create(container.id, command, user=user or "", stdout=True, stderr=True)
+    login = project.spec.image.user
+    where: dict[str, Any] = {}
+    if user is None or user == login:
+        user, home = login, f"/home/{login}"
+        where = {"environment": {"HOME": home, "USER": login, "LOGNAME": login}, "workdir": home}
+    exec_id = api.exec_create(container.id, command, user=user, stdout=True, stderr=True, **where)
     for chunk in api.exec_start(exec_id, stream=True):
         write(chunk)
     return int(api.exec_inspect(exec_id)["ExitCode"] or 0)
 
 
 @talks_to_engine
-def gpu_usage(project: Project | None) -> list[GpuRow]:
+def gpu_usage(project: Project | None, warn: Callable[[str], None] | None = None) -> list[GpuRow]:
     """Per GPU of this machine: every container on the engine that holds it (any spec, any tool)
     and, with a spec, what its ledger gave its hosts; how busy it is; whose processes run on it."""
     from devbox.docker_api import connect, list_containers
@@ -273,4 +334,5 @@ def gpu_usage(project: Project | None) -> list[GpuRow]:
 
     if project is None:
         return gpu_report(list_containers(connect(), all=True))
-    return gpu_report(list_containers(project.client, all=True), project.folder, project=project.spec.project)
+    return gpu_report(list_containers(project.client, all=True), project.folder, project=project.spec.project,
+                      warn=warn or (lambda line: project.say(f"warning: {line}")))  # fmt: skip

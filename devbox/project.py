@@ -281,8 +281,11 @@ class Project:
         found = changes_of(containers)
         if not found:
             return
+        listing = self.layout.outside_volumes
+        if any(changes.collapsed for changes in found) and self.folder.is_dir():
+            write_if_changed(listing, "".join(f"{c.host}: {path}\n" for c in found for path in c.paths), 0o644)
         for changes in found:
-            self.say(changes.line())
+            self.say(changes.line(str(listing)))
         hosts = ", ".join(changes.host for changes in found)
         if self.confirm is None or not self.confirm(f"{action} {hosts} discards these files; go on?"):
             raise PreflightError(f"{hosts}: files outside the volumes would be lost by {action}; copy them into "

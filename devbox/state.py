@@ -144,14 +144,18 @@ class Credentials:
     def load(cls, folder: Path) -> Credentials:
         path = folder / CREDENTIALS_FILE
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER) or {}  # noqa: S506 - safe loader
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - safe loader
         except FileNotFoundError:
             data = {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise UsageError(f"{path}: cannot read it ({why}); fix it, or remove it to generate new "
                              "passwords") from None  # fmt: skip
-        problem = _credentials_problem(data)
+        # An empty file (cut short to nothing: a full disk, a crash mid-write, `> credentials.yaml`) is
+        # damaged, like any other: taken as "no passwords yet", every host got new ones, applied at `up`.
+        problem = _credentials_problem(data) if data is not None else (
+            "empty (cut short?); restore it from a copy, or remove it to generate new passwords "
+            "(the next `devbox up` applies them to running hosts)")  # fmt: skip
         if problem:
             raise UsageError(f"{path}: {problem}")
         return cls(path, data)

@@ -272,6 +272,9 @@ def add_idle(project: Project, entries: list[dict[str, Any]]) -> bool:
     states, holds, now = folder.states(), folder.holds(), time.time()
     any_policy = False
     for entry in entries:
+        if entry.get("in_spec") is False:  # a host the spec no longer has: no policy of its own
+            entry["idle"], entry["idle_state"] = "-", None
+            continue
         host = project.spec.host(entry["host"])
         any_policy = any_policy or host.idle is not None
         state = states.get(host.name, {})

@@ -48,7 +48,7 @@ TREE = ("find " + ROOTS + " -mindepth 1 -printf '%p|%m|%U|%G|%n|%s|%T@|%l\\n' | 
 
 
 def _root(stack, command):
-    return stack.devbox("exec", "master", "--", "sh", "-c", command).stdout
+    return stack.devbox("exec", "--root", "master", "--", "sh", "-c", command).stdout
 
 
 def _tree(stack):

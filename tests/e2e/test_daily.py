@@ -30,14 +30,14 @@ def test_exec_streams_output_and_returns_the_exit_code(running):
 
 
 def test_logs_of_one_host_and_of_all(running):
-    running.devbox("exec", "master", "--", "sh", "-c", "echo marker-line > /proc/1/fd/1")
+    running.devbox("exec", "--root", "master", "--", "sh", "-c", "echo marker-line > /proc/1/fd/1")
     assert "marker-line" in running.devbox("logs", "master").stdout
     assert "marker-line" in running.devbox("logs").stdout
     follow = subprocess.Popen([*DEVBOX, "logs", "-f", "master"], cwd=running.directory, env=devbox_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         time.sleep(1.5)
-        running.devbox("exec", "master", "--", "sh", "-c", "echo later-line > /proc/1/fd/1")
+        running.devbox("exec", "--root", "master", "--", "sh", "-c", "echo later-line > /proc/1/fd/1")
         time.sleep(1.5)
     finally:
         follow.terminate()
@@ -98,8 +98,8 @@ def test_down_keeps_volumes_unless_asked_and_confirmed(running, docker_client):
     volume = f"{running.name}_data"
     running.devbox("down")
     assert docker_client.volumes.get(volume)
-    refused = running.devbox("down", "--volumes", check=False)  # no --yes, no terminal: aborts
-    assert refused.returncode == 1 and docker_client.volumes.get(volume)
+    refused = running.devbox("down", "--volumes", check=False)  # no --yes, no terminal: refused (issue 29)
+    assert refused.returncode == 2 and "--yes" in refused.stderr and docker_client.volumes.get(volume)
     running.devbox("down", "--volumes", "--yes")
     assert not docker_client.volumes.list(filters={"name": volume})
 

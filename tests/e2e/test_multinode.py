@@ -150,7 +150,7 @@ def assert_each_host_reached_on_its_node(rig: Rig, stack: Any) -> None:
     (container,) = n3.containers.list(filters={"label": [f"devbox.project={stack.name}", "devbox.host=c"]})
     assert any(v.startswith("DOCKER_RESOURCE_NVIDIA-GPU=GPU-fa4e") for v in container.attrs["Config"]["Env"])
     n3.close()
-    stack.run("exec", "b", "--", "sh", "-c", "echo marker-on-n2 > /proc/1/fd/1")
+    stack.run("exec", "--root", "b", "--", "sh", "-c", "echo marker-on-n2 > /proc/1/fd/1")
     wait_for(lambda: "marker-on-n2" in stack.run("logs", "b").stdout, "b's log line through the manager", 20)
     check = stack.run("check").stdout
     assert "FAIL" not in check and "PASS  c          ssh login" in check and "PASS  a          reach c" in check

@@ -610,9 +610,28 @@ def test_devbox_gpus_with_a_broken_driver_is_one_red_line(gpus_cli):
     assert result.output.splitlines()[-1].startswith("error: nvidia-smi failed (exit 9: NVIDIA-SMI has failed)")
 
 
-def test_devbox_gpus_with_a_damaged_ledger_names_it(gpus_cli):
+def test_devbox_gpus_with_a_damaged_ledger_names_it_and_still_shows_the_machine(gpus_cli):
+    """Issue 29: a damaged ledger is a warning for a command that only looks (`up` refuses it)."""
     gpus_cli.use("two")
     gpus_cli.folder.mkdir()
     (gpus_cli.folder / LEDGER_FILE).write_text("{")
     result = gpus_cli.run()
-    assert result.exit_code == 2 and "gpus.json: not a GPU ledger" in result.output
+    assert result.exit_code == 0, result.output
+    assert f"warning: {gpus_cli.folder / LEDGER_FILE}: not a GPU ledger" in result.output
+    assert "remove it and the next `devbox up` assigns GPUs afresh" in result.output
+    assert any(line.split()[:2] == ["0", "GPU-5d5ba0d6"] for line in result.output.splitlines())
+
+
+def test_devbox_gpus_names_a_host_holding_a_gpu_the_machine_no_longer_has(gpus_cli):
+    """Issue 29: a GPU that left the machine, still held by a host's container, is a row of its own."""
+    gpus_cli.use("two")
+    gone = "GPU-0ff1ce00-dead-beef-0000-000000000000"
+    gpu_container(gpus_cli.engine, "gpulab-master-1", [gone], project="gpulab", host="master")
+    table = gpus_cli.run()
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.output.splitlines() if "missing" in line)
+    assert row.split() == ["-", gone[:12], "missing:", "not", "on", "this", "machine", "-", "-", "gpulab/master"]
+    rows = json.loads(gpus_cli.run("--json").output)
+    assert rows[-1]["missing"] is True and rows[-1]["index"] is None and rows[-1]["uuid"] == gone
+    assert [h["host"] for h in rows[-1]["holders"]] == ["master"]
+    assert not any(r["missing"] for r in rows[:-1])
