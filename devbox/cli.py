@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from devbox.render import RenderedFile
     from devbox.spec import Spec
 
 DEFAULT_SPEC = "devbox.yaml"
@@ -37,11 +36,6 @@ class Context:
         for warning in spec.warnings:
             warn(f"{spec.source}: {warning}")
         return spec
-
-    def allocates_gpus(self, spec: Spec) -> bool:
-        from devbox.engines import engine_for
-
-        return engine_for(spec).allocates_gpus
 
     def folder(self, spec: Spec) -> Path:
         from devbox.state import output_dir
@@ -109,118 +103,46 @@ def cli(ctx: click.Context, spec_file: str, out: str | None, no_gpu: bool, engin
 @pass_context
 def init(ctx: Context, directory: str, project: str | None, force: bool) -> None:
     """Write a commented devbox.yaml (or the -f file; two GPU hosts) and a .gitignore for secrets."""
+    from devbox.gpus import units_here
+    from devbox.project import engine_names_in_use
     from devbox.scaffold import init_project
 
     folder, name, option = Path(directory), DEFAULT_SPEC, ""
     if ctx.spec_file != DEFAULT_SPEC:  # devbox -f lab.yaml init: the commands after it read lab.yaml
         spec_path = folder / ctx.spec_file
         folder, name, option = spec_path.parent, spec_path.name, f" -f {ctx.spec_file}"
-    written = init_project(folder, project, force=force, spec_name=name, taken=_names_in_use(), say=click.echo,
-                           gpu_units=_gpu_units())
+    written = init_project(folder, project, force=force, spec_name=name, taken=engine_names_in_use(),
+                           say=click.echo, gpu_units=units_here())
     for path in written:
         click.echo(f"wrote {path}")
     click.echo(f"next: edit {written[0]}, then `devbox{option} validate` and `devbox{option} up`")
-
-
-def _gpu_units() -> int | None:
-    """How many GPUs nvidia-smi sees here, for init's example; None when it is absent or fails
-    (init still works: validate and up say what is wrong with the driver)."""
-    from devbox.errors import PreflightError
-    from devbox.gpus import discover
-
-    try:
-        machine = discover()
-    except PreflightError:
-        return None
-    return None if machine is None else len(machine.units)
-
-
-def _names_in_use() -> Any:
-    """Whether a project name is taken on the engine; None when no engine answers (init works offline)."""
-    from devbox.docker_api import connect, engine_errors
-    from devbox.errors import EngineError
-    from devbox.project import names_in_use
-
-    try:
-        with engine_errors():
-            client = connect(timeout=5)
-    except EngineError:
-        return None
-    taken = names_in_use(client)
-
-    def asked(name: str) -> bool:
-        try:
-            with engine_errors():
-                return taken(name)
-        except EngineError:
-            return False
-
-    return asked
 
 
 @cli.command()
 @pass_context
 def validate(ctx: Context) -> None:
     """Check the spec and print every problem found."""
-    from devbox.errors import SpecError
-    from devbox.project import allocate_gpus_of
-    from devbox.spec.rules import build_secret_problems
+    from devbox.operations import validate as run_validate
 
     spec = ctx.spec()
-    missing = build_secret_problems(spec.image, os.environ)
-    if missing:
-        raise SpecError(spec.source, missing)
-    gpus = sum(1 for host in spec.hosts if host.gpus.wanted)
-    allocation = allocate_gpus_of(spec, ctx.folder(spec), os.environ, save=False) if ctx.allocates_gpus(spec) else None
-    for note in (*spec.notes, *(allocation.notes if allocation else ())):
+    for note in run_validate(spec, ctx.folder(spec)):
         click.echo(f"note: {note}")
+    gpus = sum(1 for host in spec.hosts if host.gpus.wanted)
     click.echo(f"{spec.source}: valid ({len(spec.hosts)} hosts, {gpus} with GPUs)")
-
-
-def _render(ctx: Context) -> tuple[Spec, Path, list[RenderedFile], list[str]]:
-    from devbox.project import check_output_folder, generated_note, render_to
-    from devbox.state import project_lock
-
-    spec = ctx.spec()
-    folder = ctx.folder(spec)
-    check_output_folder(folder)  # before the lock file is made in it
-    # The project's lock, as `up` takes it: two renders of a new project would each generate
-    # passwords, and credentials.yaml and secrets/*/passwords could end up disagreeing.
-    with project_lock(folder, on_wait=lambda: click.echo(f"waiting for another devbox command on {spec.project} "
-                                                        "to finish...")):  # fmt: skip
-        rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=ctx.allocates_gpus(spec),
-                                             say=click.echo)
-    for warning in _opt_in_warnings(spec):
-        warn(warning)
-    for line in rendered.notes:
-        click.echo(f"note: {line}")
-    note = generated_note(folder, created)
-    if note:
-        click.echo(note)
-    return spec, folder, rendered.files, changed
-
-
-def _opt_in_warnings(spec: Spec) -> list[str]:
-    """What the spec opens up that the user should hear about every time."""
-    from devbox.hazards import mount_warnings
-
-    warnings = []
-    for host in spec.hosts:
-        warnings += mount_warnings(host)
-        if host.docker_socket:
-            warnings.append(f"hosts.{host.name}.docker_socket: the host's users get the Docker "
-                            "socket, which is root on this machine")  # fmt: skip
-        if host.privileged:
-            warnings.append(f"hosts.{host.name}.privileged: the container can do anything the "
-                            "machine's root can")  # fmt: skip
-    return warnings
 
 
 @cli.command(name="render")
 @pass_context
 def render_cmd(ctx: Context) -> None:
     """Write Dockerfile, entrypoint.sh, docker-compose.yml and secrets to the output folder."""
-    _spec, folder, files, changed = _render(ctx)
+    from devbox.hazards import opt_in_warnings
+    from devbox.operations import render
+
+    spec = ctx.spec()
+    folder = ctx.folder(spec)
+    files, changed = render(spec, folder, say=click.echo)
+    for warning in opt_in_warnings(spec):
+        warn(warning)
     unchanged = len(files) - len(changed)
     for path in changed:
         click.echo(f"wrote {folder / path}")
@@ -232,9 +154,10 @@ cli.add_command(render_cmd, name="generate")
 
 def _project(ctx: Context, yes: bool = False) -> Any:
     from devbox.engines import open_project
+    from devbox.hazards import opt_in_warnings
 
     spec = ctx.spec()
-    for warning in _opt_in_warnings(spec):
+    for warning in opt_in_warnings(spec):
         warn(warning)
     return open_project(spec, ctx.folder(spec), say=click.echo, confirm=_asker(yes))
 
@@ -462,19 +385,14 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
     """Log in to HOST with the system ssh client (host key checked): devbox ssh HOST [-- CMD]."""
     import shutil
 
-    from devbox.render import ssh_argv
+    from devbox.errors import UsageError
+    from devbox.operations import ssh_argv
 
     project = _project(ctx)
-    target = project.host(host)
     binary = shutil.which("ssh")
     if binary is None:
-        from devbox.errors import UsageError
-
         raise UsageError("no ssh client on PATH (install openssh-client)")
-    project.rendered_once()
-    address = project.engine.addresses(project, [target])[target.name]
-    argv = ssh_argv(project.spec, target, str(project.layout.known_hosts), command, address)
-    os.execv(binary, argv)  # noqa: S606 - replaces devbox with ssh, argument list only
+    os.execv(binary, ssh_argv(project, host, command))  # noqa: S606 - replaces devbox with ssh, argument list only
 
 
 @cli.command(name="ssh-config")
@@ -484,16 +402,13 @@ def ssh(ctx: Context, host: str, command: tuple[str, ...]) -> None:
 @pass_context
 def ssh_config(ctx: Context, address: str | None, write: bool) -> None:
     """Host entries for OpenSSH and VS Code Remote-SSH, with host keys verified."""
-    from devbox.render import render_ssh_config
+    from devbox.operations import ssh_config as config_text
     from devbox.state import write_if_changed
 
     if address is not None:
         _check_address(address)
-
     project = _project(ctx)
-    project.rendered_once()
-    where = None if address else project.engine.addresses(project, list(project.spec.hosts))
-    text = render_ssh_config(project.spec, str(project.layout.known_hosts), address, where)
+    text = config_text(project, address)
     if not write:
         click.echo(text, nl=False)
         return
@@ -752,26 +667,15 @@ def keep(ctx: Context, host: str, duration: str | None, clear: bool) -> None:
     import time
 
     from devbox.errors import UsageError
-    from devbox.idle import parse_duration
-    from devbox.idle_files import IdleFolder
+    from devbox.operations import hold
 
-    project = _project(ctx)
-    project.host(host)
-    folder = IdleFolder(project.folder)
     if clear == (duration is not None):
         raise UsageError("say how long (`devbox keep HOST --for 12h`) or `--clear`")
-    if clear:
-        folder.set_hold(host, None)
-        folder.add_event(time.time(), host, "released", "devbox keep --clear")
+    until = hold(_project(ctx), host, duration)
+    if until is None:
         click.echo(f"{host}: no longer held")
-        return
-    seconds = parse_duration(duration or "")
-    if not seconds:
-        raise UsageError(f"--for {duration!r} is not a duration (use e.g. 12h, 90m, 2d)")
-    until = time.time() + seconds
-    folder.set_hold(host, until)
-    folder.add_event(time.time(), host, "kept", f"devbox keep --for {duration}", until=until)
-    click.echo(f"{host}: held until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
+    else:
+        click.echo(f"{host}: held until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
 
 
 @cli.command()
@@ -783,27 +687,16 @@ def keep(ctx: Context, host: str, duration: str | None, clear: bool) -> None:
 def usage(ctx: Context, since: str, as_json: bool, html_file: str | None) -> None:
     """Per host, from the idle watcher's samples: GPU hours held and used, idle hours, last login, reclaims."""
     import json
-    import time
 
-    from devbox.errors import UsageError
-    from devbox.idle import parse_duration
-    from devbox.idle_files import IdleFolder
-    from devbox.usage import html_page, summarise, table_rows
-    from devbox.watcher import DEFAULT_INTERVAL, INTERVAL_ENV
+    from devbox.operations import usage as run_usage
+    from devbox.usage import html_page, table_rows
 
-    seconds = parse_duration(since)
-    if not seconds:
-        raise UsageError(f"--since {since!r} is not a duration (use e.g. 24h, 7d)")
     spec = ctx.spec()
-    folder = IdleFolder(ctx.folder(spec))
-    now = time.time()
-    start = now - seconds
-    interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
-    samples, hosts = folder.samples(start), folder.policy().get("hosts") or {}
-    events = [e for e in folder.events() if float(e.get("at") or 0) >= start]
-    rows = summarise(samples, events, hosts, interval)
+    report = run_usage(spec, ctx.folder(spec), since)
+    rows = report["rows"]
     if html_file:
-        page = html_page(spec.project, rows, samples, hosts, start, now, interval)
+        page = html_page(spec.project, rows, report["samples"], report["hosts"], report["start"], report["now"],
+                         report["interval"])  # fmt: skip
         Path(html_file).write_text(page, encoding="utf-8")
         click.echo(f"wrote {html_file}")
     if as_json:

@@ -155,6 +155,16 @@ def discover(environ: Mapping[str, str] | None = None, run: Run | None = None) -
     return parse_machine(run(DISCOVERY_QUERY), run(["-L"]))
 
 
+def units_here() -> int | None:
+    """How many GPUs (or MIG instances) nvidia-smi sees here, for init's example; None when it is
+    absent or fails (init still works: validate and up say what is wrong with the driver)."""
+    try:
+        machine = discover()
+    except PreflightError:
+        return None
+    return None if machine is None else len(machine.units)
+
+
 def _garbage(what: str, line: str) -> PreflightError:
     return PreflightError(f"nvidia-smi printed {what} devbox cannot read: {line[:120]!r}; {DRIVER_HINT}")
 

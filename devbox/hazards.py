@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 
-from devbox.spec import Host, Volume
+from devbox.spec import Host, Spec, Volume
 
 # Sockets of container engines: whoever reaches one starts a privileged container.
 ENGINE_SOCKETS = frozenset({
@@ -75,3 +75,18 @@ def mount_warnings(host: Host) -> list[str]:
         for volume in host.volumes
         if (hazard := mount_hazard(volume))
     ]
+
+
+def opt_in_warnings(spec: Spec) -> list[str]:
+    """What the spec opens up that its users should hear about every time it is used: mounts
+    that give the machine away, the engine's socket, privileged containers."""
+    warnings = []
+    for host in spec.hosts:
+        warnings += mount_warnings(host)
+        if host.docker_socket:
+            warnings.append(f"hosts.{host.name}.docker_socket: the host's users get the Docker "
+                            "socket, which is root on this machine")  # fmt: skip
+        if host.privileged:
+            warnings.append(f"hosts.{host.name}.privileged: the container can do anything the "
+                            "machine's root can")  # fmt: skip
+    return warnings

@@ -1,4 +1,5 @@
-"""What the commands do, on whichever engine the spec names: up, down, status, logs, exec.
+"""What the commands do, on whichever engine the spec names: up, down, status, logs, exec, and
+the ones that only write files (validate, render).
 
 Each operation works on a Project and asks the engine it holds (``project.engine``, made once).
 Output goes through ``project.say``; errors are raised, never printed. The engines are imported
@@ -17,10 +18,13 @@ from devbox.errors import DevboxError, EngineError, PreflightError, UsageError
 from devbox.render import connect_address
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from docker.models.containers import Container
 
     from devbox.gpus import GpuRow, Ledger, Machine
     from devbox.project import Project
+    from devbox.render import RenderedFile
     from devbox.spec import Host, Spec
 
 
@@ -336,3 +340,118 @@ def gpu_usage(project: Project | None, warn: Callable[[str], None] | None = None
         return gpu_report(list_containers(connect(), all=True))
     return gpu_report(list_containers(project.client, all=True), project.folder, project=project.spec.project,
                       warn=warn or (lambda line: project.say(f"warning: {line}")))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- files, no engine
+
+
+def validate(spec: Spec, folder: Path) -> list[str]:
+    """The notes `validate` prints for a spec that loaded: its own and the GPU plan's (without
+    saving it). Raises SpecError for what loading alone cannot see: a build secret's source
+    missing from this environment."""
+    import os
+
+    from devbox.engines import engine_for
+    from devbox.errors import SpecError
+    from devbox.project import allocate_gpus_of
+    from devbox.spec.rules import build_secret_problems
+
+    missing = build_secret_problems(spec.image, os.environ)
+    if missing:
+        raise SpecError(spec.source, missing)
+    allocation = allocate_gpus_of(spec, folder, os.environ, save=False) if engine_for(spec).allocates_gpus else None
+    return [*spec.notes, *(allocation.notes if allocation else ())]
+
+
+def render(spec: Spec, folder: Path, say: Callable[[str], None]) -> tuple[list[RenderedFile], list[str]]:
+    """Write the spec's files into ``folder`` under the project's lock, as `up` does (two
+    renders of a new project would each generate passwords, and credentials.yaml and
+    secrets/*/passwords could end up disagreeing); returns every file and those written."""
+    import os
+
+    from devbox.engines import engine_for
+    from devbox.project import check_output_folder, generated_note, render_to
+    from devbox.state import project_lock
+
+    check_output_folder(folder)  # before the lock file is made in it
+    with project_lock(folder, on_wait=lambda: say(f"waiting for another devbox command on {spec.project} "
+                                                  "to finish...")):  # fmt: skip
+        rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=engine_for(spec).allocates_gpus,
+                                               say=say)  # fmt: skip
+    for line in rendered.notes:
+        say(f"note: {line}")
+    note = generated_note(folder, created)
+    if note:
+        say(note)
+    return rendered.files, changed
+
+
+def ssh_argv(project: Project, host: str, command: tuple[str, ...]) -> list[str]:
+    """The system ssh client's argument list for a login to ``host`` at the address its engine
+    gives it, the host key checked against the project's known_hosts (rendered first)."""
+    from devbox.render import ssh_argv as argv_for
+
+    target = project.host(host)
+    project.rendered_once()
+    address = project.engine.addresses(project, [target])[target.name]
+    return argv_for(project.spec, target, str(project.layout.known_hosts), command, address)
+
+
+def ssh_config(project: Project, address: str | None) -> str:
+    """Host entries for OpenSSH for every host: at ``address``, or where each host's engine says
+    it is reached; host keys from the project's known_hosts (rendered first)."""
+    from devbox.render import render_ssh_config
+
+    project.rendered_once()
+    where = None if address else project.engine.addresses(project, list(project.spec.hosts))
+    return render_ssh_config(project.spec, str(project.layout.known_hosts), address, where)
+
+
+# --------------------------------------------------------------------------- idle hosts
+
+
+def hold(project: Project, host: str, duration: str | None) -> float | None:
+    """Hold ``host`` for ``duration`` (e.g. 12h): the idle watcher does not stop it until then;
+    None ends a hold. Returns when the hold ends (None: released). Recorded as an event, so
+    `devbox usage` shows who held what."""
+    import time
+
+    from devbox.idle import parse_duration
+    from devbox.idle_files import IdleFolder
+
+    project.host(host)
+    folder = IdleFolder(project.folder)
+    if duration is None:
+        folder.set_hold(host, None)
+        folder.add_event(time.time(), host, "released", "devbox keep --clear")
+        return None
+    seconds = parse_duration(duration)
+    if not seconds:
+        raise UsageError(f"--for {duration!r} is not a duration (use e.g. 12h, 90m, 2d)")
+    until = time.time() + seconds
+    folder.set_hold(host, until)
+    folder.add_event(time.time(), host, "kept", f"devbox keep --for {duration}", until=until)
+    return until
+
+
+def usage(spec: Spec, folder: Path, since: str) -> dict[str, Any]:
+    """Per host, from the idle watcher's samples over the last ``since`` (e.g. 7d): the rows of
+    `devbox usage` and what its HTML page draws (samples, policies, the window, the interval)."""
+    import os
+    import time
+
+    from devbox.idle import parse_duration
+    from devbox.idle_files import IdleFolder
+    from devbox.usage import summarise
+    from devbox.watcher import DEFAULT_INTERVAL, INTERVAL_ENV
+
+    seconds = parse_duration(since)
+    if not seconds:
+        raise UsageError(f"--since {since!r} is not a duration (use e.g. 24h, 7d)")
+    idle, now = IdleFolder(folder), time.time()
+    start = now - seconds
+    interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    samples, hosts = idle.samples(start), idle.policy().get("hosts") or {}
+    events = [e for e in idle.events() if float(e.get("at") or 0) >= start]
+    return {"rows": summarise(samples, events, hosts, interval), "samples": samples, "hosts": hosts,
+            "start": start, "now": now, "interval": interval}  # fmt: skip

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import probe
 from devbox.docker_api import StartWatch, connect, list_containers
-from devbox.errors import PreflightError, UsageError
+from devbox.errors import EngineError, PreflightError, UsageError
 from devbox.labels import LABEL_PREFIX, OWNER_FOLDER_LABEL, OWNER_LABEL
 from devbox.layering import ImageLayers
 from devbox.layout import COMPOSE_FILE, IMAGE_FILE_MODES, OUTPUT_NAMES, STATE_MARKERS, Layout
@@ -350,6 +350,28 @@ def names_in_use(client: docker.DockerClient) -> Callable[[str], bool]:
         return False
 
     return taken
+
+
+def engine_names_in_use() -> Callable[[str], bool] | None:
+    """``names_in_use`` on the engine DOCKER_HOST names; None when no engine answers (init works
+    offline), and a name is taken as free when the engine stops answering mid-way."""
+    from devbox.docker_api import connect, engine_errors
+
+    try:
+        with engine_errors():
+            client = connect(timeout=5)
+    except EngineError:
+        return None
+    taken = names_in_use(client)
+
+    def asked(name: str) -> bool:
+        try:
+            with engine_errors():
+                return taken(name)
+        except EngineError:
+            return False
+
+    return asked
 
 
 # --------------------------------------------------------------------------- rendering to disk
