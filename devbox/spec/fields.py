@@ -14,16 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from devbox.spec.host_model import (
-    CAPABILITIES,
-    GPU_CAPABILITIES,
-    LIMITS,
-    LOGGING,
-    MISSING_PORT,
-    RESERVATIONS,
-    ULIMIT_NAMES,
-    host_fields,
-)
+from devbox.spec.host_model import LIMITS, LOGGING, RESERVATIONS, host_fields
 from devbox.spec.model import DEFAULT_BASE_IMAGE, DEFAULT_PACKAGES
 from devbox.spec.options import (
     Choice,
@@ -54,9 +45,6 @@ from devbox.spec.values import (
     TextFile,
     Version,
 )
-
-# Declared with the host's settings, named here too (the table's names, as before).
-__all__ = ["CAPABILITIES", "GPU_CAPABILITIES", "MISSING_PORT", "ULIMIT_NAMES"]
 
 ENGINES = ("compose", "swarm")
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

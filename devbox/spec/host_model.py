@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -281,12 +281,12 @@ class Host:
 
 
 def host_settings() -> Iterator[tuple[str, Setting, Any]]:
-    """Each setting attribute of ``Host`` in declaration order: (name, declaration, its default
-    or MISSING when it has to be given)."""
+    """Each setting attribute of ``Host`` in declaration order: (name, declaration, its default;
+    ``dataclasses.MISSING`` for one that has to be given, which a rule builds)."""
     for item in fields(Host):
         declared = item.metadata.get("setting")
         if declared is not None:
-            yield item.name, declared, item.default if item.default is not MISSING else MISSING
+            yield item.name, declared, item.default
 
 
 def host_fields(*, host_only: bool) -> tuple[Field, ...]:
