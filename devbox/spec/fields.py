@@ -2,7 +2,9 @@
 
 Modelled on mkdocs' ``config/defaults.py``. The key lists (and so the "known keys" and "did you
 mean" hints), the defaults, the JSON Schema and its descriptions all come from these tables;
-``devbox.spec.load`` reads a spec with them and builds the model.
+``devbox.spec.load`` reads a spec with them and builds the model. A host's settings are declared
+on the ``Host`` model itself (``devbox.spec.host_model``): ``HOST`` and ``DEFAULTS`` are derived
+from it, in its order, so a host setting has no second entry here.
 """
 
 from __future__ import annotations
@@ -12,71 +14,39 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from devbox.spec.idle_setting import IdleSetting
-from devbox.spec.model import DEFAULT_BASE_IMAGE, DEFAULT_LOGGING, DEFAULT_PACKAGES, DEFAULT_PIDS_LIMIT
+from devbox.spec.host_model import LIMITS, LOGGING, RESERVATIONS, host_fields
+from devbox.spec.model import DEFAULT_BASE_IMAGE, DEFAULT_PACKAGES
 from devbox.spec.options import (
     Choice,
-    Cpus,
     Field,
     Flag,
-    Integer,
     ListOf,
     MapOf,
     Nullable,
     Option,
     Reading,
     Schema,
-    Size,
     Table,
     Text,
-    any_case,
     js_pattern,
     type_name,
 )
 from devbox.spec.values import (
     DNS_LABEL,
-    ENV_KEY,
     SECRET_NAME,
     USER_NAME,
     VOLUME_NAME,
     AccountId,
-    Address,
     BuildSecretSource,
-    CpuSet,
-    Device,
-    EnvName,
-    EnvValue,
-    GpuId,
-    GpuRequest,
     ImageRef,
     ImageUser,
-    MemoryLimit,
     OneLine,
-    PidsLimit,
-    PublicKeys,
-    RestartPolicy,
     Subnet,
     TextFile,
-    UlimitValue,
     Version,
-    VolumeSpec,
 )
 
 ENGINES = ("compose", "swarm")
-GPU_CAPABILITIES = ("gpu", "compute", "utility", "graphics", "video", "display", "compat32")
-ULIMIT_NAMES = (
-    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
-    "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
-)  # fmt: skip
-CAPABILITIES = (
-    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER",
-    "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN",
-    "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP",
-    "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE",
-    "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG",
-    "WAKE_ALARM",
-)  # fmt: skip
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # name[=[epoch:]version] as Debian policy spells them; no '~' after '=' or ':', where bash (the
 # RUN shell when docker_cli is on) would expand it like a home directory
@@ -86,12 +56,6 @@ IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
-MISSING_PORT = "missing (the host port for SSH, e.g. 4432)"
-# A swarm node's hostname or ID, a node label's key and value: what a placement constraint
-# (node.hostname==X, node.labels.K==V) can hold without another operator sneaking in.
-NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-NODE_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-NODE_LABEL_VALUE = re.compile(r"^[A-Za-z0-9._/:-]{1,253}$")
 # HOST[:PORT][/PATH]: where `up` pushes the image on a swarm (a repository path below it is devbox's)
 REGISTRY = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 
@@ -126,86 +90,9 @@ IMAGE = Table([
     Field("build_ssh", Flag(), "Lend the build your SSH agent (git+ssh:// requirements): no key on disk.", False),
 ])  # fmt: skip
 
-RESOURCES = (
-    Field("cpus", Cpus(), "CPU cores, fractions allowed (8, 0.5)."),
-    Field("memory", Size(), "Memory: a whole number with a unit b, k, m or g (16g, 16000M)."),
-)
-LIMITS = Table([RESOURCES[0], Field("memory", MemoryLimit(), RESOURCES[1].doc)], merges=True)
-RESERVATIONS = Table(RESOURCES, merges=True)
-LOG_DRIVERS = ("local", "json-file")  # the drivers that keep what `docker logs` reads, and rotate
-LOGGING = Table([
-    Field("driver", Choice(LOG_DRIVERS, "{value!r} is not supported (use local or json-file: both rotate, and "
-                           "`devbox logs` reads them)"), "local (compressed) or json-file.", DEFAULT_LOGGING.driver),
-    Field("max_size", Size(), "The size at which a log file is rotated.", DEFAULT_LOGGING.max_size.text),
-    Field("max_files", Integer(1, 100, "a number of files"), "How many log files are kept.",
-          DEFAULT_LOGGING.max_files),
-], merges=True)  # fmt: skip
-
-# Settings a host takes from itself first, then from defaults (mappings merge key by key).
-HOST_SETTINGS_FIELDS = (
-    Field("limits", LIMITS, "CPU and memory the host may use at most."),
-    Field("reservations", RESERVATIONS, "CPU and memory set aside for the host (within its limits)."),
-    Field("gpus", GpuRequest(ListOf(GpuId(), unique=(str, "lists a GPU id twice"))),
-          "GPUs: 0, a count of the host's own, all, or a list of indexes or UUIDs (GPU-..., MIG-...).", 0),
-    Field("gpu_share", Flag(), "May use GPUs other hosts hold (a light notebook host); holds none itself.",
-          False),
-    Field("gpu_capabilities", ListOf(Choice(GPU_CAPABILITIES, "{value!r} is not a GPU capability (use "
-                                            f"{', '.join(GPU_CAPABILITIES)})", normalize=lambda v: str(v).strip()),
-                                     split=","),
-          "NVIDIA driver capabilities, a list or comma-separated.", ["gpu"]),
-    Field("bind_address", Address(), "Where the SSH port listens: 127.0.0.1 (this machine) or 0.0.0.0.",
-          "127.0.0.1"),
-    Field("volumes", ListOf(VolumeSpec(), unique=(lambda v: v.target, "mounts two volumes on the same container path")),
-          "Named volumes (NAME:/path) or bind mounts (./dir:/path), optionally :ro.", []),
-    Field("environment", MapOf(ENV_KEY.fullmatch, "is not a variable name (letters, digits and _)",
-                               {"pattern": js_pattern(ENV_KEY)}, EnvValue()),
-          "Environment variables of the host and its SSH logins."),
-    Field("restart", RestartPolicy(), "no, always, unless-stopped or on-failure[:N].", "unless-stopped"),
-    Field("root_login", Flag(), "Allow root over SSH, with its own password.", False),
-    Field("password_auth", Flag(), "Allow password logins (false: keys only).", True),
-    Field("authorized_keys", ListOf(PublicKeys()), "Public SSH keys, or files of them relative to the spec.", []),
-    Field("password_env", MapOf(USER_NAME.fullmatch, "is not an account name",
-                                {"pattern": js_pattern(USER_NAME)}, EnvName()),
-          "Take an account's password from an environment variable: {account: VARIABLE}."),
-    Field("docker_socket", Flag(), "Mount the engine's socket: root on the machine.", False),
-    Field("privileged", Flag(), "Lift every restriction on the container.", False),
-    Field("shm_size", Nullable(Size()), "Shared memory, /dev/shm (default 2g, or half the memory limit below 4g)."),
-    Field("ulimits", MapOf(ULIMIT_NAMES.__contains__, f"unknown ulimit (use {', '.join(ULIMIT_NAMES)})",
-                           {"enum": list(ULIMIT_NAMES)}, UlimitValue()),
-          "Process limits, e.g. {memlock: -1, nofile: {soft: 1024, hard: 65536}}."),
-    Field("devices", ListOf(Device()), "Devices to pass through: /dev/x or /dev/host:/dev/container[:rwm].", []),
-    Field("cap_add", ListOf(Choice(CAPABILITIES, "{value!r} is not a Linux capability (e.g. SYS_PTRACE, IPC_LOCK)",
-                                   normalize=lambda v: str(v).upper().removeprefix("CAP_"),
-                                   spelled=any_case(CAPABILITIES, "CAP_"))),
-          "Linux capabilities to add, e.g. SYS_PTRACE.", []),
-    Field("ipc", Nullable(Choice(("host", "private", "shareable"),
-                                 "{value!r} is not supported (use host, private or shareable)")),
-          "IPC namespace: host, private or shareable."),
-    Field("cpuset", Nullable(CpuSet()), "Pinned CPUs, e.g. 0-3 or 0,2,4: hard CPU isolation."),
-    Field("home_volume", Flag(), "Keep the user's home in a named volume of its own (HOST-home): it survives "
-          "recreation and down, only down --volumes deletes it.", True),
-    Field("node", Nullable(Text(NODE_NAME, "a swarm node's hostname or ID")),
-          "Swarm: the node (hostname or ID) the host runs on; its volumes stay there."),
-    Field("node_labels", MapOf(NODE_LABEL_KEY.fullmatch, "is not a node label (letters, digits, . _ -)",
-                               {"pattern": js_pattern(NODE_LABEL_KEY)}, Text(NODE_LABEL_VALUE,
-                               "letters, digits, . _ / : -")),
-          "Swarm: run only on nodes with these labels, e.g. {gpu: a100}."),
-    Field("idle", IdleSetting(), "Stop the host when idle: {after: 24h, gpu_below: 5, cpu_below: 10, warn: 1h} "
-          "(off unless set; see Idle hosts)."),
-    Field("pids_limit", PidsLimit(), "Processes and threads the host may have at once (-1 or unlimited: no "
-          "limit), so a fork bomb in one host cannot starve the others.", DEFAULT_PIDS_LIMIT),
-    Field("disk", Nullable(Size()), "The host's disk budget, e.g. 200g: its home, named volumes and container "
-          "layer together; status shows use against it, up and doctor warn above 90 % (see Neighbours)."),
-    Field("logging", LOGGING, "How much of the host's output the engine keeps: rotated at max_size, "
-          "max_files kept."),
-)  # fmt: skip
-# Settings only a host itself can have.
-HOST_ONLY_FIELDS = (
-    Field("ssh_port", Integer(1, 65535, "a TCP port"), "The port on this machine for the host's SSH.",
-          missing=MISSING_PORT),
-    Field("hostname", Text(DNS_LABEL, "a DNS label: lowercase letters, digits and -"),
-          "The host's hostname (default: its name)."),
-)
+# A host's settings: declared on the Host model (devbox.spec.host_model), in its order.
+HOST_SETTINGS_FIELDS = host_fields(host_only=False)  # a host takes them from itself first, then defaults
+HOST_ONLY_FIELDS = host_fields(host_only=True)  # only a host itself can have them
 
 
 class Layer(Table):

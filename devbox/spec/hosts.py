@@ -7,11 +7,12 @@ so a problem names the line to change (``defaults.gpus`` or ``hosts.worker.gpus`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
-from devbox.spec.fields import HOST, MISSING_PORT
-from devbox.spec.model import DEFAULT_SHM, THREAD_VARIABLES, Gpus, Host, Logging, Resources, Size, Ulimit
+from devbox.spec.fields import HOST
+from devbox.spec.host_model import MISSING_PORT, Host, host_settings
+from devbox.spec.model import DEFAULT_SHM, THREAD_VARIABLES, Gpus, Resources, Size
 from devbox.spec.options import ABSENT, Entry, Field, Reading, join, mapping_entries
 
 Layers = list[tuple[Mapping, str]]  # (settings as written, where: "hosts.NAME" or "defaults")
@@ -65,38 +66,54 @@ def _merged(layers: Layers, key: str, origins: dict[str, str], reading: Reading)
 
 
 def _assemble(name: str, v: dict[str, Any], origins: dict[str, str], gpu_enabled: bool, reading: Reading) -> Host:
-    """The Host from its read settings, with the rules that tie settings together."""
-    limits, reservations = Resources(**v["limits"]), Resources(**v["reservations"])
-    _check_reservations(name, limits, reservations, reading)
-    where = {key: join(origins.get(key, f"hosts.{name}"), key) for key in ("shm_size", "password_auth")}
-    count, ids = v["gpus"]
-    capabilities = tuple(v["gpu_capabilities"]) or ("gpu",)
-    host = Host(
-        name=name, hostname=v["hostname"] or name, ssh_port=v["ssh_port"] or 0, bind_address=v["bind_address"],
-        limits=limits, reservations=reservations,
-        gpus=Gpus(count, ids, capabilities) if gpu_enabled else Gpus(0, capabilities=capabilities),
-        gpu_share=v["gpu_share"] or False,
-        volumes=tuple(v["volumes"]), environment=_environment(v["environment"], limits), restart=v["restart"],
-        root_login=v["root_login"] or False, password_auth=v["password_auth"] is not False,
-        authorized_keys=tuple(key for keys in v["authorized_keys"] for key in keys),
-        password_env=tuple(sorted(v["password_env"].items())),
-        docker_socket=v["docker_socket"] or False, privileged=v["privileged"] or False,
-        shm_size=_shm(v["shm_size"], where["shm_size"], limits, reading),
-        ulimits=tuple(Ulimit(key, *pair) for key, pair in sorted(v["ulimits"].items())),
-        devices=tuple(v["devices"]), cap_add=tuple(v["cap_add"]), ipc=v["ipc"], cpuset=v["cpuset"],
-        home_volume=v["home_volume"] is not False,
-        node=v["node"], node_labels=tuple(sorted(v["node_labels"].items())), idle=v["idle"],
-        pids_limit=v["pids_limit"] or Host.pids_limit,
-        logging=Logging(**{key: value for key, value in v["logging"].items() if value is not None}),
-        disk=v["disk"],
-        origins=tuple(sorted(origins.items())),
-    )  # fmt: skip
+    """The Host from its read settings: each by its declared model (``devbox.spec.host_model``),
+    left out (or unreadable, already reported) as the model's default, and those declared
+    ``model=None`` by their rule in RULES; then the checks that tie settings together."""
+    built: dict[str, Any] = {}
+    for key, declared, default in host_settings():
+        if declared.model is not None:
+            built[key] = default if v[key] is None else declared.model(v[key])
+    _check_reservations(name, built["limits"], built["reservations"], reading)
+    context = _Context(name, v, built, origins, gpu_enabled, reading)
+    for key, rule in RULES.items():
+        built[key] = rule(context)
+    host = Host(name=name, **built, origins=tuple(sorted(origins.items())))
     _check_environment(name, host.environment, origins, reading)
     _note_unlimited_pids(host, reading)
     if not host.password_auth and not host.authorized_keys:
-        reading.add(where["password_auth"], "password_auth is false but no "
-                    "authorized_keys are given: nobody could log in")  # fmt: skip
+        reading.add(join(origins.get("password_auth", f"hosts.{name}"), "password_auth"), "password_auth is false "
+                    "but no authorized_keys are given: nobody could log in")  # fmt: skip
     return host
+
+
+class _Context(NamedTuple):
+    """What a rule builds its attribute from: the settings as read (``v``) and the attributes
+    built by their declared models so far (``built``)."""
+
+    name: str
+    v: dict[str, Any]
+    built: dict[str, Any]
+    origins: dict[str, str]
+    gpu_enabled: bool
+    reading: Reading
+
+
+def _gpus(c: _Context) -> Gpus:
+    """The GPU request with its capabilities; none at all when the spec's GPUs are off."""
+    count, ids = c.v["gpus"]
+    capabilities = tuple(c.v["gpu_capabilities"]) or ("gpu",)
+    return Gpus(count, ids, capabilities) if c.gpu_enabled else Gpus(0, capabilities=capabilities)
+
+
+# The attributes declared ``model=None``: each built by its rule, from this and other settings.
+RULES: dict[str, Callable[[_Context], Any]] = {
+    "ssh_port": lambda c: c.v["ssh_port"] or 0,  # unreadable: already reported
+    "hostname": lambda c: c.v["hostname"] or c.name,
+    "gpus": _gpus,
+    "environment": lambda c: _environment(c.v["environment"], c.built["limits"]),
+    "shm_size": lambda c: _shm(c.v["shm_size"], join(c.origins.get("shm_size", f"hosts.{c.name}"), "shm_size"),
+                               c.built["limits"], c.reading),
+}  # fmt: skip
 
 
 def _note_unlimited_pids(host: Host, reading: Reading) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 
 from devbox.errors import SpecError
 from devbox.spec.fields import HOST, SPEC
+from devbox.spec.host_model import Host, Spec
 from devbox.spec.hosts import read_host
-from devbox.spec.model import DEFAULT_BASE_IMAGE, BuildSecret, Host, Image, Network, Spec
+from devbox.spec.model import DEFAULT_BASE_IMAGE, BuildSecret, Image, Network
 from devbox.spec.options import Reading, join, type_name
 from devbox.spec.parse import parse_yaml
 from devbox.spec.rules import check_build_secrets, check_password_accounts, check_socket_mounts, cross_checks

@@ -2,14 +2,14 @@
 
 Everything here is plain data with a few derived properties; reading and checking a
 ``devbox.yaml`` lives in ``options``/``fields`` (what each setting accepts) and ``load``.
+``Host`` and ``Spec`` live in ``host_model``: a host's settings are declared on ``Host`` itself,
+with the option types that sit above this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-from devbox.idle import IdlePolicy
 
 DEFAULT_BASE_IMAGE = "nvidia/cuda:12.6.3-cudnn-devel-ubuntu22.04"
 DEFAULT_PACKAGES = ("net-tools", "iputils-ping", "curl", "wget", "git", "python3-pip")
@@ -143,82 +143,3 @@ class Ulimit:
     name: str
     soft: int
     hard: int
-
-
-@dataclass(frozen=True)
-class Host:
-    """One development host: a container with sshd, its own limits, GPUs, port and volumes.
-
-    ``origins`` records where each setting was written ("hosts.NAME" or "defaults"), so a rule
-    checked on the validated spec (an engine's, say) can name the line the user must change. It
-    is bookkeeping, not configuration: it takes no part in comparing or hashing hosts.
-    """
-
-    name: str
-    hostname: str
-    ssh_port: int
-    bind_address: str = "127.0.0.1"
-    limits: Resources = field(default_factory=Resources)
-    reservations: Resources = field(default_factory=Resources)
-    gpus: Gpus = field(default_factory=Gpus)
-    gpu_share: bool = False
-    volumes: tuple[Volume, ...] = ()
-    environment: tuple[tuple[str, str], ...] = ()
-    restart: str = "unless-stopped"
-    root_login: bool = False
-    password_auth: bool = True
-    authorized_keys: tuple[str, ...] = ()
-    password_env: tuple[tuple[str, str], ...] = ()
-    docker_socket: bool = False
-    privileged: bool = False
-    shm_size: Size = DEFAULT_SHM
-    ulimits: tuple[Ulimit, ...] = ()
-    devices: tuple[str, ...] = ()
-    cap_add: tuple[str, ...] = ()
-    ipc: str | None = None
-    cpuset: str | None = None
-    home_volume: bool = True  # the user's home lives in the named volume HOST-home
-    node: str | None = None  # swarm: the node (hostname or ID) it runs on
-    node_labels: tuple[tuple[str, str], ...] = ()  # swarm: labels its node must have
-    idle: IdlePolicy | None = None  # stopped when idle this long (devbox.idle); None: never
-    pids_limit: int = DEFAULT_PIDS_LIMIT  # processes and threads at once; -1: unlimited
-    logging: Logging = field(default_factory=Logging)
-    disk: Size | None = None  # the disk budget: home, named volumes and container layer together
-    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def accounts(self) -> tuple[str, ...]:
-        """Accounts whose passwords devbox manages: root only when root login is allowed."""
-        return ("root",) if self.root_login else ()
-
-    def origin(self, setting: str) -> str:
-        """Where ``setting`` (e.g. ``gpus``, or ``password_env.developer`` for one entry of a
-        mapping) was written: ``hosts.NAME`` or ``defaults``; ``hosts.NAME`` when it was not
-        written at all, the place to add it."""
-        return dict(self.origins).get(setting, f"hosts.{self.name}")
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A validated devbox.yaml. ``directory`` is where relative paths in it are resolved."""
-
-    project: str
-    network: Network
-    image: Image
-    hosts: tuple[Host, ...]
-    directory: Path
-    engine: str = "compose"  # or "swarm": the same hosts as services of an existing swarm
-    source: str = "devbox.yaml"
-    gpu_enabled: bool = True
-    warnings: tuple[str, ...] = ()  # shown whenever the spec is used
-    notes: tuple[str, ...] = ()  # facts worth knowing, shown by `validate` and `check`
-
-    def host(self, name: str) -> Host:
-        for host in self.hosts:
-            if host.name == name:
-                return host
-        raise KeyError(name)
-
-    def accounts(self, host: Host) -> tuple[str, ...]:
-        """Every account on ``host`` that gets a password: the image user, and root if allowed."""
-        return (self.image.user, *host.accounts)

@@ -8,7 +8,8 @@ import posixpath
 import re
 from collections.abc import Mapping
 
-from devbox.spec.model import Host, Image
+from devbox.spec.host_model import Host
+from devbox.spec.model import Image
 from devbox.spec.options import Reading, join
 
 _WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding

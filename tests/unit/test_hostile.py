@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import devbox.spec.fields as spec_fields
+import devbox.spec.values as spec_values
 from devbox.cli import cli
 from devbox.errors import SpecError, UsageError
 from devbox.render import (
@@ -189,7 +190,7 @@ def accepted_specs(draw: st.DrawFn) -> dict[str, Any]:
         hosts[name] = {
             "ssh_port": port,
             "hostname": f"h{port}",
-            "environment": draw(st.dictionaries(_matching(spec_fields.ENV_KEY), ONE_LINE_TEXT, max_size=4)),
+            "environment": draw(st.dictionaries(_matching(spec_values.ENV_KEY), ONE_LINE_TEXT, max_size=4)),
             "volumes": [
                 f"{volume}:/mnt/{volume}",
                 {"source": volume + "x", "target": "/" + draw(ONE_LINE_TEXT).replace(":", "")},
