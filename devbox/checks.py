@@ -6,7 +6,7 @@ the CLI prints one line per check and exits non-zero when anything failed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +224,37 @@ def _gpus(host: Host, container: Container, deep: bool, assignment: Assignment |
 # --------------------------------------------------------------------------- doctor
 
 
+def _port_holding(container: Container) -> tuple[str, bool]:
+    """A host's container as the ports check sees it: (its state, whether the engine publishes
+    a port for it now). One taken off its network (`docker network rm`) publishes none."""
+    published = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    return container.status, any(bindings for bindings in published.values())
+
+
+def ports_check(hosts: Iterable[Host], holding: Mapping[str, tuple[str, bool]]) -> Check:
+    """Pure: the ports line of `doctor`, once no other program or container holds a host's port.
+    A port is "free" only where no container of the host exists; one the host's container holds is
+    named as its, and one it should hold but does not publish (a running container off its
+    network) fails, with the fix."""
+    free, held, broken = [], [], []
+    for host in hosts:
+        where = f"{host.bind_address}:{host.ssh_port}"
+        if host.name not in holding:
+            free.append(where)
+            continue
+        state, publishing = holding[host.name]
+        if state == "running" and not publishing:
+            broken.append(f"{where}: {host.name}'s container runs but publishes no port (taken off its network, "
+                          "e.g. by `docker network rm`): `devbox up` connects it again")  # fmt: skip
+        else:
+            held.append(f"{where} held by {host.name} ({state})")
+    if broken:
+        return Check("ports", "held by the hosts", False, "; ".join(broken))
+    parts = held + ([f"free: {', '.join(free)}"] if free else [])
+    return Check("ports", "free" if not held else "held by the hosts" if not free else "held or free", True,
+                 "; ".join(parts))  # fmt: skip
+
+
 @talks_to_engine
 def doctor(project: Project) -> Iterator[Check]:
     """The preflight of `up`, each check on its own line with its fix."""
@@ -252,8 +283,10 @@ def doctor(project: Project) -> Iterator[Check]:
     yield Check("engine", engine.name, not problems, "; ".join(problems) or f"can run {engine.name} projects")
     ours = project.containers()
     problems = port_problems(project, list(spec.hosts), ours)
-    yield Check("ports", "free", not problems, "; ".join(problems) or
-                ", ".join(f"{h.bind_address}:{h.ssh_port}" for h in spec.hosts))  # fmt: skip
+    if problems:
+        yield Check("ports", "free", False, "; ".join(problems))
+    else:
+        yield ports_check(spec.hosts, {name: _port_holding(c) for name, c in ours.items()})
     problems = resource_problems(spec, facts)
     yield Check("resources", "fit the engine", not problems, "; ".join(problems) or "limits and reservations fit")
     for line in engine.doctor(project):

@@ -28,7 +28,8 @@ def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, 
     the rest alone. Refusals (the engine itself, ports, resources, placement, GPUs) come before
     anything is built or (re)created; files a container would lose are asked about first."""
     engine = project.engine
-    for line in engine.repair(project):  # what an interrupted (or killed) run left half done
+    repaired = engine.repair(project)  # what an interrupted run left half done, or was removed behind its back
+    for line in repaired:
         project.say(line)
     raise_all(engine.preflight(project))
     seen = engine.observe(project)
@@ -47,7 +48,8 @@ def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, 
     if renewed:
         project.say(f"new passwords applied in the running hosts: {', '.join(renewed)}")
     if plan.nothing_to_do:
-        project.say(f"nothing {'else ' if renewed else ''}changed: {len(plan.unchanged)} hosts already up to date")
+        more = "else " if renewed or repaired else ""
+        project.say(f"nothing {more}changed: {len(plan.unchanged)} hosts already up to date")
         return
     starting = [host for host in hosts if host.name in plan.start]
     facts = engine_facts(project.client)

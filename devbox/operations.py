@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe, watch_service
@@ -60,6 +61,7 @@ def up(project: Project, only: list[str] | None = None,
             targets = login_targets(project, hosts)
             results = probe.wait_for_logins(targets, wait_seconds, started.wait, started.failing)
             results = _restart_rekeyed(project, targets, results, wait_seconds, started)
+            results = _reapply_refused(project, targets, results, rendered.password_digests, wait_seconds, started)
         watch_service.start(project)  # the idle watcher, when a host has an idle policy
     failed = [r for r in results if not r.ok]
     if failed:
@@ -96,6 +98,37 @@ def _restart_rekeyed(project: Project, targets: list[probe.Target], results: lis
     again = dict(zip([t.name for t in stale], probe.wait_for_logins(stale, wait_seconds, started.wait,
                                                                       started.failing), strict=True))  # fmt: skip
     return [again.get(r.name, r) for r in results]
+
+
+def _reapply_refused(project: Project, targets: list[probe.Target], results: list[probe.Result],
+                     digests: dict[str, str], wait_seconds: float,
+                     started: StartWatch) -> list[probe.Result]:  # fmt: skip
+    """Hosts that refused devbox's password hold another one: a `.devbox/` restored with its
+    times kept (cp -a, rsync -a, tar) from before a `devbox passwd`, or `passwd` run in the host.
+    Nothing on this side can tell (the restored record and file times vouch for the old one); the
+    login does. Devbox's passwords are set in them again, as their next start would, and they are
+    asked once more; one still refused fails at once, with the fix."""
+    from devbox.passwords import reapply_passwords
+
+    refused = [t for t, r in zip(targets, results, strict=True) if r.refused]
+    if not refused:
+        return results
+    hosts = [project.host(t.name) for t in refused]
+    changed = reapply_passwords(project, hosts, digests)
+    if changed:
+        project.say(f"{', '.join(changed)}: refused the password in {project.layout.folder / 'credentials.yaml'} "
+                    "(a restored .devbox/, or `passwd` run in the host): set it again, as its next start would")
+    again = [t for t in refused if any(name.startswith(f"{t.name}/") for name in changed)]
+    retried = dict(zip([t.name for t in again], probe.wait_for_logins(again, wait_seconds, started.wait,
+                                                                      started.failing), strict=True))  # fmt: skip
+    final = []
+    for target, result in zip(targets, results, strict=True):
+        result = retried.get(target.name, result)
+        if result.refused:
+            result = replace(result, detail=f"login as {target.user} refused with the password devbox keeps for "
+                             f"it (run `devbox passwd {target.name}` to set a new one)")  # fmt: skip
+        final.append(result)
+    return final
 
 
 def _last_words(container: Container | None) -> str:

@@ -51,6 +51,25 @@ def renew_passwords(project: Project, hosts: list[Host], ours: Mapping[str, Cont
     return renewed
 
 
+def reapply_passwords(project: Project, hosts: list[Host], digests: Mapping[str, str]) -> list[str]:
+    """Set devbox's passwords again in running hosts that refused them at login (`up`: see
+    devbox.operations._reapply_refused); returns "host/user" of each one set. A host out of
+    reach (a swarm node this machine cannot look into) is left: its login error names the fix."""
+    containers = project.engine.reach(project).containers
+    credentials = Credentials.load(project.folder)
+    record = AppliedPasswords(project.folder)
+    changed = []
+    for host in hosts:
+        container = containers.get(host.name)
+        if container is None or container.status != "running":
+            continue
+        changed += [f"{host.name}/{user}" for user in
+                    apply_passwords(project, host, container, credentials.hashes(project.spec, host))]  # fmt: skip
+        record.note(host.name, container.id, digests[host.name])
+    record.save()
+    return changed
+
+
 @talks_to_engine
 def rotate_password(project: Project, host: str, user: str) -> bool:
     """A new generated password for one account, applied to the running host at once.

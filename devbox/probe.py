@@ -41,6 +41,7 @@ class Result:
     detail: str
     seconds: float
     output: str = ""
+    refused: bool = False  # sshd refused the password itself: asking again cannot help
 
 
 def _paramiko() -> ModuleType:
@@ -68,8 +69,8 @@ def login(target: Target, command: str | None = None, timeout: float = 5.0) -> R
 
     started = time.monotonic()
 
-    def result(ok: bool, detail: str, output: str = "") -> Result:
-        return Result(target.name, ok, detail, time.monotonic() - started, output)
+    def result(ok: bool, detail: str, output: str = "", refused: bool = False) -> Result:
+        return Result(target.name, ok, detail, time.monotonic() - started, output, refused)
 
     try:
         sock = socket.create_connection((target.address, target.port), timeout=timeout)
@@ -91,7 +92,7 @@ def login(target: Target, command: str | None = None, timeout: float = 5.0) -> R
         output = _run(transport, command, timeout) if command else ""
         return result(True, f"logged in as {target.user}", output)
     except paramiko.AuthenticationException:
-        return result(False, f"login as {target.user} refused (wrong password?)")
+        return result(False, f"login as {target.user} refused (wrong password?)", refused=True)
     except (paramiko.SSHException, OSError, EOFError) as exc:
         return result(False, f"SSH failed: {exc or type(exc).__name__}")
     finally:
@@ -131,6 +132,8 @@ def wait_for_logins(
 ) -> list[Result]:  # fmt: skip
     """Probe every target in parallel until each logs in or the deadline passes.
 
+    A password sshd refuses ends that target's wait at once (``Result.refused``): the entrypoint
+    sets the passwords before sshd runs, so waiting cannot make it accepted.
     With ``started``, a target is first probed once its container has started (see
     devbox.engine.StartWatch): an earlier connection would delay that host's first login by
     about a second. With ``failing``, a host whose container keeps dying is given up on at once
@@ -147,8 +150,10 @@ def wait_for_logins(
                     break  # still try once: the login's own error says what is wrong
         while not stop.is_set():
             outcome = login(target, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
-            if outcome.ok or time.monotonic() >= deadline or "host key mismatch" in outcome.detail:
-                return Result(outcome.name, outcome.ok, outcome.detail, time.monotonic() - begun)
+            # sshd runs only after the entrypoint set the passwords: a refused one stays refused
+            if outcome.ok or outcome.refused or time.monotonic() >= deadline or "host key mismatch" in outcome.detail:
+                return Result(outcome.name, outcome.ok, outcome.detail, time.monotonic() - begun,
+                              refused=outcome.refused)  # fmt: skip
             dying = failing(target.name) if failing else None
             if dying:
                 return Result(outcome.name, False, dying, time.monotonic() - begun)

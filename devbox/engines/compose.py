@@ -9,6 +9,7 @@ BuildKit and starts whole projects.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -143,7 +144,7 @@ class ComposeEngine(Engine):
         return {host.name: connect_address(host) for host in hosts}
 
     def repair(self, project: Project) -> list[str]:
-        return repair_renamed(project)
+        return repair_renamed(project) + repair_network(project)
 
     def all_logs(self, project: Project, follow: bool, tail: str) -> None:
         """Compose interleaves every host's logs with host prefixes; the SDK does not."""
@@ -233,13 +234,59 @@ def _refuse_budgets_below_the_image(project: Project, starting: list[Host], imag
         raise SpecError(project.spec.source, problems)
 
 
+def repair_network(project: Project) -> list[str]:
+    """Put back the project network when it was removed behind devbox's back (`docker network
+    disconnect -f`, then `docker network rm`): its hosts run on without it, publish no port and
+    take no login, while their config hash says nothing changed. The network is made again (as
+    `up` makes it) and each host's container is connected to it again, running or not, under the
+    names compose gives it: its files stay, and the engine publishes its port again. Returns what
+    was done, one line each."""
+    import docker.errors
+
+    ours = project.containers()
+    if not ours:
+        return []
+    network, made = _ensure_network(project)
+    done = [f"network {network.name} was missing (removed outside devbox): made it again"] if made else []
+    for host in project.spec.hosts:
+        container = ours.get(host.name)
+        if container is None:
+            continue  # compose makes it, on the network
+        attached = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        endpoint = attached.get(network.name)
+        if endpoint is not None and endpoint.get("NetworkID") == network.id:
+            continue
+        if endpoint is not None:  # a stopped container still names the removed network
+            with contextlib.suppress(docker.errors.APIError):
+                project.client.api.disconnect_container_from_network(container.id, endpoint["NetworkID"], force=True)
+        aliases = list(dict.fromkeys([host.name, host.hostname]))
+        network.connect(container, aliases=aliases)
+        done.append(f"{host.name}: connected to network {network.name} again (it was not on it: its port was "
+                    "not published); its files stay")  # fmt: skip
+    return done
+
+
+def _ensure_network(project: Project) -> tuple[Any, bool]:
+    """The project's network, made first when missing (see _make_volumes_and_network); returns
+    it and whether it was made."""
+    from docker.types import IPAMConfig, IPAMPool
+
+    spec, client = project.spec, project.client
+    name = f"{spec.project}_{spec.network.name}"
+    found = [network for network in client.networks.list(names=[name]) if network.name == name]
+    if found:
+        return found[0], False
+    labels = {COMPOSE_PROJECT_LABEL: spec.project, **project.owner_labels(),
+              "com.docker.compose.network": spec.network.name}  # fmt: skip
+    ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=spec.network.subnet)]) if spec.network.subnet else None
+    return client.networks.create(name, driver=spec.network.driver, ipam=ipam, labels=labels), True
+
+
 def _make_volumes_and_network(project: Project) -> None:
     """Create the project's named volumes and network before compose, as compose would (its
     labels, so it takes them as its own) plus the owner's: a compose file cannot label them
     without changing their config hash, which on an existing stack makes compose remove the
     network (stopping its hosts) and offer to recreate the volumes. Existing ones are kept."""
-    from docker.types import IPAMConfig, IPAMPool
-
     spec, client = project.spec, project.client
     labels = {COMPOSE_PROJECT_LABEL: spec.project, **project.owner_labels()}
     existing = {volume.name for volume in client.volumes.list(filters={"name": f"{spec.project}_"})}
@@ -247,8 +294,4 @@ def _make_volumes_and_network(project: Project) -> None:
         if f"{spec.project}_{key}" not in existing:
             client.volumes.create(f"{spec.project}_{key}", driver="local",
                                   labels={**labels, "com.docker.compose.volume": key})  # fmt: skip
-    network = f"{spec.project}_{spec.network.name}"
-    if not any(found.name == network for found in client.networks.list(names=[network])):
-        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=spec.network.subnet)]) if spec.network.subnet else None
-        client.networks.create(network, driver=spec.network.driver, ipam=ipam,
-                               labels={**labels, "com.docker.compose.network": spec.network.name})  # fmt: skip
+    _ensure_network(project)

@@ -215,10 +215,17 @@ class Containers:
             "State": {"Status": status, "StartedAt": started_at},
             "Config": {"Labels": dict(labels or {}), "Env": list(env or []), "Image": image},
             "HostConfig": dict(host_config or {}), "Mounts": list(mounts or []), "RestartCount": 0,
+            "NetworkSettings": {"Networks": self._networks_of(labels or {})},
         }  # fmt: skip
         container = Container(self.client, attrs, **fields)
         self.items.append(container)
         return container
+
+    def _networks_of(self, labels: dict[str, str]) -> dict[str, Any]:
+        """Compose puts a project's container on the project's network (devbox made it first)."""
+        project = labels.get("com.docker.compose.project")
+        return {n.name: {"NetworkID": n.id, "Aliases": []} for n in self.client.networks.items
+                if project and n.attrs["Labels"].get("com.docker.compose.project") == project}  # fmt: skip
 
     def list(self, all: bool = False, filters: dict[str, Any] | None = None, sparse: bool = False) -> list[Container]:
         """``sparse``: the real client skips inspecting each container; the fake has no cost to skip."""
@@ -325,6 +332,14 @@ class Api:
 
     def __init__(self, client: FakeDockerClient) -> None:
         self.client = client
+
+    def disconnect_container_from_network(self, container: str, net_id: str, force: bool = False) -> None:
+        self.client.record("api.disconnect_container_from_network", container=container, net_id=net_id, force=force)
+        for found in self.client.containers.items:
+            if container in (found.id, found.name):
+                networks = found.attrs.get("NetworkSettings", {}).get("Networks", {})
+                for name in [n for n, endpoint in networks.items() if endpoint.get("NetworkID") == net_id]:
+                    del networks[name]
 
     def import_image_from_data(self, data: bytes, repository: str, tag: str) -> None:
         self.client.record("api.import_image_from_data", size=len(data), repository=repository, tag=tag)
@@ -529,9 +544,16 @@ class Network:
     name: str
     options: dict[str, Any]
 
+    id: str = ""
+
     @property
     def attrs(self) -> dict[str, Any]:
-        return {"Name": self.name, "Labels": dict(self.options.get("labels") or {})}
+        return {"Id": self.id, "Name": self.name, "Labels": dict(self.options.get("labels") or {})}
+
+    def connect(self, container: Container, aliases: list[str] | None = None) -> None:
+        self.client.record("network.connect", name=self.name, container=container.name, aliases=aliases)
+        container.attrs.setdefault("NetworkSettings", {}).setdefault("Networks", {})[self.name] = {
+            "NetworkID": self.id, "Aliases": list(aliases or [])}
 
     def remove(self) -> None:
         self.client.record("network.remove", name=self.name)
@@ -545,7 +567,7 @@ class Networks:
 
     def create(self, name: str, **options: Any) -> Network:
         self.client.record("networks.create", name=name, **options)
-        network = Network(self.client, name, options)
+        network = Network(self.client, name, options, next(self.client.ids))
         self.items.append(network)
         return network
 

@@ -135,3 +135,20 @@ def test_a_key_only_host_shows_its_hostname_from_the_container(client, monkeypat
     add_host(client, host, host_config=applied(host), execs={("hostname",): (0, b"box\n")})
     (checked,) = [c for c in check_stack(project) if c.name == "ssh login"]
     assert checked.detail == "host key verified; sshd accepts public keys only, hostname box (0.05s)"
+
+
+def test_doctor_names_the_ports_the_hosts_hold_and_fails_one_a_running_host_does_not_publish():
+    """Issue 29, case 6: "free" only where no container of the host exists; a host's running
+    container off its network publishes no port: that fails, with the fix."""
+    from devbox.checks import ports_check
+
+    hosts = [Host(name="master", hostname="master", ssh_port=4432), Host(name="worker", hostname="worker", ssh_port=4433)]
+    held = ports_check(hosts, {"master": ("running", True)})
+    assert (held.ok, held.name) == (True, "held or free")
+    assert held.detail == "127.0.0.1:4432 held by master (running); free: 127.0.0.1:4433"
+    assert ports_check(hosts, {}).detail == "free: 127.0.0.1:4432, 127.0.0.1:4433"
+    assert ports_check(hosts, {"master": ("exited", False), "worker": ("running", True)}).name == "held by the hosts"
+    broken = ports_check(hosts, {"master": ("running", False), "worker": ("running", True)})
+    assert broken.ok is False
+    assert broken.detail == ("127.0.0.1:4432: master's container runs but publishes no port (taken off its network, "
+                             "e.g. by `docker network rm`): `devbox up` connects it again")  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,6 @@ import yaml
 from devbox import docker_api, probe
 from devbox.docker_api import Compose
 from devbox.engines import compose as compose_engine  # where find_compose and run_compose are looked up
-from devbox.engines.compose import ComposeEngine
 from devbox.engines.preflight import GPU_PROBE_IMAGE, gpu_runtime_available, port_problems, ulimit_problems
 from devbox.errors import EngineError, PreflightError
 from devbox.operations import down, status, up
@@ -343,7 +343,7 @@ def test_a_host_compose_left_under_a_temporary_name_is_put_right(client, project
                           status="created", started_at=never)  # fmt: skip
     client.containers.add("cafecafecafe_lab-third-1", labels={**labels, "devbox.host": "third"}, status="exited")
     client.containers.add("lab-third-1", labels={**labels, "devbox.host": "third"})
-    assert ComposeEngine().repair(project) == [
+    assert compose_engine.repair_renamed(project) == [
         "master: renamed 0123456789ab_lab-master-1 (left half made by compose) to lab-master-1",
         "worker: removed ba9876543210_lab-worker-1, a container compose had not finished making",
         "third: cafecafecafe_lab-third-1 is an older container of this host, kept with its files (`docker rm` it "
@@ -525,3 +525,77 @@ def fake_material_of(project: Project) -> Any:
     from devbox.state import prepare
 
     return prepare(project.spec, project.folder, {})[0]
+
+
+def test_a_network_removed_behind_devboxs_back_is_made_again_and_the_hosts_connected(client, project, compose,
+                                                                                     logins, said):  # fmt: skip
+    """Issue 29, case 6: `docker network rm` (after `disconnect -f`) leaves the hosts running
+    with no port; `up` makes the network again and connects them, recreating nothing."""
+    up(project, wait_seconds=5)
+    before = {c.name: c.id for c in client.containers.list(all=True)}
+    for network in client.networks.list(names=["lab_net"]):
+        for container in client.containers.list(all=True):
+            client.api.disconnect_container_from_network(container.id, network.id, force=True)
+        network.remove()
+    compose.clear()
+    said.clear()
+    up(project, wait_seconds=5)
+    assert said[:3] == ["network lab_net was missing (removed outside devbox): made it again",
+                        "master: connected to network lab_net again (it was not on it: its port was not published); "
+                        "its files stay",
+                        "worker: connected to network lab_net again (it was not on it: its port was not published); "
+                        "its files stay"]  # fmt: skip
+    assert "nothing else changed: 2 hosts already up to date" in said and compose == []
+    [network] = client.networks.list(names=["lab_net"])
+    assert network.attrs["Labels"]["devbox.owner"] == project.owner
+    assert {c.name: c.id for c in client.containers.list(all=True)} == before
+    for container in client.containers.list(all=True):
+        assert container.attrs["NetworkSettings"]["Networks"]["lab_net"]["NetworkID"] == network.id
+    said.clear()
+    up(project, wait_seconds=5)
+    assert said[0] == "nothing changed: 2 hosts already up to date"
+
+
+def test_a_password_the_host_refuses_is_set_again_and_one_still_refused_fails_at_once(client, project, compose,
+                                                                                      monkeypatch, said):  # fmt: skip
+    """Issue 29, case 4: the record and the file times vouch for a password the host no longer
+    has (a restored .devbox/, `passwd` in the host); the login proves otherwise. `up` sets
+    devbox's again and logs in; a host that refuses it still fails at once, naming the fix."""
+    accepted: dict[str, bool] = {"master": True, "worker": True}
+    tried: list[str] = []
+
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        tried.append(target.name)
+        if accepted[target.name]:
+            return probe.Result(target.name, True, "logged in", 0.01)
+        return probe.Result(target.name, False, "login as developer refused (wrong password?)", 0.01, refused=True)
+
+    monkeypatch.setattr(probe, "login", login)
+    up(project, wait_seconds=5)
+    up(project, wait_seconds=5)  # passwords-applied.json vouches for both hosts now
+    worker = project.containers()["worker"]
+    shadow = {"developer": "$6$inside$changed"}
+    worker.on_exec = getent_shadow(shadow)  # `passwd` run inside the host
+    accepted["worker"] = False
+    chpasswd: list[str] = []
+
+    def exec_with_input(client: Any, container_id: str, argv: list[str], data: bytes) -> tuple[int, str]:
+        chpasswd.append(data.decode())
+        shadow.update(line.split(":", 1) for line in data.decode().splitlines())
+        accepted["worker"] = True
+        return 0, ""
+
+    monkeypatch.setattr("devbox.passwords.exec_with_input", exec_with_input)
+    said.clear()
+    tried.clear()
+    up(project, wait_seconds=60)
+    assert any(line.startswith("worker/developer: refused the password in") for line in said), said
+    assert tried.count("worker") == 2 and [line.split(":")[0] for line in chpasswd] == ["developer"]
+
+    accepted["worker"] = False  # refused although it has devbox's password (an expired account)
+    began = time.monotonic()
+    with pytest.raises(EngineError) as refused:
+        up(project, wait_seconds=60)
+    assert time.monotonic() - began < 5
+    assert str(refused.value).startswith("worker: login as developer refused with the password devbox keeps for it "
+                                         "(run `devbox passwd worker` to set a new one)")  # fmt: skip

@@ -90,3 +90,22 @@ def test_ctrl_c_stops_the_login_wait_at_once_and_every_probe_with_it(monkeypatch
     settled = len(tries)
     time.sleep(0.8)
     assert len(tries) == settled <= 4  # the probes gave up too: nothing keeps trying behind the user's back
+
+
+def test_a_refused_password_ends_the_wait_at_once(monkeypatch):
+    """sshd runs only after the entrypoint set the passwords: one it refuses stays refused, so
+    the wait ends there instead of at the deadline (issue 29, case 4)."""
+    tries: list[str] = []
+
+    def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        tries.append(target.name)
+        if target.name == "refusing":
+            return probe.Result(target.name, False, "login as developer refused (wrong password?)", 0.0, refused=True)
+        return probe.Result(target.name, False, "cannot connect to 127.0.0.1:1 (Connection refused)", 0.0)
+
+    monkeypatch.setattr(probe, "login", login)
+    began = time.monotonic()
+    refusing, down = probe.wait_for_logins([target("refusing"), target("down")], 1.0)
+    assert time.monotonic() - began < 2.0
+    assert refusing.refused and not refusing.ok and tries.count("refusing") == 1
+    assert not down.refused and tries.count("down") > 1  # not yet up: asked until the deadline
