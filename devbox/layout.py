@@ -34,6 +34,7 @@ SECRET_FILES = {
     "passwords": "devbox_passwords",
     "sshd_config": "devbox_sshd_config",
     "authorized_keys": "devbox_authorized_keys",
+    "volumes": "devbox_volumes",
 }
 HOST_KEY_SECRET = "devbox_host_key"  # noqa: S105 - a file name, not a secret
 

@@ -378,7 +378,9 @@ def passwords_file(host: Host, material: HostMaterial) -> RenderedFile:
 
 
 def settings_files(spec: Spec, host: Host) -> list[RenderedFile]:
-    """The host's sshd settings and authorized keys: the entrypoint applies them at start only."""
+    """The host's sshd settings, authorized keys and the paths of the named volumes its user
+    owns (handed over while empty: Docker makes a volume root's): the entrypoint applies them at
+    start only."""
     sshd = (
         f"# devbox: settings of host {host.name}\n"
         f"PermitRootLogin {'yes' if host.root_login else 'no'}\n"
@@ -388,7 +390,14 @@ def settings_files(spec: Spec, host: Host) -> list[RenderedFile]:
     return [
         RenderedFile(host_secret(host.name, "sshd_config"), sshd),
         RenderedFile(host_secret(host.name, "authorized_keys"), keys),
+        RenderedFile(host_secret(host.name, "volumes"), "".join(f"{path}\n" for path in user_volumes(host))),
     ]
+
+
+def user_volumes(host: Host) -> list[str]:
+    """Pure: where the host mounts the spec's named volumes that belong to its login user (not
+    read-only, not ``owner: root``); the home is handed over on its own."""
+    return [v.target for v in host.volumes if v.kind == "volume" and not v.read_only and v.owner == "user"]
 
 
 def _secrets(host: Host) -> tuple[list[dict[str, str]], dict[str, dict[str, str]]]:

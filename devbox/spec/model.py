@@ -130,12 +130,16 @@ class Gpus:
 
 @dataclass(frozen=True)
 class Volume:
-    """A named volume (``kind='volume'``) or a bind mount of a host path (``kind='bind'``)."""
+    """A named volume (``kind='volume'``) or a bind mount of a host path (``kind='bind'``).
+
+    ``owner``: who a named volume belongs to while it is empty (a new one): the login user, or
+    root as Docker makes it (see VOLUME_OWNERS)."""
 
     kind: str
     source: str
     target: str
     read_only: bool = False
+    owner: str = "user"
 
 
 @dataclass(frozen=True)

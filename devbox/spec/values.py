@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+VOLUME_OWNERS = ("user", "root")  # a named volume's `owner:` (Volume.owner)
 # A build secret's name: its id in `--mount=type=secret,id=NAME` and its file in /run/secrets
 SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]{8,}$")
@@ -318,9 +320,12 @@ def _refused_target(target: str) -> str:
 
 
 class VolumeSpec(Option):
-    """A named volume or a bind mount: ``SOURCE:/path[:ro]`` or {source, target, read_only}."""
+    """A named volume or a bind mount: ``SOURCE:/path[:ro]`` or {source, target, read_only, owner}.
 
-    keys = ("source", "target", "read_only")
+    A named volume belongs to the login user (``owner: user``, the default: the entrypoint hands it
+    over while it is empty) unless the spec says ``owner: root`` (as Docker makes it)."""
+
+    keys = ("source", "target", "read_only", "owner")
 
     def read(self, item: Any, path: str, reading: Reading) -> Volume | None:
         if isinstance(item, str):
@@ -330,10 +335,16 @@ class VolumeSpec(Option):
                             "or /dir:/path, optionally :ro)")  # fmt: skip
                 return None
             source, target, read_only = parts[0], parts[1], len(parts) == 3 and parts[2] == "ro"
+            owner = None
         elif isinstance(item, Mapping):
             check_keys(item, self.keys, path, reading.problems)
             source, target = str(item.get("source", "")), str(item.get("target", ""))
             read_only = bool(Flag().read(item.get("read_only", False), join(path, "read_only"), reading))
+            owner = item.get("owner")
+            if owner is not None and owner not in VOLUME_OWNERS:
+                reading.add(join(path, "owner"), f"{owner!r} is not an owner (use user: the login user's, "
+                            "or root: as Docker makes it)")  # fmt: skip
+                return None
         else:
             reading.add(path, f"must be a string or a mapping, not {type_name(item)}")
             return None
@@ -345,7 +356,14 @@ class VolumeSpec(Option):
         if why:
             reading.add(path, f"{target!r} cannot be a mount target: {why} (mount it on another path, e.g. /data)")
             return None
-        return self._source(source, target, read_only, path, reading)
+        volume = self._source(source, target, read_only, path, reading)
+        if volume is None or owner is None:
+            return volume
+        if volume.kind == "bind":
+            reading.add(join(path, "owner"), "a bind mount keeps the owner its folder has on this machine "
+                        "(remove owner, or chown the folder)")  # fmt: skip
+            return None
+        return replace(volume, owner=str(owner))
 
     def _source(self, source: str, target: str, read_only: bool, path: str, reading: Reading) -> Volume | None:
         if source.startswith(("/", ".", "~")):
@@ -372,7 +390,7 @@ class VolumeSpec(Option):
         mapping = {
             "type": "object",
             "properties": {"source": {"type": "string"}, "target": {"type": "string", "pattern": "^/"},
-                           "read_only": {"type": "boolean"}},
+                           "read_only": {"type": "boolean"}, "owner": {"enum": list(VOLUME_OWNERS)}},
             "required": ["source", "target"],
             "additionalProperties": False,
         }  # fmt: skip

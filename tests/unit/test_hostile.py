@@ -224,7 +224,7 @@ COMPOSE_SERVICE = {
 }  # fmt: skip
 OUTPUT_PATH = re.compile(
     r"Dockerfile|entrypoint\.sh|requirements\.txt|\.dockerignore|docker-compose\.yml|known_hosts"
-    r"|secrets/[a-z0-9-]+/(passwords|sshd_config|authorized_keys)"
+    r"|secrets/[a-z0-9-]+/(passwords|sshd_config|authorized_keys|volumes)"
 )
 # What may reach a shell word unquoted: no expansion, globbing, quoting or separators (and no
 # leading '~'). Debian versions may hold '~' inside, where no shell expands it.

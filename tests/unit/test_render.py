@@ -259,3 +259,16 @@ def test_home_lives_in_a_volume_unless_switched_off_or_mounted_already(seed_spec
     assert not any("/home/" in v for v in data["services"][master.name]["volumes"])
     assert f"{worker.name}-home:/home/developer" in data["services"][worker.name]["volumes"]
     assert f"{master.name}-home" not in data["volumes"]
+
+
+def test_the_named_volumes_of_the_spec_are_the_login_users_unless_it_says_root():
+    """Issue 29, case 5: Docker makes a new named volume root's; the entrypoint hands the ones in
+    the host's devbox_volumes secret to the user while they are empty. Read-only ones, bind mounts
+    and `owner: root` stay as they are; the home is handed over on its own."""
+    spec = make_spec(hosts={"master": {"ssh_port": 2201, "volumes": [
+        "data:/data", "cache:/cache:ro", {"source": "sys", "target": "/srv/sys", "owner": "root"},
+        {"source": "opt", "target": "/opt", "owner": "user"}, "/tmp:/code"]}})  # fmt: skip
+    files = {f.path: f.content for f in render_project(spec, fake_material(spec)).files}
+    assert files["secrets/master/volumes"] == "/data\n/opt\n"
+    entrypoint = render_entrypoint(spec)
+    assert 'done < "$secrets/devbox_volumes"' in entrypoint and 'chown "$user:$group" "$volume"' in entrypoint

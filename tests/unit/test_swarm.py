@@ -64,7 +64,7 @@ def test_secrets_are_named_by_content():
     spec = make_spec(engine="swarm")
     host = spec.hosts[0]
     assert set(secret_sources(host.name).values()) == {"devbox_passwords", "devbox_sshd_config",
-                                                  "devbox_authorized_keys", "devbox_host_key"}  # fmt: skip
+                                                  "devbox_authorized_keys", "devbox_volumes", "devbox_host_key"}  # fmt: skip
     first = secret_name(spec, host, "devbox_passwords", b"a")
     assert first == secret_name(spec, host, "devbox_passwords", b"a")
     assert first != secret_name(spec, host, "devbox_passwords", b"b")

@@ -147,7 +147,7 @@ def test_deploy_creates_the_network_the_secrets_and_one_service_per_host(client,
     assert master["container_labels"]["devbox.host"] == "master"
     # the empty authorized_keys is no secret (swarm refuses empty ones); the entrypoint reads none
     assert sorted(ref["File"]["Name"] for ref in master["secrets"]) == [
-        "devbox_host_key", "devbox_passwords", "devbox_sshd_config"]  # fmt: skip
+        "devbox_host_key", "devbox_passwords", "devbox_sshd_config", "devbox_volumes"]  # fmt: skip
     assert {ref["SecretName"] for ref in master["secrets"]} <= {s.name for s in client.secrets.list()}
     assert all(ref["File"]["Mode"] == 0o400 for ref in master["secrets"])
     assert [(n["Target"], n["Aliases"]) for n in master["networks"]] == [("lab_net", ["master"])]

@@ -38,6 +38,16 @@ if [ -d "$home" ]; then
     fi
 fi
 
+# The spec's other named volumes are the user's too (unless the spec says `owner: root`): Docker
+# makes a new one root's, so one still empty is handed to the user; one holding files is left.
+if [ -s "$secrets/devbox_volumes" ]; then
+    while IFS= read -r volume; do
+        if [ -d "$volume" ] && [ -z "$(ls -A "$volume")" ] && [ "$(stat -c %u "$volume")" != "$(id -u "$user")" ]; then
+            chown "$user:$group" "$volume"
+        fi
+    done < "$secrets/devbox_volumes"
+fi
+
 # Public keys for the user (and for root when root login is allowed).
 accounts=$user
 while IFS= read -r line; do
