@@ -226,7 +226,10 @@ def _gpus(host: Host, container: Container, deep: bool, assignment: Assignment |
 
 def _port_holding(container: Container) -> tuple[str, bool]:
     """A host's container as the ports check sees it: (its state, whether the engine publishes
-    a port for it now). One taken off its network (`docker network rm`) publishes none."""
+    a port for it now). One taken off its network (`docker network rm`) publishes none; a swarm
+    task publishes nothing itself (its service does, on the ingress network)."""
+    if "com.docker.swarm.service.id" in container.labels:
+        return container.status, True
     published = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
     return container.status, any(bindings for bindings in published.values())
 

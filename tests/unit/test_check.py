@@ -152,3 +152,15 @@ def test_doctor_names_the_ports_the_hosts_hold_and_fails_one_a_running_host_does
     assert broken.ok is False
     assert broken.detail == ("127.0.0.1:4432: master's container runs but publishes no port (taken off its network, "
                              "e.g. by `docker network rm`): `devbox up` connects it again")  # fmt: skip
+
+
+def test_a_swarm_task_is_not_taken_for_a_host_off_its_network(client):
+    """A swarm task publishes no port itself (its service does, on the ingress network)."""
+    from devbox.checks import _port_holding
+
+    task = client.containers.add("lab_master.1.x", labels={"com.docker.swarm.service.id": "abc"})
+    compose = client.containers.add("lab-master-1", labels={"devbox.project": "lab"})
+    assert _port_holding(task) == ("running", True)
+    assert _port_holding(compose) == ("running", False)  # no network, no port
+    compose.attrs["NetworkSettings"]["Ports"] = {"22/tcp": [{"HostIp": "127.0.0.1", "HostPort": "4432"}]}
+    assert _port_holding(compose) == ("running", True)
