@@ -108,6 +108,8 @@ def _logins(project: Project, hosts: list[Host], running: dict[str, Container]) 
             inside = running.get(result.name)
             hostname = result.output.strip() or (_exec(inside, ["hostname"])[1] if inside else "") or "?"
             detail += f", hostname {hostname} ({result.seconds:.2f}s)"
+        elif result.refused:  # the host holds another password than devbox's (see operations.up)
+            detail += "; `devbox up` sets devbox's password in it again"
         yield Check(result.name, "ssh login", result.ok, detail)
 
 

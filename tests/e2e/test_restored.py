@@ -49,6 +49,9 @@ def test_a_restored_folder_or_a_password_changed_inside_is_set_again_and_a_refus
     container = stack.container(docker_client, "master")
     code, _ = container.exec_run(["sh", "-c", "echo developer:chosen-inside | chpasswd"])
     assert code == 0
+    check = stack.devbox("check", check=False)
+    assert ("FAIL  master     ssh login: login as developer refused (wrong password?); `devbox up` sets devbox's "
+            "password in it again") in check.stdout, check.stdout  # fmt: skip
     up, seconds = _timed(stack, "up")
     assert "master/developer: refused the password in" in up.stdout, up.stdout
     assert seconds < 60, f"up took {seconds:.0f} s"
