@@ -26,6 +26,7 @@ IGNORED = (
     "/etc/ssh/ssh_host_*", "/etc/ssh/sshd_config.d", "/etc/devbox-path", "/etc/shadow*", "/etc/gshadow*",
     "/etc/passwd-", "/etc/group-", "/etc/.pwd.lock", "/etc/ld.so.cache", "/etc/mtab",
     "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/etc/profile.d/zz-devbox-idle.sh",
+    "/etc/devbox-volumes-handed",
 )  # fmt: skip
 SHOWN = 8  # entries on a host's line: past this, files are counted per folder (fewer levels each round)
 DELETED = 2  # the engine's diff Kind of a path removed from the image (0: changed, 1: added)

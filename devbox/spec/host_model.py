@@ -214,8 +214,9 @@ class Host:
                                 "127.0.0.1")  # fmt: skip
     volumes: tuple[Volume, ...] = setting(
         ListOf(VolumeSpec(), unique=(lambda v: v.target, "mounts two volumes on the same container path")),
-        "Named volumes (NAME:/path) or bind mounts (./dir:/path), optionally :ro. A named volume belongs to the "
-        "login user while it is empty ({source, target, owner: root} leaves it root's).", [], model=tuple)  # fmt: skip
+        "Named volumes (NAME:/path) or bind mounts (./dir:/path), optionally :ro. A new named volume is the "
+        "login user's (its folder, where the image seeded it); {source, target, owner: root} leaves it root's.", [],
+        model=tuple)  # fmt: skip
     environment: tuple[tuple[str, str], ...] = setting(
         MapOf(ENV_KEY.fullmatch, "is not a variable name (letters, digits and _)", {"pattern": js_pattern(ENV_KEY)},
               EnvValue()),

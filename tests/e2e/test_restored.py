@@ -124,14 +124,20 @@ def test_a_network_container_or_volume_removed_behind_devboxs_back_is_put_back(m
 
 def test_the_specs_named_volumes_belong_to_the_login_user_unless_it_says_root(make_stack, docker_client):
     """Case 5: with init's own example (`master:/opt`) the login user could not write /opt:
-    Docker makes a new named volume root's. A new (empty) one is the user's now, like the home;
-    `owner: root` leaves one root's; one that holds files is left as it is at every start."""
-    stack = make_stack(1)
+    Docker makes a new named volume root's. A new (empty) one is the user's now, like the home,
+    and so is the folder of one Docker seeded from the image (not the image's files in it);
+    `owner: root` leaves one root's; one that holds files is left as it is at every later start."""
+    # /seeded holds files of the image (as a CUDA image's /opt does): Docker copies them into the new volume
+    stack = make_stack(1, image={"extra_lines": ["RUN mkdir -p /seeded/vendor && touch /seeded/vendor/tool"]})
     stack.spec["hosts"]["master"]["volumes"] = [
-        "master:/opt", "kept:/kept", {"source": "system", "target": "/srv/system", "owner": "root"}]  # fmt: skip
+        "master:/opt", "kept:/kept", {"source": "system", "target": "/srv/system", "owner": "root"},
+        "seeded:/seeded"]  # fmt: skip
     stack.write_spec()
     stack.devbox("up")
     assert stack.ssh("master", "touch /opt/x && stat -c %U /opt /opt/x").split() == ["developer", "developer"]
+    # a seeded volume's folder is the user's (they can write there); the image's files in it stay root's
+    assert stack.ssh("master", "touch /seeded/x && stat -c %U /seeded /seeded/vendor /seeded/vendor/tool").split() \
+        == ["developer", "root", "root"]
     assert stack.ssh("master", "stat -c %U /srv/system; touch /srv/system/x 2>/dev/null || echo denied").split() == [
         "root", "denied"]  # fmt: skip
     container = stack.container(docker_client, "master")

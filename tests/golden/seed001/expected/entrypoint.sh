@@ -39,13 +39,21 @@ if [ -d "$home" ]; then
 fi
 
 # The spec's other named volumes are the user's too (unless the spec says `owner: root`): Docker
-# makes a new one root's, so one still empty is handed to the user; one holding files is left.
+# makes a new one root's, so one still empty is handed to the user. One Docker seeded from the
+# image's files at that path (a CUDA image's /opt) is root's with them: at a container's first
+# start its folder itself (not the files in it) is given to the user, who can then write there;
+# after that, one holding files is left as it is (made root's by hand, it stays so).
+handed=/etc/devbox-volumes-handed
 if [ -s "$secrets/devbox_volumes" ]; then
     while IFS= read -r volume; do
-        if [ -d "$volume" ] && [ -z "$(ls -A "$volume")" ] && [ "$(stat -c %u "$volume")" != "$(id -u "$user")" ]; then
+        [ -d "$volume" ] || continue
+        if [ -z "$(ls -A "$volume")" ] && [ "$(stat -c %u "$volume")" != "$(id -u "$user")" ]; then
+            chown "$user:$group" "$volume"
+        elif [ ! -e "$handed" ] && [ "$(stat -c %u "$volume")" = 0 ]; then
             chown "$user:$group" "$volume"
         fi
     done < "$secrets/devbox_volumes"
+    : > "$handed"
 fi
 
 # Public keys for the user (and for root when root login is allowed).
