@@ -193,6 +193,14 @@ class Container:
         self.client.record("container.start", name=self.name)
         self.attrs["State"]["Status"] = "running"
 
+    def pause(self) -> None:
+        self.client.record("container.pause", name=self.name)
+        self.attrs["State"]["Status"] = "paused"
+
+    def unpause(self) -> None:
+        self.client.record("container.unpause", name=self.name)
+        self.attrs["State"]["Status"] = "running"
+
     def remove(self, force: bool = False) -> None:
         self.client.record("container.remove", name=self.name, force=force)
         if self.status == "running" and not force:
@@ -368,12 +376,17 @@ class Service:
         return copy.deepcopy(found)
 
     def scale(self, replicas: int) -> bool:
-        """Scaling to 0 shuts its tasks down at once."""
+        """Scaling to 0 shuts its tasks down at once, and stops their containers on whichever node."""
         self.client.record("service.scale", name=self.name, replicas=replicas)
+        self.attrs["Spec"]["Mode"] = {"Replicated": {"Replicas": replicas}}
         if replicas == 0:
             for task in self.task_list:
                 task["DesiredState"] = "shutdown"
                 task["Status"]["State"] = "shutdown"
+            for engine in (self.client, *self.client.workers):
+                for container in engine.containers.items:
+                    if container.labels.get(SERVICE_NAME_LABEL) == self.name:
+                        container.attrs["State"]["Status"] = "exited"
         return True
 
     def remove(self) -> bool:
