@@ -99,6 +99,20 @@ def scaled_down(project: Project, host: Host, service: Any, site: VolumeSite, se
             service.reload()  # scaling changed its version
         service.scale(replicas)
         project.say(f"{host.name}: its service scaled back to {replicas}")
+        _wait_running(service, seconds * 2)
+
+
+def _wait_running(service: Any, seconds: float) -> None:
+    """Until the service's new task runs (bounded: `up`, which follows, says what went wrong),
+    so `up` finds the service as it made it, running, and leaves it alone."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        tasks = service.tasks(filters={"desired-state": "running"})
+        if any(t["Status"]["State"] == "running" for t in tasks):
+            return
+        if any(t["Status"]["State"] in ("failed", "rejected") for t in tasks):
+            return
+        time.sleep(0.3)
 
 
 def _wait_stopped(project: Project, host: Host, site: VolumeSite, deadline: float) -> None:

@@ -387,6 +387,10 @@ class Service:
                 for container in engine.containers.items:
                     if container.labels.get(SERVICE_NAME_LABEL) == self.name:
                         container.attrs["State"]["Status"] = "exited"
+        elif self.task_list and all(t["DesiredState"] == "shutdown" for t in self.task_list):
+            node = self.task_list[-1].get("NodeID", "")  # a new task, where the last one ran
+            self.task_list.append({"ID": next(self.client.ids), "NodeID": node, "DesiredState": "running",
+                                   "Status": {"State": "running", "Err": ""}})  # fmt: skip
         return True
 
     def remove(self) -> bool:
