@@ -4,7 +4,8 @@ A single-node swarm on the main engine: the host's odd tree (names with spaces, 
 unicode, modes, setuid, links, a sparse 1 GiB file, root's files) goes through `backup` (its
 task paused on the node, the same task running after), `down --volumes`, `restore` and `up`
 and comes back identical; a `restore --force` over a running host scales its service to 0 and
-back, and leaves the service as `up` made it.
+back, and leaves the service as `up` made it. On the multi-node rig (scripts/swarm.sh), a host
+pinned to a worker node is backed up and restored through that node's engine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from .conftest_swarm import multinode_swarm  # noqa: F401  (the fixture)
 from .test_backup import POPULATE, TREE
 
 pytestmark = pytest.mark.e2e
@@ -89,3 +91,53 @@ def test_a_swarm_hosts_backup_down_volumes_restore_up_gives_the_same_tree(shared
     status = {e["host"]: e for e in json.loads(stack.devbox("status", "--json").stdout)}
     assert status["master"]["state"] == "running"
     assert Path(folder / name).is_file()
+
+
+def test_on_the_rig_a_host_pinned_to_another_node_is_backed_up_and_restored_on_that_node(multinode_swarm, make_stack,  # noqa: F811
+                                                                                        tmp_path):  # fmt: skip
+    """devbox talks to the manager (n1); the host runs on n2, whose engine holds its volumes: the
+    copies go through n2's engine (its devbox.docker-host label), in both directions."""
+    rig = multinode_swarm
+    rig.load("devbox-test/bookworm:base", rig.manager.name)
+    stack = make_stack(["b"], engine="swarm", image={"registry": f"{rig.registry}/e2e"},
+                       defaults={"bind_address": "0.0.0.0", "volumes": ["data:/data"]})  # fmt: skip
+    stack.spec["hosts"]["b"]["node"] = "n2"
+    stack.write_spec()
+    env = {"DOCKER_HOST": rig.manager.docker_host}
+
+    def run(*args: str, check: bool = True) -> Any:
+        return stack.devbox(*args, env=env, check=check)
+
+    def tree() -> str:
+        return str(run("exec", "b", "--", "sh", "-c", TREE).stdout)
+
+    def volumes(node: str) -> list[str]:
+        client = rig.client(node)
+        try:
+            return sorted(v.name for v in client.volumes.list(filters={"name": stack.name}))
+        finally:
+            client.close()
+
+    try:
+        run("up")
+        run("exec", "b", "--", "sh", "-c", POPULATE)
+        before = tree()
+        folder = tmp_path / "backups"
+        made = run("backup", "--to", str(folder))
+        assert "during the copy on node n2" in made.stderr and "on node n2" in made.stderr, made.stderr
+        [name] = [p.name for p in folder.iterdir()]
+
+        run("down", "--volumes", "--yes")
+        assert volumes("n2") == [] and volumes("n1") == []
+        restored = run("restore", str(folder / name))
+        assert "login ok" in restored.stdout and rig.nodes["n2"].address in restored.stdout, restored.stdout
+        assert volumes("n2") == [f"{stack.name}_b-home", f"{stack.name}_data"] and volumes("n1") == []
+        assert tree() == before
+    finally:
+        run("down", "--volumes", "--yes", check=False)
+        for node in rig.nodes:
+            client = rig.client(node)
+            for volume in client.volumes.list(filters={"name": stack.name}):
+                with contextlib.suppress(Exception):
+                    volume.remove(force=True)
+            client.close()
