@@ -320,6 +320,11 @@ class Images:
         return iter(self.push_events if self.push_events is not None else
                     [{"status": "Pushed"}, {"status": f"{tag}: digest: {digest}", "aux": {"Tag": tag, "Digest": digest}}])
 
+    def pull(self, repository: str, tag: str | None = None) -> Image:
+        """Pulled from a registry: the image, named by what was pulled (REPO@sha256:... too)."""
+        self.client.record("images.pull", repository=repository, tag=tag)
+        return self.add(f"{repository}:{tag}" if tag else repository)
+
     def get(self, name: str) -> Image:
         self.client.record("images.get", name=name)
         for image in self.items:

@@ -155,12 +155,12 @@ def helpers(monkeypatch):
     return calls
 
 
-def _swarm_project(tmp_path, said, hosts=None):
+def _swarm_project(tmp_path, said, hosts=None, **changes):
     from devbox.engines import open_project
 
     from .helpers import make_spec
 
-    spec = make_spec(tmp_path, engine="swarm", hosts=hosts or SWARM_HOSTS)
+    spec = make_spec(tmp_path, engine="swarm", hosts=hosts or SWARM_HOSTS, **changes)
     return open_project(spec, tmp_path / ".devbox", say=said.append, environ={})
 
 
@@ -260,3 +260,24 @@ def test_a_node_out_of_reach_or_an_unpinned_host_of_several_nodes_is_refused_in_
     with pytest.raises(UsageError) as nowhere:
         backup_hosts(project, ["a"], None)
     assert "hosts.a has no task and no node: on a swarm of 2 nodes" in str(nowhere.value)
+
+
+def test_a_restore_onto_a_node_without_the_image_pulls_it_there_from_the_registry(swarm_of_two, helpers, tmp_path,
+                                                                                  said, monkeypatch):  # fmt: skip
+    from devbox import backup_ops
+
+    manager, node2 = swarm_of_two
+    images: list[str] = []
+    real_run = backup_ops._run
+    monkeypatch.setattr(backup_ops, "_run", lambda project, image, *args, **kwargs: (
+        images.append(image), real_run(project, image, *args, **kwargs))[1])  # fmt: skip
+    project = _swarm_project(tmp_path, said, hosts={"b": {"ssh_port": 4433, "node": "n2"}},
+                             image={"base": "debian:bookworm", "registry": "registry.local:5000/lab"})
+    manager.images.add(project.render().image_tag)  # built on the manager; n2 has nothing (no service ran there)
+    path = tmp_path / "b.tar.zst"
+    _write(path, host="b")
+    assert backup_ops.restore(project, path, None, False) == "b"
+    [pulled] = node2.called("images.pull")
+    assert pulled["repository"].startswith("registry.local:5000/lab") and "@sha256:" in pulled["repository"]
+    assert set(images) == {pulled["repository"]} and {client for _, client in helpers} == {node2}
+    assert [v.name for v in node2.volumes.items] == ["lab_b-home"] and manager.volumes.items == []
