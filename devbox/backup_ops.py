@@ -7,8 +7,10 @@ get_archive/put_archive keep none of the last three) mounts the volumes and runs
 standard output (or input) streams through the SDK's attach socket. Compression happens here,
 with zstandard, into the archive devbox.backup describes.
 
-backup and restore: compose hosts only for now. The helpers take another engine's client too:
-devbox.engines.swarm_move copies a moving swarm host's volumes between two nodes with them.
+Every engine alike: the engine says where a host's volumes are (``Engine.volume_site``: this
+machine's engine under compose, the engine of the host's node on a swarm) and how to stop the
+host for a restore (``Engine.stopped_for_restore``); the helpers run on that engine's client.
+devbox.engines.swarm_move copies a moving swarm host's volumes between two nodes with them too.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from devbox.render import home_directory, home_volume
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
+    from devbox.engines.base import VolumeSite
     from devbox.project import Project
     from devbox.spec import Host
 
@@ -78,14 +81,9 @@ def host_volumes(project: Project, host: Host) -> list[backup.Volume]:
     return found
 
 
-def _refuse_swarm(project: Project) -> None:
-    """One line before anything is touched: on a swarm a host's volumes are on its node's engine."""
-    if project.spec.engine != "compose":
-        home = f"{project.spec.project}_HOST-home"
-        raise UsageError(f"{project.spec.source}: backup and restore work on compose hosts for now (engine: "
-                         f"{project.spec.engine}); on the host's node run `docker run --rm -v {home}:/v:ro "
-                         f"debian:bookworm tar -C /v --numeric-owner -cf - . | zstd > HOST.tar.zst` "
-                         "(`devbox status` names the node)")  # fmt: skip
+def has_volume(client: Any, name: str) -> bool:
+    """Whether the engine has the volume ``name`` (its name filter matches parts of names too)."""
+    return any(v.name == name for v in client.volumes.list(filters={"name": name}))
 
 
 # --------------------------------------------------------------------------- helper containers
@@ -246,21 +244,25 @@ class Meter:
         return time.monotonic() - self.started
 
 
-def _project_image(project: Project, container: Container | None) -> str:
-    """The image a helper runs: the host's own, else the project's newest (it has GNU tar)."""
-    if container is not None:
-        return str(container.attrs.get("Image") or container.image.id)
-    images = project.client.images.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
+def _project_image(project: Project, site: VolumeSite) -> str:
+    """The image a helper runs on the site's engine: the host's own, else the project's newest
+    there (it has GNU tar)."""
+    if site.container is not None:
+        return str(site.container.attrs.get("Image") or site.container.image.id)
+    images = site.client.images.list(filters={"label": f"{LABEL_PREFIX}project={project.spec.project}"})
     mine = [i for i in images if (i.labels or {}).get(OWNER_LABEL, project.owner) == project.owner]
     if not mine:
-        raise UsageError(f"{project.spec.project} has no image to copy with: run `devbox up` first")
+        raise UsageError(f"{project.spec.project} has no image to copy with{site.where}: run `devbox up` first")
     return str(max(mine, key=lambda i: str(i.attrs.get("Created", ""))).id)
 
 
 @contextlib.contextmanager
-def _held_still(project: Project, host: str, container: Container | None, live: bool) -> Iterator[str]:
+def _held_still(project: Project, host: str, site: VolumeSite, live: bool) -> Iterator[str]:
     """Pause a running host for the copy (a point-in-time copy; its processes keep their
-    state and resume) and resume it however the copy ends; yields how it was copied."""
+    state and resume) and resume it however the copy ends; yields how it was copied. On a
+    swarm the task's container is paused on its node (the engine stops health checks while a
+    container is paused, so the swarm does not replace it)."""
+    container = site.container
     if container is None or container.status not in ("running", "paused"):
         yield "stopped"
         return
@@ -273,7 +275,8 @@ def _held_still(project: Project, host: str, container: Container | None, live: 
         yield "paused"
     finally:
         container.unpause()
-        project.say(f"{host}: paused for {time.monotonic() - started:.1f} s during the copy, running again")
+        project.say(f"{host}: paused for {time.monotonic() - started:.1f} s during the copy{site.where}, "
+                    "running again")
 
 
 @talks_to_engine
@@ -283,19 +286,18 @@ def backup_hosts(project: Project, names: list[str], to: str | None, *, live: bo
     """Back up each host into an archive of its own (``to``: a folder, or "-": ``stdout``);
     returns the archives written. With ``keep``, older backups beyond the newest ``keep`` of
     each host are removed, once the new one is verified."""
-    _refuse_swarm(project)
     hosts = [project.host(name) for name in names] if names else list(project.spec.hosts)
     if to == "-" and len(hosts) != 1:
         raise UsageError("--to - streams one archive: name one host (devbox backup HOST --to -)")
     written: list[Path] = []
     with project.lock():
-        ours = project.containers()
         for host in hosts:
+            site = project.engine.volume_site(project, host)
             if to == "-":
-                _backup_host(project, host, ours.get(host.name), stdout or _no_stdout(), live, progress)
+                _backup_host(project, host, site, stdout or _no_stdout(), live, progress)
                 continue
             folder = Path(to) if to else default_folder(project)
-            written.append(_backup_to_folder(project, host, ours.get(host.name), folder, live, progress))
+            written.append(_backup_to_folder(project, host, site, folder, live, progress))
             if keep is not None:
                 _prune(project, folder, host.name, keep)
     return written
@@ -305,7 +307,7 @@ def _no_stdout() -> BinaryIO:
     raise UsageError("--to - needs a standard output to write to")
 
 
-def _backup_to_folder(project: Project, host: Host, container: Container | None, folder: Path, live: bool,
+def _backup_to_folder(project: Project, host: Host, site: VolumeSite, folder: Path, live: bool,
                       progress: Progress | None) -> Path:  # fmt: skip
     """Write under a hidden partial name, verify, then rename: a crash, Ctrl-C or a full disk
     never leaves a file that looks like a backup."""
@@ -317,7 +319,7 @@ def _backup_to_folder(project: Project, host: Host, container: Container | None,
     final, partial = folder / name, folder / backup.partial_name(name)
     try:
         with partial.open("xb") as file:
-            trailer = _backup_host(project, host, container, file, live, progress)
+            trailer = _backup_host(project, host, site, file, live, progress)
             file.flush()
             os.fsync(file.fileno())
         backup.verify(backup.read_archive(partial))
@@ -343,27 +345,28 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def _backup_host(project: Project, host: Host, container: Container | None, sink: BinaryIO, live: bool,
+def _backup_host(project: Project, host: Host, site: VolumeSite, sink: BinaryIO, live: bool,
                  progress: Progress | None) -> dict[str, Any]:  # fmt: skip
-    """Copy one host's volumes into ``sink`` as an archive; returns its trailer."""
+    """Copy one host's volumes into ``sink`` as an archive, on the engine that holds them;
+    returns its trailer."""
     volumes = host_volumes(project, host)
     if not volumes:
         raise UsageError(f"hosts.{host.name}: it has no named volumes and no home volume: nothing to back up")
-    missing = [v.name for v in volumes if not project.client.volumes.list(filters={"name": f"^{v.name}$"})]
+    missing = [v.name for v in volumes if not has_volume(site.client, v.name)]
     if missing:
-        raise UsageError(f"{host.name}: no volume {', '.join(missing)} on the engine (run `devbox up {host.name}` "
-                         "first)")  # fmt: skip
-    image = _project_image(project, container)
+        raise UsageError(f"{host.name}: no volume {', '.join(missing)} on the engine{site.where} (run "
+                         f"`devbox up {host.name}` first)")  # fmt: skip
+    image = _project_image(project, site)
     pairs = [(v.name, v.key) for v in volumes]
     started = time.monotonic()
-    with _held_still(project, host.name, container, live) as consistency:
+    with _held_still(project, host.name, site, live) as consistency:
         survey = _run(project, image, SURVEY, [project.spec.image.user, *(f"{MOUNTS}/{v.key}" for v in volumes)],
-                      _mounts(pairs, read_only=True))  # fmt: skip
+                      _mounts(pairs, read_only=True), client=site.client)  # fmt: skip
         uid, gid, sizes = int(survey[0]), int(survey[1]), [int(s) for s in survey[2:]]
         sized = [backup.Volume(v.key, v.name, v.target, v.home, size) for v, size in zip(volumes, sizes, strict=True)]
-        project.say(f"{host.name}: copying {', '.join(v.key for v in sized)} ({backup.human_size(sum(sizes))}"
-                    f"{'; live: crash-consistent at best' if consistency == 'live' else ''})")  # fmt: skip
-        writer = backup.Writer(sink, _manifest(project, host, container, image, uid, gid, sized, consistency))
+        project.say(f"{host.name}: copying {', '.join(v.key for v in sized)} ({backup.human_size(sum(sizes))})"
+                    f"{site.where}{'; live: crash-consistent at best' if consistency == 'live' else ''}")  # fmt: skip
+        writer = backup.Writer(sink, _manifest(project, host, site, image, uid, gid, sized, consistency))
         meter = Meter(sum(sizes), progress)
 
         def take(data: bytes) -> None:
@@ -371,13 +374,13 @@ def _backup_host(project: Project, host: Host, container: Container | None, sink
             meter.add(len(data))
 
         code, errors = stream_out(project, image, [*backup.TAR_CREATE, "-C", MOUNTS, *(v.key for v in sized)],
-                                  _mounts(pairs, read_only=True), take)  # fmt: skip
+                                  _mounts(pairs, read_only=True), take, client=site.client)  # fmt: skip
     if code != 0 and not (live and code == 1):  # 1: a file changed as it was read (live copies)
         raise EngineError(f"{host.name}: the copy failed: {_tar_problem(errors, code)}")
     return writer.finish({"seconds": round(time.monotonic() - started, 3), "tar_exit": code})
 
 
-def _manifest(project: Project, host: Host, container: Container | None, image: str, uid: int, gid: int,
+def _manifest(project: Project, host: Host, site: VolumeSite, image: str, uid: int, gid: int,
               volumes: list[backup.Volume], consistency: str) -> dict[str, Any]:  # fmt: skip
     from importlib.metadata import version
 
@@ -386,7 +389,7 @@ def _manifest(project: Project, host: Host, container: Container | None, image: 
         spec_text = spec_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         spec_text = ""
-    found = project.client.images.get(image)
+    found = site.client.images.get(image)
     return backup.manifest(
         version=version("devbox"), project=project.spec.project, host=host.name, spec_file=spec_path.name,
         spec_text=spec_text, image=(found.tags or [image])[0], image_id=str(found.id),
@@ -422,26 +425,40 @@ def _targets(project: Project, host: Host, archive: backup.Archive) -> list[tupl
     return pairs
 
 
-def _ensure_volumes(project: Project, names: list[tuple[str, str]]) -> None:
-    """Create the volumes a restore fills, labelled as `up` makes them (compose takes them as
-    its own, and they carry this spec's owner)."""
-    client = project.client
+def _ensure_volumes(project: Project, client: Any, names: list[tuple[str, str]]) -> None:
+    """Create the volumes a restore fills on the engine that will mount them, labelled as `up`
+    makes them (compose takes them as its own, and they carry this spec's owner)."""
     for name, key in names:
-        if not client.volumes.list(filters={"name": f"^{name}$"}):
+        if not has_volume(client, name):
             client.volumes.create(name, driver="local", labels={
                 COMPOSE_PROJECT_LABEL: project.spec.project, **project.owner_labels(),
                 "com.docker.compose.volume": key})  # fmt: skip
 
 
-def _restore_image(project: Project) -> str:
-    """The project's image for the helper, built first when this engine lacks it (a restore on
-    a new machine)."""
+def _restore_image(project: Project, site: VolumeSite) -> str:
+    """The project's image for the helper on the site's engine, built first when this engine
+    lacks it (a restore on a new machine). Another swarm node lacking it: the project's newest
+    image there, else the one `up` pushes to image.registry, pulled there."""
     from devbox.engines.base import build_image
 
     rendered = project.render()
-    if not project.client.images.list(name=rendered.image_tag):
-        build_image(project, rendered.image_tag)
-    return rendered.image_tag
+    tag = rendered.image_tag
+    if site.client.images.list(name=tag):
+        return tag
+    if site.client is not project.client:
+        with contextlib.suppress(UsageError):
+            return _project_image(project, site)
+        if not project.spec.image.registry:
+            raise UsageError(f"{project.spec.source}: the engine{site.where} has no image of {project.spec.project} "
+                             "for the copy helper: set image.registry (then restore pulls it there), or load "
+                             f"the image {tag} there (`docker save {tag} | docker load`)")  # fmt: skip
+    if not project.client.images.list(name=tag):
+        build_image(project, tag)
+    if site.client is project.client:
+        return tag
+    reference = project.engine.publish(project, rendered)
+    site.client.images.pull(reference)
+    return reference
 
 
 @talks_to_engine
@@ -453,46 +470,27 @@ def restore(project: Project, path: Path, host_name: str | None, force: bool,
     ``force``; what they held is set aside in each volume (``.devbox-replaced-*``) and put back
     if the restore fails or is interrupted, removed only once the restore is verified.
     """
-    _refuse_swarm(project)
     started = time.monotonic()
     archive = backup.read_archive(path)
     backup.verify(archive)
     host = project.host(host_name or archive.host)
     pairs = _targets(project, host, archive)
     with project.lock():
-        container = project.containers().get(host.name)
-        image = _restore_image(project)
-        _ensure_volumes(project, [(name, volume.key) for volume, name in pairs])
+        site = project.engine.volume_site(project, host, restoring=True)
+        client = site.client
+        image = _restore_image(project, site)
+        _ensure_volumes(project, client, [(name, volume.key) for volume, name in pairs])
         mounts = _mounts([(name, volume.key) for volume, name in pairs], read_only=False)
         folders = [f"{MOUNTS}/{volume.key}" for volume, _ in pairs]
-        survey = _run(project, image, OCCUPIED, [project.spec.image.user, *folders], mounts)
+        survey = _run(project, image, OCCUPIED, [project.spec.image.user, *folders], mounts, client=client)
         uid, gid = int(survey[0]), int(survey[1])
         occupied = [name for (_volume, name), used in zip(pairs, survey[2:], strict=True) if used != "0"]
         if occupied and not force:
             raise UsageError(f"{', '.join(occupied)} already hold files: restoring would replace them; pass --force "
                              "(what they hold is kept until the restore is verified)")  # fmt: skip
-        if container is not None and container.status in ("running", "paused", "restarting"):
-            project.say(f"{host.name}: stopping it for the restore")
-            if container.status == "paused":
-                container.unpause()
-            container.stop(timeout=10)
-        stash = f".devbox-replaced-{secrets.token_hex(4)}"
-        _run(project, image, STASH, [stash, *folders], mounts)
-        project.say(f"{host.name}: restoring {', '.join(v.key for v, _ in pairs)} "
-                    f"({backup.human_size(sum(v.size for v, _ in pairs))}) from {path.name}")
-        try:
-            _extract(project, archive, image, mounts, progress)
-            if (uid, gid) != (archive.manifest["uid"], archive.manifest["gid"]):
-                project.say(f"{host.name}: files of uid {archive.manifest['uid']}:{archive.manifest['gid']} "
-                            f"become {uid}:{gid}, this spec's user")  # fmt: skip
-                _run(project, image, REOWN, [stash, str(archive.manifest["uid"]), str(archive.manifest["gid"]),
-                                             str(uid), str(gid), *folders], mounts)  # fmt: skip
-        except BaseException:
-            with contextlib.suppress(Exception):
-                _run(project, image, PUT_BACK, [stash, *folders], mounts)
-                project.say(f"{host.name}: the restore did not complete; its volumes hold what they held before")
-            raise
-        _run(project, image, DROP, [stash, *folders], mounts)
+        with project.engine.stopped_for_restore(project, host, site):
+            _refill(project, host, archive, client, image, mounts, folders, (uid, gid), progress)
+
     replaced = f"; replaced what {', '.join(occupied)} held" if occupied else ""
     project.say(f"{host.name}: restored {', '.join(v.key for v, _ in pairs)} from {path.name} (made "
                 f"{archive.created}, {archive.manifest.get('consistency')}){replaced} in "
@@ -500,7 +498,31 @@ def restore(project: Project, path: Path, host_name: str | None, force: bool,
     return host.name
 
 
-def _extract(project: Project, archive: backup.Archive, image: str, mounts: list[Any],
+def _refill(project: Project, host: Host, archive: backup.Archive, client: Any, image: str, mounts: list[Any],
+            folders: list[str], owner: tuple[int, int], progress: Progress | None) -> None:  # fmt: skip
+    """Set the volumes' contents aside, extract the archive, re-own; the old contents put back
+    if that fails or is interrupted, dropped once it is done."""
+    uid, gid = owner
+    stash = f".devbox-replaced-{secrets.token_hex(4)}"
+    _run(project, image, STASH, [stash, *folders], mounts, client=client)
+    project.say(f"{host.name}: restoring {', '.join(v.key for v in archive.volumes)} "
+                f"({backup.human_size(sum(v.size for v in archive.volumes))}) from {archive.path.name}")
+    try:
+        _extract(project, archive, client, image, mounts, progress)
+        if (uid, gid) != (archive.manifest["uid"], archive.manifest["gid"]):
+            project.say(f"{host.name}: files of uid {archive.manifest['uid']}:{archive.manifest['gid']} "
+                        f"become {uid}:{gid}, this spec's user")  # fmt: skip
+            _run(project, image, REOWN, [stash, str(archive.manifest["uid"]), str(archive.manifest["gid"]),
+                                         str(uid), str(gid), *folders], mounts, client=client)  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _run(project, image, PUT_BACK, [stash, *folders], mounts, client=client)
+            project.say(f"{host.name}: the restore did not complete; its volumes hold what they held before")
+        raise
+    _run(project, image, DROP, [stash, *folders], mounts, client=client)
+
+
+def _extract(project: Project, archive: backup.Archive, client: Any, image: str, mounts: list[Any],
              progress: Progress | None) -> None:  # fmt: skip
     """Stream the archive's tar into tar -x in a helper; checks the stream against the trailer."""
     import hashlib
@@ -516,7 +538,7 @@ def _extract(project: Project, archive: backup.Archive, image: str, mounts: list
             meter.add(len(chunk))
             yield chunk
 
-    code, errors = stream_in(project, image, [*backup.TAR_EXTRACT, "-C", MOUNTS], mounts, chunks())
+    code, errors = stream_in(project, image, [*backup.TAR_EXTRACT, "-C", MOUNTS], mounts, chunks(), client=client)
     if code != 0:
         raise EngineError(f"{archive.path}: the restore failed: {_tar_problem(errors, code)}")
     if digest.hexdigest() != archive.trailer["tar_sha256"]:

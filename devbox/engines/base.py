@@ -8,6 +8,7 @@ one engine once (``Project.engine``) and never ask which one they have.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,17 @@ class Reach:
     unreachable: dict[str, str] = field(default_factory=dict)
     # what the engine knows beyond the container (a swarm: node, its address, task state), by host
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VolumeSite:
+    """Where one host's volumes are, for `backup` and `restore` (devbox.backup_ops): the engine
+    that holds them (this machine's; on a swarm, the engine of the host's node), the host's
+    container there if it has one, and where that is, said in messages (" on node n2")."""
+
+    client: Any
+    container: Container | None
+    where: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,6 +231,25 @@ class Engine(ABC):
         """Memory reservations as the engine applied them, by host, where the container does not
         say (a swarm service holds them); None: read them from each container."""
         return None
+
+    # ---- backup and restore (devbox.backup_ops runs the copies, the same on every engine)
+
+    def volume_site(self, project: Project, host: Host, *, restoring: bool = False) -> VolumeSite:
+        """Where ``host``'s volumes are (``restoring``: where they must be for it to find them).
+        Raises UsageError or EngineError, one line, when that engine cannot be reached."""
+        return VolumeSite(project.client, project.containers().get(host.name))
+
+    @contextlib.contextmanager
+    def stopped_for_restore(self, project: Project, host: Host, site: VolumeSite) -> Iterator[None]:
+        """Keep the host stopped while its volumes are refilled; the caller starts it after
+        (`up`). Compose: its container is stopped, and started by `up`."""
+        container = site.container
+        if container is not None and container.status in ("running", "paused", "restarting"):
+            project.say(f"{host.name}: stopping it for the restore")
+            if container.status == "paused":
+                container.unpause()
+            container.stop(timeout=10)
+        yield
 
 
 def build_image(project: Project, tag: str) -> None:

@@ -20,8 +20,19 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devbox.docker_api import StartWatch, talks_to_engine
-from devbox.engines.base import MAPPED, DoctorLine, Engine, Observed, Plan, Reach, claim_problems, unsupported
+from devbox.engines.base import (
+    MAPPED,
+    DoctorLine,
+    Engine,
+    Observed,
+    Plan,
+    Reach,
+    VolumeSite,
+    claim_problems,
+    unsupported,
+)
 from devbox.engines.preflight import port_problems, raise_all, resource_problems
+from devbox.engines.swarm_backup import TASK_ALIVE, scaled_down, volume_site
 from devbox.engines.swarm_move import Move, planned_moves
 from devbox.engines.swarm_move import consent as consent_to_move
 from devbox.engines.swarm_move import copy as copy_volumes
@@ -435,7 +446,7 @@ def _stop_and_remove(service: Any, seconds: float = 60) -> None:
     service.remove()
 
 
-_TASK_ALIVE = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running")
+_TASK_ALIVE = TASK_ALIVE
 
 
 def _wait_gone(project: Project, host: str, ran_on: set[str] | None = None, seconds: float = 60) -> None:
@@ -675,6 +686,25 @@ class SwarmEngine(Engine):
 
     def reach(self, project: Project) -> Reach:
         return reach(project)
+
+    def volume_site(self, project: Project, host: Host, *, restoring: bool = False) -> VolumeSite:
+        """The engine of the host's node (devbox.engines.swarm_backup); on an engine that is no
+        manager (DOCKER_HOST pointing at the node itself), that engine."""
+        if _manager_problems(project):
+            return super().volume_site(project, host, restoring=restoring)
+        return volume_site(project, host, _services(project), read_nodes(project.client), _own_node(project),
+                           restoring=restoring)  # fmt: skip
+
+    @contextlib.contextmanager
+    def stopped_for_restore(self, project: Project, host: Host, site: VolumeSite) -> Iterator[None]:
+        """The service scaled to 0 for the restore and back after (a stopped task's container
+        would be restarted by the swarm)."""
+        if _manager_problems(project):
+            with super().stopped_for_restore(project, host, site):
+                yield
+            return
+        with scaled_down(project, host, _services(project).get(host.name), site):
+            yield
 
     def memory_reservations(self, project: Project) -> dict[str, int] | None:
         return memory_reservations(project)

@@ -193,6 +193,14 @@ class Container:
         self.client.record("container.start", name=self.name)
         self.attrs["State"]["Status"] = "running"
 
+    def pause(self) -> None:
+        self.client.record("container.pause", name=self.name)
+        self.attrs["State"]["Status"] = "paused"
+
+    def unpause(self) -> None:
+        self.client.record("container.unpause", name=self.name)
+        self.attrs["State"]["Status"] = "running"
+
     def remove(self, force: bool = False) -> None:
         self.client.record("container.remove", name=self.name, force=force)
         if self.status == "running" and not force:
@@ -319,6 +327,11 @@ class Images:
         return iter(self.push_events if self.push_events is not None else
                     [{"status": "Pushed"}, {"status": f"{tag}: digest: {digest}", "aux": {"Tag": tag, "Digest": digest}}])
 
+    def pull(self, repository: str, tag: str | None = None) -> Image:
+        """Pulled from a registry: the image, named by what was pulled (REPO@sha256:... too)."""
+        self.client.record("images.pull", repository=repository, tag=tag)
+        return self.add(f"{repository}:{tag}" if tag else repository)
+
     def get(self, name: str) -> Image:
         self.client.record("images.get", name=name)
         for image in self.items:
@@ -383,12 +396,21 @@ class Service:
         return copy.deepcopy(found)
 
     def scale(self, replicas: int) -> bool:
-        """Scaling to 0 shuts its tasks down at once."""
+        """Scaling to 0 shuts its tasks down at once, and stops their containers on whichever node."""
         self.client.record("service.scale", name=self.name, replicas=replicas)
+        self.attrs["Spec"]["Mode"] = {"Replicated": {"Replicas": replicas}}
         if replicas == 0:
             for task in self.task_list:
                 task["DesiredState"] = "shutdown"
                 task["Status"]["State"] = "shutdown"
+            for engine in (self.client, *self.client.workers):
+                for container in engine.containers.items:
+                    if container.labels.get(SERVICE_NAME_LABEL) == self.name:
+                        container.attrs["State"]["Status"] = "exited"
+        elif self.task_list and all(t["DesiredState"] == "shutdown" for t in self.task_list):
+            node = self.task_list[-1].get("NodeID", "")  # a new task, where the last one ran
+            self.task_list.append({"ID": next(self.client.ids), "NodeID": node, "DesiredState": "running",
+                                   "Status": {"State": "running", "Err": ""}})  # fmt: skip
         return True
 
     def remove(self) -> bool:
