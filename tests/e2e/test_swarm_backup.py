@@ -43,7 +43,7 @@ def shared_swarm(docker_client: Any) -> Iterator[Any]:
 
 
 def _root(stack: Any, command: str) -> str:
-    return stack.devbox("exec", "master", "--", "sh", "-c", command).stdout
+    return stack.devbox("exec", "--root", "master", "--", "sh", "-c", command).stdout
 
 
 def _task_containers(client: Any, stack: Any) -> list[str]:
@@ -109,7 +109,7 @@ def test_on_the_rig_a_host_pinned_to_another_node_is_backed_up_and_restored_on_t
         return stack.devbox(*args, env=env, check=check)
 
     def tree() -> str:
-        return str(run("exec", "b", "--", "sh", "-c", TREE).stdout)
+        return str(run("exec", "--root", "b", "--", "sh", "-c", TREE).stdout)
 
     def volumes(node: str) -> list[str]:
         client = rig.client(node)
@@ -120,7 +120,7 @@ def test_on_the_rig_a_host_pinned_to_another_node_is_backed_up_and_restored_on_t
 
     try:
         run("up")
-        run("exec", "b", "--", "sh", "-c", POPULATE)
+        run("exec", "--root", "b", "--", "sh", "-c", POPULATE)
         before = tree()
         folder = tmp_path / "backups"
         made = run("backup", "--to", str(folder))
