@@ -112,9 +112,11 @@ class Writer:
 
     Keeps the checksums on the way (sha256 of the tar stream and of the compressed bytes), so a
     finished file is verified by reading it back once (``verify_file``), not by decompressing it.
+    ``threads``: zstd's workers; one (as the `zstd` program uses by default) compresses beside
+    the thread that reads the stream and hashes it, instead of in turn with it.
     """
 
-    def __init__(self, sink: BinaryIO, manifest: dict[str, Any], threads: int = 0) -> None:
+    def __init__(self, sink: BinaryIO, manifest: dict[str, Any], threads: int = 1) -> None:
         import zstandard
 
         self.sink = sink

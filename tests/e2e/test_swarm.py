@@ -22,7 +22,8 @@ def test_spec_runs_as_swarm_services(swarm, make_stack):  # swarm first: its tea
     services = {s.name: s for s in swarm.services.list(filters={"label": f"devbox.project={stack.name}"})}
     assert set(services) == {f"{stack.name}_master", f"{stack.name}_worker"}
     secrets = [s.name for s in swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})]
-    assert len(secrets) == 6  # passwords, sshd settings, host key for each host (no keys given)
+    # passwords, sshd settings, host key and the named volumes to hand to the user, for each host (no keys given)
+    assert len(secrets) == 8
     assert not any(stack.password("master") in json.dumps(s.attrs) for s in services.values())
 
     again = stack.devbox("up")
@@ -39,7 +40,7 @@ def test_spec_runs_as_swarm_services(swarm, make_stack):  # swarm first: its tea
     assert "recreating" in up.stdout and "files written outside their volumes start fresh" in up.stdout
     assert login(stack.target("master", password=stack.password("master"))).ok
     assert not login(stack.target("master", password=old)).ok
-    assert len(swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})) == 6
+    assert len(swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})) == 8
     table = stack.devbox("status").stdout.splitlines()
     assert table[0].split()[:3] == ["HOST", "NODE", "TASK"] and table[0].split()[-1] == "SSH"
     assert table[1].split()[0] == "master" and table[1].split()[2] == "running" and "ssh -p" in table[1]
@@ -51,7 +52,7 @@ def test_spec_runs_as_swarm_services(swarm, make_stack):  # swarm first: its tea
     assert "removing worker: no longer in" in up.stdout and "nothing changed: 1 hosts" in up.stdout
     services = {s.name for s in swarm.services.list(filters={"label": f"devbox.project={stack.name}"})}
     assert services == {f"{stack.name}_master"}
-    assert len(swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})) == 3
+    assert len(swarm.secrets.list(filters={"label": f"devbox.project={stack.name}"})) == 4
 
     stack.devbox("down")
     assert not swarm.services.list(filters={"label": f"devbox.project={stack.name}"})
