@@ -55,6 +55,7 @@ STASH = ('set -e; s=$1; shift; for d; do mkdir "$d/$s"; '
 DROP = 'set -e; s=$1; shift; for d; do touch -r "$d" /tmp/t; rm -rf -- "$d/$s"; touch -r /tmp/t "$d"; done'
 PUT_BACK = ('set -e; s=$1; shift; for d; do find "$d" -mindepth 1 -maxdepth 1 ! -name "$s" -exec rm -rf -- {} +; '
             'find "$d/$s" -mindepth 1 -maxdepth 1 -exec mv -t "$d" -- {} +; rmdir "$d/$s"; done')  # fmt: skip
+CLEAR = 'set -e; for d; do find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +; done'
 # chown by root clears setuid/setgid bits (the kernel does): re-owned files lose them
 REOWN = ('set -e; s=$1; ou=$2; og=$3; nu=$4; ng=$5; shift 5; for d; do '
          'chown -h --from="$ou" "$nu" "$d"; chown -h --from=":$og" ":$ng" "$d"; '
@@ -489,7 +490,7 @@ def restore(project: Project, path: Path, host_name: str | None, force: bool,
             raise UsageError(f"{', '.join(occupied)} already hold files: restoring would replace them; pass --force "
                              "(what they hold is kept until the restore is verified)")  # fmt: skip
         with project.engine.stopped_for_restore(project, host, site):
-            _refill(project, host, archive, client, image, mounts, folders, (uid, gid), progress)
+            _refill(project, host, archive, client, image, mounts, folders, (uid, gid), progress, bool(occupied))
 
     replaced = f"; replaced what {', '.join(occupied)} held" if occupied else ""
     project.say(f"{host.name}: restored {', '.join(v.key for v, _ in pairs)} from {path.name} (made "
@@ -499,12 +500,16 @@ def restore(project: Project, path: Path, host_name: str | None, force: bool,
 
 
 def _refill(project: Project, host: Host, archive: backup.Archive, client: Any, image: str, mounts: list[Any],
-            folders: list[str], owner: tuple[int, int], progress: Progress | None) -> None:  # fmt: skip
-    """Set the volumes' contents aside, extract the archive, re-own; the old contents put back
-    if that fails or is interrupted, dropped once it is done."""
+            folders: list[str], owner: tuple[int, int], progress: Progress | None,
+            occupied: bool) -> None:  # fmt: skip
+    """Set the volumes' contents aside (when they hold any: ``occupied``), extract the archive,
+    re-own; the old contents put back if that fails or is interrupted (empty volumes emptied
+    again), dropped once it is done. Into empty volumes (after `down --volumes`, on a new
+    machine) nothing is set aside: two helper containers fewer."""
     uid, gid = owner
     stash = f".devbox-replaced-{secrets.token_hex(4)}"
-    _run(project, image, STASH, [stash, *folders], mounts, client=client)
+    if occupied:
+        _run(project, image, STASH, [stash, *folders], mounts, client=client)
     project.say(f"{host.name}: restoring {', '.join(v.key for v in archive.volumes)} "
                 f"({backup.human_size(sum(v.size for v in archive.volumes))}) from {archive.path.name}")
     try:
@@ -516,10 +521,14 @@ def _refill(project: Project, host: Host, archive: backup.Archive, client: Any, 
                                          str(uid), str(gid), *folders], mounts, client=client)  # fmt: skip
     except BaseException:
         with contextlib.suppress(Exception):
-            _run(project, image, PUT_BACK, [stash, *folders], mounts, client=client)
+            if occupied:
+                _run(project, image, PUT_BACK, [stash, *folders], mounts, client=client)
+            else:
+                _run(project, image, CLEAR, folders, mounts, client=client)
             project.say(f"{host.name}: the restore did not complete; its volumes hold what they held before")
         raise
-    _run(project, image, DROP, [stash, *folders], mounts, client=client)
+    if occupied:
+        _run(project, image, DROP, [stash, *folders], mounts, client=client)
 
 
 def _extract(project: Project, archive: backup.Archive, client: Any, image: str, mounts: list[Any],
