@@ -124,8 +124,9 @@ def validate(ctx: Context) -> None:
     """Check the spec and print every problem found."""
     from devbox.operations import validate as run_validate
 
-    spec = ctx.spec()
-    for note in run_validate(spec, ctx.folder(spec)):
+    project = _project(ctx, opt_in_warnings=False)
+    spec = project.spec
+    for note in run_validate(project):
         click.echo(f"note: {note}")
     gpus = sum(1 for host in spec.hosts if host.gpus.wanted)
     click.echo(f"{spec.source}: valid ({len(spec.hosts)} hosts, {gpus} with GPUs)")
@@ -135,14 +136,11 @@ def validate(ctx: Context) -> None:
 @pass_context
 def render_cmd(ctx: Context) -> None:
     """Write Dockerfile, entrypoint.sh, docker-compose.yml and secrets to the output folder."""
-    from devbox.hazards import opt_in_warnings
     from devbox.operations import render
 
-    spec = ctx.spec()
-    folder = ctx.folder(spec)
-    files, changed = render(spec, folder, say=click.echo)
-    for warning in opt_in_warnings(spec):
-        warn(warning)
+    project = _project(ctx)
+    folder = project.folder
+    files, changed = render(project)
     unchanged = len(files) - len(changed)
     for path in changed:
         click.echo(f"wrote {folder / path}")
@@ -152,12 +150,14 @@ def render_cmd(ctx: Context) -> None:
 cli.add_command(render_cmd, name="generate")
 
 
-def _project(ctx: Context, yes: bool = False) -> Any:
+def _project(ctx: Context, yes: bool = False, opt_in_warnings: bool = True) -> Any:
+    """The spec's project, holding its engine (connected only when a command needs it); the
+    spec's opt-in hazards are said first (``opt_in_warnings``: not by validate, which only reads)."""
+    from devbox import hazards
     from devbox.engines import open_project
-    from devbox.hazards import opt_in_warnings
 
     spec = ctx.spec()
-    for warning in opt_in_warnings(spec):
+    for warning in hazards.opt_in_warnings(spec) if opt_in_warnings else ():
         warn(warning)
     return open_project(spec, ctx.folder(spec), say=click.echo, confirm=_asker(yes))
 

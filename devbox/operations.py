@@ -378,39 +378,37 @@ def gpu_usage(project: Project | None, warn: Callable[[str], None] | None = None
 # --------------------------------------------------------------------------- files, no engine
 
 
-def validate(spec: Spec, folder: Path) -> list[str]:
+def validate(project: Project) -> list[str]:
     """The notes `validate` prints for a spec that loaded: its own and the GPU plan's (without
     saving it). Raises SpecError for what loading alone cannot see: a build secret's source
-    missing from this environment."""
-    import os
-
-    from devbox.engines import engine_for
+    missing from this environment. Needs no engine to answer (the project connects lazily)."""
     from devbox.errors import SpecError
     from devbox.project import allocate_gpus_of
     from devbox.spec.rules import build_secret_problems
 
-    missing = build_secret_problems(spec.image, os.environ)
+    spec = project.spec
+    missing = build_secret_problems(spec.image, project.environ)
     if missing:
         raise SpecError(spec.source, missing)
-    allocation = allocate_gpus_of(spec, folder, os.environ, save=False) if engine_for(spec).allocates_gpus else None
+    allocation = (allocate_gpus_of(spec, project.folder, project.environ, save=False)
+                  if project.engine.allocates_gpus else None)  # fmt: skip
     return [*spec.notes, *(allocation.notes if allocation else ())]
 
 
-def render(spec: Spec, folder: Path, say: Callable[[str], None]) -> tuple[list[RenderedFile], list[str]]:
-    """Write the spec's files into ``folder`` under the project's lock, as `up` does (two
+def render(project: Project) -> tuple[list[RenderedFile], list[str]]:
+    """Write the spec's files into the project's folder under its lock, as `up` does (two
     renders of a new project would each generate passwords, and credentials.yaml and
-    secrets/*/passwords could end up disagreeing); returns every file and those written."""
-    import os
-
-    from devbox.engines import engine_for
+    secrets/*/passwords could end up disagreeing); returns every file and those written. Needs
+    no engine to answer."""
     from devbox.project import check_output_folder, generated_note, render_to
     from devbox.state import project_lock
 
+    spec, folder, say = project.spec, project.folder, project.say
     check_output_folder(folder)  # before the lock file is made in it
     with project_lock(folder, on_wait=lambda: say(f"waiting for another devbox command on {spec.project} "
                                                   "to finish...")):  # fmt: skip
-        rendered, changed, created = render_to(spec, folder, os.environ, allocate_gpus=engine_for(spec).allocates_gpus,
-                                               say=say)  # fmt: skip
+        rendered, changed, created = render_to(spec, folder, project.environ,
+                                               allocate_gpus=project.engine.allocates_gpus, say=say)  # fmt: skip
     for line in rendered.notes:
         say(f"note: {line}")
     note = generated_note(folder, created)
