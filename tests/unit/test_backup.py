@@ -197,6 +197,17 @@ def test_a_swarm_hosts_backup_runs_on_its_nodes_engine_with_its_task_paused_ther
     assert archive.host == "b" and [v.key for v in archive.volumes] == ["b-home"]
 
 
+def _archive_of_b(folder):
+    """A backup of host b's home (one small tar), as `devbox backup` writes it."""
+    path = folder / "b.tar.zst"
+    with path.open("wb") as file:
+        writer = backup.Writer(file, {**_manifest("b"), "volumes": [
+            backup.Volume("b-home", "lab_b-home", "/home/developer", True, 6000).as_dict()]})  # fmt: skip
+        writer.write(_tar())
+        writer.finish()
+    return path
+
+
 def test_a_swarm_restore_scales_the_service_to_0_refills_on_its_node_and_scales_it_back(swarm_of_two, helpers,
                                                                                        tmp_path, said):  # fmt: skip
     from devbox.backup_ops import restore
@@ -204,12 +215,7 @@ def test_a_swarm_restore_scales_the_service_to_0_refills_on_its_node_and_scales_
     manager, node2 = swarm_of_two
     project = _swarm_project(tmp_path, said)
     service, container = _deployed_b_on_n2(manager, node2, project)
-    path = tmp_path / "b.tar.zst"
-    with path.open("wb") as file:
-        writer = backup.Writer(file, {**_manifest("b"), "volumes": [
-            backup.Volume("b-home", "lab_b-home", "/home/developer", True, 6000).as_dict()]})  # fmt: skip
-        writer.write(_tar())
-        writer.finish()
+    path = _archive_of_b(tmp_path)
     assert restore(project, path, None, False) == "b"
     assert {client for _, client in helpers} == {node2}
     assert [step for step, _ in helpers] == ["id", "tar-in"]  # occupied?, extract (empty volumes: nothing set aside)
@@ -225,12 +231,7 @@ def test_a_swarm_restore_scales_the_service_back_when_the_copy_fails(swarm_of_tw
     manager, node2 = swarm_of_two
     project = _swarm_project(tmp_path, said)
     _deployed_b_on_n2(manager, node2, project)
-    path = tmp_path / "b.tar.zst"
-    with path.open("wb") as file:
-        writer = backup.Writer(file, {**_manifest("b"), "volumes": [
-            backup.Volume("b-home", "lab_b-home", "/home/developer", True, 6000).as_dict()]})  # fmt: skip
-        writer.write(_tar())
-        writer.finish()
+    path = _archive_of_b(tmp_path)
     monkeypatch.setattr(backup_ops, "stream_in", lambda *args, **kwargs: (2, "tar: disk full"))
     with pytest.raises(EngineError, match="disk full"):
         backup_ops.restore(project, path, None, False)
