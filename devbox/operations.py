@@ -205,22 +205,12 @@ def orphan_status(name: str, container: Container) -> dict[str, Any]:
     it holds files outside its volumes): it still runs, holds its port and its GPUs. Pure."""
     bindings = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
     published = [b for b in bindings.get("22/tcp") or [] if b.get("HostPort")]
-    entry: dict[str, Any] = {
-        "host": name, "state": "missing", "health": None, "in_spec": False,
-        "note": "not in the spec; `up --yes` removes it",
+    return {
+        "host": name, "in_spec": False, "note": "not in the spec; `up --yes` removes it",
         "ssh_port": int(published[0]["HostPort"]) if published else None,
         "bind_address": published[0].get("HostIp") or None if published else None, "gpu_devices": [],
+        **container_status(container),
     }  # fmt: skip
-    state = container.attrs.get("State") or {}
-    config = container.attrs.get("HostConfig") or {}
-    entry.update(
-        state=state.get("Status", container.status), health=(state.get("Health") or {}).get("Status"),
-        container=container.name,
-        limits={"cpus": (config.get("NanoCpus") or 0) / 1e9 or None, "memory": config.get("Memory") or None},
-        gpus=[{"driver": r.get("Driver"), "count": r.get("Count"), "device_ids": r.get("DeviceIDs"),
-               "capabilities": r.get("Capabilities")} for r in config.get("DeviceRequests") or []],
-    )  # fmt: skip
-    return entry
 
 
 def host_status(spec: Spec, host: Host, container: Container | None,
@@ -232,28 +222,33 @@ def host_status(spec: Spec, host: Host, container: Container | None,
         "bind_address": host.bind_address, "ssh": f"ssh -p {host.ssh_port} "
         f"{spec.image.user}@{connect_address(host)}", "gpu_devices": devices or [],
     }  # fmt: skip
-    if container is None:
-        return entry
+    if container is not None:
+        entry.update(container_status(container))
+    return entry
+
+
+def container_status(container: Container) -> dict[str, Any]:
+    """What `status` reads of a host's container: state, health, and what Docker applied (limits,
+    reservations, pinned CPUs, shared memory, GPU requests, restart policy). Pure."""
     attrs = container.attrs
-    config = attrs.get("HostConfig", {})
-    state = attrs.get("State", {})
-    entry.update(
-        state=state.get("Status", container.status),
-        health=(state.get("Health") or {}).get("Status"),
-        container=container.name,
-        limits={"cpus": (config.get("NanoCpus") or 0) / 1e9 or None, "memory": config.get("Memory") or None},
-        reservations={"memory": config.get("MemoryReservation") or None},
-        cpuset=config.get("CpusetCpus") or None,
-        shm_size=config.get("ShmSize"),
-        gpus=[
+    config = attrs.get("HostConfig") or {}
+    state = attrs.get("State") or {}
+    return {
+        "state": state.get("Status", container.status),
+        "health": (state.get("Health") or {}).get("Status"),
+        "container": container.name,
+        "limits": {"cpus": (config.get("NanoCpus") or 0) / 1e9 or None, "memory": config.get("Memory") or None},
+        "reservations": {"memory": config.get("MemoryReservation") or None},
+        "cpuset": config.get("CpusetCpus") or None,
+        "shm_size": config.get("ShmSize"),
+        "gpus": [
             {"driver": r.get("Driver"), "count": r.get("Count"), "device_ids": r.get("DeviceIDs"),
              "capabilities": r.get("Capabilities")}
             for r in config.get("DeviceRequests") or []
         ],
-        restart=(config.get("RestartPolicy") or {}).get("Name"),
-        restarts=attrs.get("RestartCount", 0),
-    )  # fmt: skip
-    return entry
+        "restart": (config.get("RestartPolicy") or {}).get("Name"),
+        "restarts": attrs.get("RestartCount", 0),
+    }  # fmt: skip
 
 
 @talks_to_engine

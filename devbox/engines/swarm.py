@@ -441,12 +441,9 @@ def _stop_and_remove(service: Any, seconds: float = 60) -> None:
     with contextlib.suppress(Exception):  # a service that cannot scale (gone already) is removed anyway
         service.scale(0)
         deadline = time.monotonic() + seconds
-        while any(t["Status"]["State"] in _TASK_ALIVE for t in service.tasks()) and time.monotonic() < deadline:
+        while any(t["Status"]["State"] in TASK_ALIVE for t in service.tasks()) and time.monotonic() < deadline:
             time.sleep(0.2)
     service.remove()
-
-
-_TASK_ALIVE = TASK_ALIVE
 
 
 def _wait_gone(project: Project, host: str, ran_on: set[str] | None = None, seconds: float = 60) -> None:
