@@ -379,8 +379,8 @@ def passwords_file(host: Host, material: HostMaterial) -> RenderedFile:
 
 def settings_files(spec: Spec, host: Host) -> list[RenderedFile]:
     """The host's sshd settings, authorized keys and the paths of the named volumes its user
-    owns (handed over while empty: Docker makes a volume root's): the entrypoint applies them at
-    start only."""
+    owns (handed over while empty, or seeded by the image at a first start: Docker makes a
+    volume root's): the entrypoint applies them at start only."""
     sshd = (
         f"# devbox: settings of host {host.name}\n"
         f"PermitRootLogin {'yes' if host.root_login else 'no'}\n"

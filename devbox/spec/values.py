@@ -323,7 +323,8 @@ class VolumeSpec(Option):
     """A named volume or a bind mount: ``SOURCE:/path[:ro]`` or {source, target, read_only, owner}.
 
     A named volume belongs to the login user (``owner: user``, the default: the entrypoint hands it
-    over while it is empty) unless the spec says ``owner: root`` (as Docker makes it)."""
+    over while it is empty, and the folder of one the image seeded at its first start) unless the
+    spec says ``owner: root`` (as Docker makes it)."""
 
     keys = ("source", "target", "read_only", "owner")
 
