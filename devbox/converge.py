@@ -1,22 +1,25 @@
 """The convergence sequence of `up`, written once for every engine.
 
-observe -> plan -> consent -> remove dropped hosts -> passwords -> preflight -> build -> publish
--> apply -> prune. Each step asks the project's engine for one primitive
-(devbox.engines.base.Engine: ``observe``, ``plan``, ``remove_host``, ``host_problems``,
-``gpu_problems``, ``publish``, ``apply``), the way docker/compose 1.x runs ``convergence_plan``
-then ``execute_convergence_plan`` and dockerspawner's swarm spawner overrides only the object
-primitives. Waiting for logins follows in devbox.operations.up.
+observe -> plan -> preflight -> build (meanwhile, reading the files that replaced containers hold)
+-> consent -> remove dropped hosts -> passwords -> publish -> apply -> prune. Each step asks the
+project's engine for one primitive (devbox.engines.base.Engine: ``observe``, ``plan``,
+``remove_host``, ``host_problems``, ``gpu_problems``, ``publish``, ``apply``), the way
+docker/compose 1.x runs ``convergence_plan`` then ``execute_convergence_plan`` and
+dockerspawner's swarm spawner overrides only the object primitives. Waiting for logins follows in devbox.operations.up.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from devbox.changes import read_meanwhile
 from devbox.docker_api import engine_facts
 from devbox.engines.base import build_image, prune_images
 from devbox.engines.preflight import raise_all
 
 if TYPE_CHECKING:
+    from devbox.engines.base import Observed
     from devbox.project import Project
     from devbox.render import RenderedProject
     from devbox.spec import Host
@@ -26,7 +29,8 @@ def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, 
     """Make ``hosts`` run as rendered: build the image if missing, (re)create what changed,
     remove hosts the spec dropped (not when ``only``: the user named the hosts to touch), leave
     the rest alone. Refusals (the engine itself, ports, resources, placement, GPUs) come before
-    anything is built or (re)created; files a container would lose are asked about first."""
+    anything is built or (re)created; files a container would lose are asked about before
+    anything is removed or replaced (read while the image builds: devbox.changes.read_meanwhile)."""
     engine = project.engine
     repaired = engine.repair(project)  # what an interrupted run left half done, or was removed behind its back
     for line in repaired:
@@ -35,11 +39,16 @@ def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, 
     seen = engine.observe(project)
     wanted = {host.name for host in project.spec.hosts}
     dropped = [] if only else sorted(name for name in seen.objects if name not in wanted)
+    seen = replace(seen, leaving=tuple(dropped))
     plan = engine.plan(project, hosts, rendered, seen)
-    # before anything is removed: the files that replacing or removing containers discards
-    losing = [*dropped, *plan.recreate]
-    project.consent_to_discard({name: seen.containers[name] for name in losing if name in seen.containers},
-                               "recreating")  # fmt: skip
+    losing = {name: seen.containers[name] for name in [*dropped, *plan.recreate] if name in seen.containers}
+    starting = [host for host in hosts if host.name in plan.start]
+    if starting:
+        _refuse(project, starting, seen)
+    with read_meanwhile(losing) as discarded:  # after the refusals: the engine's diffs hold up inspects
+        if plan.build:
+            build_image(project, plan.tag)
+        project.consent_to_discard(losing, "recreating", found=discarded())
     if dropped:
         project.say(f"removing {', '.join(dropped)}: no longer in {project.spec.source} (named volumes stay)")
         for name in dropped:
@@ -51,15 +60,18 @@ def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, 
         more = "else " if renewed or repaired else ""
         project.say(f"nothing {more}changed: {len(plan.unchanged)} hosts already up to date")
         return
-    starting = [host for host in hosts if host.name in plan.start]
-    facts = engine_facts(project.client)
-    raise_all(engine.host_problems(project, starting, seen, facts))
-    raise_all(engine.gpu_problems(project, facts))
-    if plan.build:
-        build_image(project, plan.tag)
     image = engine.publish(project, rendered)
     engine.apply(project, plan, starting, rendered, image, seen, only=only)
     if plan.build:
         removed = prune_images(project, plan.tag)
         if removed:
             project.say(f"removed older images: {', '.join(removed)} (kept {plan.tag} and the one before it)")
+
+
+def _refuse(project: Project, starting: list[Host], seen: Observed) -> None:
+    """What the engine and machine cannot give the hosts that start: one line each, before
+    anything is built, removed or replaced."""
+    engine = project.engine
+    facts = engine_facts(project.client)
+    raise_all(engine.host_problems(project, starting, seen, facts))
+    raise_all(engine.gpu_problems(project, facts))

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
+    from devbox.changes import Changes
     from devbox.engines.base import Engine
     from devbox.gpus import Allocation, Holding, MachineLock
 
@@ -269,16 +270,19 @@ class Project:
         if self.folder.is_dir():  # a command that renders nothing makes no folder
             write_if_changed(path, "".join(f"{name}\n" for name in sorted(known | set(new))), 0o644)
 
-    def consent_to_discard(self, containers: Mapping[str, Container], action: str) -> None:
+    def consent_to_discard(self, containers: Mapping[str, Container], action: str,
+                           found: list[Changes] | None = None) -> None:  # fmt: skip
         """Name the files that ``containers`` hold outside their volumes (devbox.changes), which
-        ``action`` ("recreating", "down") would discard, and ask first.
+        ``action`` ("recreating", "down") would discard, and ask first. ``found``: those files,
+        when the caller read them already (`up` reads them while it builds).
 
         Raises PreflightError (nothing changed yet) when the user says no or nobody can be asked
         (no terminal and no --yes).
         """
         from devbox.changes import changes_of
 
-        found = changes_of(containers)
+        if found is None:
+            found = changes_of(containers)
         if not found:
             return
         listing = self.layout.outside_volumes

@@ -54,6 +54,7 @@ class Observed:
     objects: Mapping[str, Any]  # what the engine made for each host (container, service), by host
     containers: Mapping[str, Container]  # the hosts' containers this machine can look into (consent)
     extra: Any = None  # what the engine read on the way and needs again (a swarm: its nodes)
+    leaving: tuple[str, ...] = ()  # hosts the spec dropped, removed by this `up`: their ports come free
 
 
 @dataclass(frozen=True)

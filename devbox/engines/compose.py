@@ -112,7 +112,7 @@ class ComposeEngine(Engine):
 
     def host_problems(self, project: Project, starting: list[Host], seen: Observed,
                       facts: Mapping[str, Any]) -> list[str]:  # fmt: skip
-        return (port_problems(project, starting, seen.containers) + resource_problems(project.spec, facts)
+        return (port_problems(project, starting, seen.containers, seen.leaving) + resource_problems(project.spec, facts)
                 + device_problems(starting) + ulimit_problems(project, starting))  # fmt: skip
 
     def apply(self, project: Project, plan: Plan, starting: list[Host], rendered: RenderedProject, image: str,

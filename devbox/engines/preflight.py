@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devbox.docker_api import engine_is_local, list_containers
@@ -76,13 +76,15 @@ def _published_ports(project: Project, replaced: set[str]) -> dict[tuple[str, in
             if container.id not in replaced for pair in published_ports(container)}  # fmt: skip
 
 
-def port_problems(project: Project, hosts: list[Host], ours: Mapping[str, Container]) -> list[str]:
+def port_problems(project: Project, hosts: list[Host], ours: Mapping[str, Container],
+                  leaving: Iterable[str] = ()) -> list[str]:  # fmt: skip
     """Ports another process or container holds, for every host `up` will (re)create, before
     anything is removed: the new port of a host whose port changed too (compose would remove the
     old container first, then fail to bind, leaving the host down). A host's own container,
-    running or restarting, may keep the very port it publishes."""
+    running or restarting, may keep the very port it publishes; so may the container of a host
+    the spec dropped (``leaving``: `up` removes it before it starts the others)."""
     problems = []
-    replaced = {ours[h.name].id for h in hosts if h.name in ours}
+    replaced = {ours[name].id for name in [*(h.name for h in hosts), *leaving] if name in ours}
     published = _published_ports(project, replaced)
     for host in hosts:
         container = ours.get(host.name)

@@ -640,7 +640,8 @@ class SwarmEngine(Engine):
 
     def host_problems(self, project: Project, starting: list[Host], seen: Observed,
                       facts: Mapping[str, Any]) -> list[str]:  # fmt: skip
-        return (_placement_problems(project, seen.extra, gpus=False) + port_problems(project, starting, seen.containers)
+        return (_placement_problems(project, seen.extra, gpus=False)
+                + port_problems(project, starting, seen.containers, seen.leaving)
                 + resource_problems(project.spec, facts))  # fmt: skip
 
     def publish(self, project: Project, rendered: RenderedProject) -> str:

@@ -417,6 +417,15 @@ def test_a_running_host_keeps_its_own_port(client, project):
     assert port_problems(project, list(project.spec.hosts), {"worker": ours}) == []
 
 
+def test_a_port_a_dropped_host_holds_is_free_for_the_host_that_takes_it(client, project):
+    """A host renamed in the spec with its port: the old one is removed before the new one starts,
+    and the refusals now come before that removal (its files are asked about while the image builds)."""
+    old = client.containers.add("lab-old-1", labels={"devbox.project": "lab", "devbox.host": "old"},
+                                host_config={"PortBindings": {"22/tcp": [{"HostPort": "4433"}]}})  # fmt: skip
+    assert port_problems(project, list(project.spec.hosts), {"old": old}) != []
+    assert port_problems(project, list(project.spec.hosts), {"old": old}, leaving=["old"]) == []
+
+
 def test_a_port_a_local_program_holds_is_named_when_the_engine_is_local(client, make_project, monkeypatch):
     monkeypatch.delenv("DOCKER_HOST")
     with held_port() as port:
