@@ -212,6 +212,48 @@ def stream_in(project: Project, image: str, argv: list[str], mounts: list[Any],
     return code, b"".join(errors).decode(errors="replace")
 
 
+def read_ahead(chunks: Iterable[bytes], depth: int = 8) -> Iterator[bytes]:
+    """``chunks``, made on a thread of their own up to ``depth`` ahead of the caller: a restore
+    reads, decompresses and hashes the archive there while the caller sends, as the hand-run
+    `zstd -dc | docker run -i ... tar -x` does in two processes (zstandard, hashlib and socket
+    sends all release the GIL). Its errors are raised here; leaving early stops the thread."""
+    import queue
+
+    ahead: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+        """Queue ``item`` unless the consumer left meanwhile; whether it was queued."""
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ahead.put(item, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put((chunk, None)):
+                    return
+            put((None, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((None, exc))
+
+    producer = threading.Thread(target=produce, name="devbox-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            chunk, error = ahead.get()
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stop.set()
+        producer.join(timeout=5)
+
+
 def _tar_problem(errors: str, code: int) -> str:
     lines = [line for line in errors.strip().splitlines() if line.strip()]
     return lines[-1] if lines else f"tar exited {code}"
@@ -547,7 +589,8 @@ def _extract(project: Project, archive: backup.Archive, client: Any, image: str,
             meter.add(len(chunk))
             yield chunk
 
-    code, errors = stream_in(project, image, [*backup.TAR_EXTRACT, "-C", MOUNTS], mounts, chunks(), client=client)
+    code, errors = stream_in(project, image, [*backup.TAR_EXTRACT, "-C", MOUNTS], mounts, read_ahead(chunks()),
+                             client=client)  # fmt: skip
     if code != 0:
         raise EngineError(f"{archive.path}: the restore failed: {_tar_problem(errors, code)}")
     if digest.hexdigest() != archive.trailer["tar_sha256"]:

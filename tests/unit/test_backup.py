@@ -282,3 +282,35 @@ def test_a_restore_onto_a_node_without_the_image_pulls_it_there_from_the_registr
     assert pulled["repository"].startswith("registry.local:5000/lab") and "@sha256:" in pulled["repository"]
     assert set(images) == {pulled["repository"]} and {client for _, client in helpers} == {node2}
     assert [v.name for v in node2.volumes.items] == ["lab_b-home"] and manager.volumes.items == []
+
+
+def test_read_ahead_yields_every_chunk_in_order_raises_its_errors_and_stops_when_left():
+    """Issue 25: the restore decompresses on a thread ahead of the sends."""
+    import threading
+
+    import pytest
+
+    from devbox.backup_ops import read_ahead
+
+    assert list(read_ahead(iter([b"a", b"b", b"c"]), depth=1)) == [b"a", b"b", b"c"]
+
+    def failing():
+        yield b"a"
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(read_ahead(failing()))
+
+    made = []
+
+    def endless():
+        while True:
+            made.append(1)
+            yield b"x"
+
+    reader = read_ahead(endless(), depth=2)
+    assert next(reader) == b"x"
+    reader.close()  # the consumer left (tar stopped early): the thread ends, not blocked on a full queue
+    count = len(made)
+    assert not any(t.name == "devbox-read-ahead" and t.is_alive() for t in threading.enumerate())
+    assert len(made) == count
