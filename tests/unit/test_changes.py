@@ -100,5 +100,29 @@ def test_a_garbled_layer_listing_is_none_so_the_engines_diff_is_asked():
 def test_containers_not_on_overlay2_are_not_read_from_their_layers():
     class Stub:
         attrs = {"GraphDriver": {"Name": "btrfs", "Data": None}, "Image": "sha256:1"}
+        client = type("Client", (), {"api": type("Api", (), {"base_url": "http+docker://localhost"})()})()
 
     assert read_layers({"h0": Stub()}) is None
+
+
+def test_containers_of_several_engines_are_read_by_a_helper_on_each(monkeypatch):
+    """A swarm's hosts on other nodes: each node's layers are read on that node's engine and
+    compared with the image there (a pulled image keeps whole-second times, a built one has
+    nanoseconds: compared across engines, /etc/passwd looked changed on every pulled node)."""
+    import devbox.changes as changes
+
+    def stub(client):
+        return type("Container", (), {"client": client, "labels": {}, "attrs": {
+            "Image": "sha256:1", "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": f"/u/{id(client)}"}}}})()
+
+    one, two = object(), object()
+    ran = []
+
+    def finder(example, uppers):
+        ran.append((example.client, len(uppers)))
+        return _listing(*[(str(n), "f", "etc/x", "644 0 0 1 1.0") for n in range(len(uppers))]), b""
+
+    monkeypatch.setattr(changes, "_run_finder", finder)
+    found = read_layers({"a": stub(one), "b": stub(two), "c": stub(two)})
+    assert sorted(ran, key=lambda r: r[1]) == [(one, 1), (two, 2)]
+    assert found is not None and set(found) == {"a", "b", "c"}
