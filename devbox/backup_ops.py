@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from devbox import backup
 from devbox.docker_api import talks_to_engine
 from devbox.errors import EngineError, UsageError
-from devbox.labels import LABEL_PREFIX, OWNER_LABEL
+from devbox.labels import HELPER_LABEL, LABEL_PREFIX, OWNER_LABEL
 from devbox.render import home_directory, home_volume
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from devbox.spec import Host
 
 MOUNTS = "/devbox-volumes"  # where a helper container mounts the volumes, each under its key
-HELPER_LABEL = f"{LABEL_PREFIX}helper"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 Progress = Callable[[str], None]
 

@@ -107,12 +107,6 @@ def container_changes(host: str, container: Container, diff: Iterable[Mapping[st
     return Changes(host, paths) if paths else None
 
 
-def changes_of(containers: Mapping[str, Container]) -> list[Changes]:
-    """Each host's container changes, for the hosts that have any."""
-    with read_meanwhile(containers) as found:
-        return found()
-
-
 @contextlib.contextmanager
 def read_meanwhile(containers: Mapping[str, Container]) -> Iterator[Callable[[], list[Changes]]]:
     """Start reading ``containers``' changes on a thread of its own; the caller goes on and calls
@@ -123,16 +117,16 @@ def read_meanwhile(containers: Mapping[str, Container]) -> Iterator[Callable[[],
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devbox-changes")
-    future = pool.submit(_read_changes, dict(containers))
+    future = pool.submit(changes_of, dict(containers))
     try:
         yield future.result
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _read_changes(containers: Mapping[str, Container]) -> list[Changes]:
-    """From the containers' own layers when the engine can show them (read_layers), else from the
-    engine's diffs, side by side."""
+def changes_of(containers: Mapping[str, Container]) -> list[Changes]:
+    """Each host's container changes, for the hosts that have any: from the containers' own
+    layers when the engine can show them (read_layers), else from the engine's diffs, side by side."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -217,11 +211,11 @@ def _run_finder(example: Container, uppers: list[str]) -> tuple[bytes, bytes]:
     import docker.errors
     from docker.types import Mount
 
-    from devbox.labels import LABEL_PREFIX, OWNER_LABEL
+    from devbox.labels import HELPER_LABEL, OWNER_LABEL
 
     client = example.client
     mounts = [Mount(f"{LAYERS}/{n}", upper, type="bind", read_only=True) for n, upper in enumerate(uppers)]
-    labels = {f"{LABEL_PREFIX}helper": "changes", OWNER_LABEL: example.labels.get(OWNER_LABEL, "")}
+    labels = {HELPER_LABEL: "changes", OWNER_LABEL: example.labels.get(OWNER_LABEL, "")}
     helper = client.containers.create(
         str(example.attrs["Image"]), ["-c", FIND_LAYERS, "sh", *map(str, range(len(uppers)))],
         entrypoint=["/bin/sh"], user="0:0", network_mode="none", mounts=mounts, labels=labels)  # fmt: skip

@@ -5,7 +5,8 @@ observe -> plan -> preflight -> build (meanwhile, reading the files that replace
 project's engine for one primitive (devbox.engines.base.Engine: ``observe``, ``plan``,
 ``remove_host``, ``host_problems``, ``gpu_problems``, ``publish``, ``apply``), the way
 docker/compose 1.x runs ``convergence_plan`` then ``execute_convergence_plan`` and
-dockerspawner's swarm spawner overrides only the object primitives. Waiting for logins follows in devbox.operations.up.
+dockerspawner's swarm spawner overrides only the object primitives. Waiting for logins follows
+in devbox.operations.up.
 """
 
 from __future__ import annotations
