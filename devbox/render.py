@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import yaml
 
 from devbox.labels import GPU_SHARE_LABEL, LABEL_PREFIX, OWNER_LABEL
-from devbox.layering import ImageLayers, plan, requirement_lines
+from devbox.layering import REMOVED, ImageLayers, is_removal, plan, requirement_lines
 from devbox.layout import (
     COMPOSE_FILE,
     DOCKERIGNORE,
@@ -223,11 +223,19 @@ def image_layers(spec: Spec, before: ImageLayers | None = None) -> ImageLayers:
     return plan(own_packages(spec), requirements_of(spec), before or ImageLayers())
 
 
+def package_step(layer: tuple[str, ...]) -> tuple[bool, tuple[str, ...]]:
+    """A package layer as the Dockerfile's step takes it: whether it removes, and the packages."""
+    if is_removal(layer):
+        return True, tuple(entry[len(REMOVED) :] for entry in layer)
+    return False, layer
+
+
 def render_dockerfile(spec: Spec, layers: ImageLayers | None = None) -> str:
     layers = layers if layers is not None else image_layers(spec)
     requirements = [[shlex.quote(line) for line in version] for version in layers.requirements]
     return render_template(
-        "Dockerfile.j2", image=spec.image, setup_packages=setup_packages(spec), package_layers=layers.packages,
+        "Dockerfile.j2", image=spec.image, setup_packages=setup_packages(spec),
+        package_layers=[package_step(layer) for layer in layers.packages],
         requirement_layers=requirements, apt_cache=apt_cache_id(spec), source=_origin(spec), sshd=SSHD_HARDENING,
         build_mounts={step: build_mounts(spec, step) for step in ("packages", "pip")},
         pip_variables=pip_variables(spec),

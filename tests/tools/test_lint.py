@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devbox.render import render_project
+from devbox.layering import ImageLayers
+from devbox.render import render_dockerfile, render_project
 from devbox.scaffold import init_project
 from devbox.spec import Spec, load_spec
 
@@ -48,6 +49,15 @@ def rendered(request, tmp_path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(file.content, encoding="utf-8")
     return out
+
+
+def test_a_removal_layer_passes_hadolint(tmp_path, program):
+    """A package removed from the spec renders a step of its own (devbox.layering)."""
+    spec = make_spec(image={"base": "debian:bookworm", "packages": ["curl", "jq"], "docker_cli": True})
+    layers = ImageLayers(packages=(("curl", "wget", "jq"), ("-wget",)))
+    (tmp_path / "Dockerfile").write_text(render_dockerfile(spec, layers), encoding="utf-8")
+    result = run([program("hadolint"), "--no-color", "Dockerfile"], tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
 
 
 def test_entrypoint_passes_shellcheck(rendered, program):

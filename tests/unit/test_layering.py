@@ -25,13 +25,43 @@ def test_reordering_the_list_changes_no_layer():
     assert package_layers(("jq", *reversed(INIT)), (INIT, ("jq",))) == (INIT, ("jq",))
 
 
-def test_removing_a_package_installs_the_rest_again_from_the_layer_that_held_it():
-    assert package_layers(INIT[:-1], (INIT,)) == (INIT[:-1],)
-    # the last one added goes with its own layer: the layers before it are the image as it was
-    assert package_layers(INIT, (INIT, ("jq",))) == (INIT,)
-    # one of the first layer: everything after the setup again, in the spec's order
+def test_removing_a_package_is_a_removal_layer_after_the_ones_before():
+    assert package_layers(INIT[:-1], (INIT,)) == (INIT, ("-python3-pip",))
     wanted = ("jq", *INIT[1:])
-    assert package_layers(wanted, (INIT, ("jq",))) == (wanted,)
+    assert package_layers(wanted, (INIT, ("jq",))) == (INIT, ("jq",), ("-net-tools",))
+    # removed and added in one edit: the removal first, then the new package
+    assert package_layers(("bc", *INIT[1:]), (INIT,)) == (INIT, ("-net-tools",), ("bc",))
+
+
+def test_removing_what_the_last_layers_added_drops_them():
+    """The image before them is in the builder's cache: no step runs at all."""
+    assert package_layers(INIT, (INIT, ("jq",))) == (INIT,)
+    assert package_layers(INIT, (INIT, ("jq",), ("bc",))) == (INIT,)
+    no_wget = tuple(package for package in INIT if package != "wget")
+    assert package_layers(no_wget, (INIT, ("-wget",), ("jq",))) == (INIT, ("-wget",))
+
+
+def test_a_package_removed_then_wanted_again_drops_its_removal():
+    removed = (INIT, ("-wget",))
+    assert package_layers(INIT, removed) == (INIT,)
+    assert package_layers((*INIT, "jq"), (*removed, ("jq",))) == (INIT, ("jq",))
+    assert package_layers(INIT, (*removed, ("jq",))) == (INIT,)
+
+
+def test_a_new_version_of_a_package_removes_the_old_one_by_name():
+    assert package_layers(("git=1:2.40",), (("git=1:2.39",),)) == (("git=1:2.39",), ("-git",), ("git=1:2.40",))
+    # kept as it is on the next render
+    layers = (("git=1:2.39",), ("-git",), ("git=1:2.40",))
+    assert package_layers(("git=1:2.40",), layers) == layers
+
+
+def test_removals_count_towards_the_limit():
+    wanted = list(INIT)
+    layers: tuple[tuple[str, ...], ...] = (INIT,)
+    for number in range(LIMIT):
+        wanted = [*wanted[1:], f"p{number}"]
+        layers = package_layers(wanted, layers)
+    assert layers == (tuple(wanted),)
 
 
 def test_past_the_limit_the_layers_are_merged():
@@ -62,7 +92,8 @@ def test_requirement_lines_as_pip_reads_them():
 
 
 def test_an_unreadable_record_is_no_earlier_layers():
-    for text in ("", "[]", '{"packages": [["a", 1]]}', '{"packages": [[]]}', "{"):
+    damaged = ('{"packages": [["-a", "b"]]}', '{"packages": [["a; rm -rf /"]]}', '{"packages": [["--x"]]}')
+    for text in ("", "[]", '{"packages": [["a", 1]]}', '{"packages": [[]]}', "{", *damaged):
         assert ImageLayers.from_text(text) == ImageLayers()
     layers = ImageLayers((INIT, ("jq",)), (("six",),))
     assert ImageLayers.from_text(layers.to_text()) == layers
