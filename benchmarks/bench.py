@@ -43,6 +43,7 @@ if os.environ.get("DEVBOX_BENCH_SRC"):  # --devbox-ref: this process measures a 
 
 from benchmarks import report  # noqa: E402
 from benchmarks.measure import run_timed  # noqa: E402
+from benchmarks.pinned import ENV as PINNED_ENV  # noqa: E402
 from benchmarks.stacks import (  # noqa: E402
     EDIT_PACKAGE,
     EDIT_REQUIREMENT,
@@ -70,6 +71,13 @@ from benchmarks.stacks import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDER_HOSTS = 100
+# The floors under devbox's commands, in the interpreter devbox runs on: the Docker SDK imported
+# as devbox imports it (without its SSH transport) and one engine call, under `status` and
+# `exec`; that and paramiko's import, under a warm `up` (which logs in). What a command takes
+# beyond its floor is devbox's own share.
+SDK_FLOOR = (sys.executable, "-c", "from devbox.docker_api import sdk; sdk().from_env().ping()")
+LOGIN_FLOOR = (sys.executable, "-c", "from devbox import docker_api, probe; docker_api.sdk().from_env().ping(); "
+               "probe._paramiko()")  # fmt: skip
 LATENCY_ROUNDS = 5  # command latency: rounds of (compose ps, status, exec, ssh, compose up -d) per repeat
 TODAY_PORTS = 700  # the "today" sides' ports: --devbox-port / --baseline-port + this
 SLOW_APT_SECONDS = 10  # the mirror usually serves the package lists in 1-2 s
@@ -278,6 +286,8 @@ def measure_latency(run: Run, stack: DevboxStack) -> None:
     if not (fake / "ssh").exists():
         (fake / "ssh").symlink_to(shutil.which("true") or "/bin/true")
     ssh_env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ.get('PATH', '')}"}
+    pinned = os.environ.get(PINNED_ENV)  # the floors import devbox as the devbox side does
+    floor_env = {**os.environ, "PYTHONPATH": pinned} if pinned else None
     for _ in range(2 if run.args.smoke else LATENCY_ROUNDS):
         timings = {
             ("compose", "ps"): stack.compose_command("ps", "ps"),
@@ -285,10 +295,13 @@ def measure_latency(run: Run, stack: DevboxStack) -> None:
             ("devbox", "exec"): stack.command("exec", "exec", "h0", "--", "true"),
             ("devbox", "ssh"): stack.command("ssh", "ssh", "h0", "--", "true", env=ssh_env),
             ("compose", "up_noop"): stack.compose_command("up-noop", "up", "--detach"),
+            ("floor", "sdk"): check(run_timed(SDK_FLOOR, stack.log("sdk-floor"), env=floor_env), "the SDK floor"),
+            ("floor", "login"): check(run_timed(LOGIN_FLOOR, stack.log("login-floor"), env=floor_env),
+                                      "the login floor"),  # fmt: skip
         }
         for (side, metric), timed in timings.items():
             run.add(metric, side, n, timed.seconds, repeat=repeat, cpu=timed.cpu_seconds)
-    ps, status = run.samples[-5]["value"], run.samples[-4]["value"]
+    ps, status = run.samples[-7]["value"], run.samples[-6]["value"]
     run.say(f"devbox   N={n} compose ps {ps:.2f} s, status {status:.2f} s (last round)")
 
 

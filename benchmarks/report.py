@@ -236,6 +236,8 @@ def results_table(groups: dict[tuple[str, str, int], list[float]], hosts: list[i
         ("exec", "devbox", "ps", "compose", "`devbox exec h0 -- true` vs `docker compose ps`"),
         ("ssh", "devbox", "ps", "compose", "`devbox ssh` until it execs ssh vs `docker compose ps`"),
         ("warm", "devbox", "up_noop", "compose", "warm `devbox up` vs `docker compose up -d`, nothing to do"),
+        ("sdk", "floor", "ps", "compose", "status's floor (Python, the SDK's import, one ping) vs `docker compose ps`"),
+        ("login", "floor", "up_noop", "compose", "warm up's floor (that, paramiko's import) vs `compose up -d`"),
     ))
     for metric, label in (("idle_rss", "idle host: container RSS (sshd waiting)"),
                           ("idle_usage", "idle host: cgroup memory usage (with page cache)")):  # fmt: skip

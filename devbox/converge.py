@@ -26,18 +26,21 @@ if TYPE_CHECKING:
     from devbox.spec import Host
 
 
-def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> None:
+def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> bool:
     """Make ``hosts`` run as rendered: build the image if missing, (re)create what changed,
     remove hosts the spec dropped (not when ``only``: the user named the hosts to touch), leave
     the rest alone. Refusals (the engine itself, ports, resources, placement, GPUs) come before
     anything is built or (re)created; files a container would lose are asked about before
-    anything is removed or replaced (read while the image builds: devbox.changes.read_meanwhile)."""
+    anything is removed or replaced (read while the image builds: devbox.changes.read_meanwhile).
+    Returns whether it left everything as it found it (logins begun before it then still prove
+    the hosts: devbox.operations.up)."""
     engine = project.engine
-    repaired = engine.repair(project)  # what an interrupted run left half done, or was removed behind its back
-    for line in repaired:
-        project.say(line)
-    raise_all(engine.preflight(project))
-    seen = engine.observe(project)
+    with project.reusing_containers():  # one read of the containers, unless a repair changed them
+        repaired = engine.repair(project)  # what an interrupted run left half done, or was removed behind its back
+        for line in repaired:
+            project.say(line)
+        raise_all(engine.preflight(project))
+        seen = engine.observe(project)
     wanted = {host.name for host in project.spec.hosts}
     dropped = [] if only else sorted(name for name in seen.objects if name not in wanted)
     seen = replace(seen, leaving=tuple(dropped))
@@ -60,13 +63,14 @@ def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, 
     if plan.nothing_to_do:
         more = "else " if renewed or repaired else ""
         project.say(f"nothing {more}changed: {len(plan.unchanged)} hosts already up to date")
-        return
+        return not (renewed or repaired or dropped)
     image = engine.publish(project, rendered)
     engine.apply(project, plan, starting, rendered, image, seen, only=only)
     if plan.build:
         removed = prune_images(project, plan.tag)
         if removed:
             project.say(f"removed older images: {', '.join(removed)} (kept {plan.tag} and the one before it)")
+    return False
 
 
 def _refuse(project: Project, starting: list[Host], seen: Observed) -> None:

@@ -50,16 +50,24 @@ def up(project: Project, only: list[str] | None = None,
     with project.lock(), _reporting_interrupts(project), project.gpu_lock(engine.allocates_gpus) as gpu_lock:
         # GPUs are given out under the machine lock, until the containers that hold them exist
         rendered = project.render(allocate_gpus=engine.allocates_gpus, engine_gpus=True)
-        project.containers()  # the project's containers, volumes and networks are this spec's
-        _warn_about_disk(project)
-        if project.spec.engine == "compose":
-            watch_service.bring_back(project, hosts)  # hosts the idle watcher stopped get their restart policy
+        early = _early_logins(project, hosts)
+        with project.reusing_containers():
+            project.containers()  # the project's containers, volumes and networks are this spec's
+            _warn_about_disk(project)
+            if project.spec.engine == "compose":
+                watch_service.bring_back(project, hosts)  # hosts the idle watcher stopped get their restart policy
         with engine.start_watch(project) as started:
-            converge(project, hosts, rendered, only=bool(only))
+            untouched = converge(project, hosts, rendered, only=bool(only))
             gpu_lock.release()
             started.see_running()
             targets = login_targets(project, hosts)
-            results = probe.wait_for_logins(targets, wait_seconds, started.wait, started.failing)
+            def wait_for(some: list[probe.Target]) -> list[probe.Result]:
+                return probe.wait_for_logins(some, wait_seconds, started.wait, started.failing)
+
+            if early is not None and untouched and early.targets == targets:
+                results = _settled(early.results(), targets, wait_for)
+            else:
+                results = wait_for(targets)
             results = _restart_rekeyed(project, targets, results, wait_seconds, started)
             results = _reapply_refused(project, targets, results, rendered.password_digests, wait_seconds, started)
         watch_service.start(project)  # the idle watcher, when a host has an idle policy
@@ -69,6 +77,26 @@ def up(project: Project, only: list[str] | None = None,
         raise EngineError("; ".join(f"{r.name}: {r.detail}{_last_words(ours.get(r.name))}" for r in failed)
                           + " (see `devbox logs HOST`)")  # fmt: skip
     return list(zip(targets, results, strict=True))
+
+
+def _settled(first: list[probe.Result], targets: list[probe.Target],
+             wait_for: Callable[[list[probe.Target]], list[probe.Result]]) -> list[probe.Result]:  # fmt: skip
+    """The early logins' results, with the hosts whose login did not settle probed again."""
+    again = [target for target, result in zip(targets, first, strict=True) if not result.settled]
+    redone = dict(zip([target.name for target in again], wait_for(again) if again else [], strict=True))
+    return [redone.get(result.name, result) for result in first]
+
+
+def _early_logins(project: Project, hosts: list[Host]) -> probe.EarlyLogins | None:
+    """Logins to the hosts as they run now, when the engine needs no asking where they are: a
+    warm `up` (nothing to change) is then as long as its engine checks, not those plus the logins."""
+    addresses = project.engine.early_addresses(project, hosts)
+    if addresses is None:
+        return None
+    try:
+        return probe.EarlyLogins(project.targets(hosts, addresses))
+    except DevboxError:  # no credentials or host keys yet: the usual probe says what is wrong
+        return None
 
 
 def _warn_about_disk(project: Project) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,8 @@ class Project:
     _client: Any = None
     _engine: Any = None
     _checked_volumes: bool = False  # the project's volumes and networks passed the owner check
+    _reusing: bool = False  # inside reusing_containers(): one read serves every step
+    _read: list[Any] | None = None  # that read, until forget_containers()
 
     @property
     def layout(self) -> Layout:
@@ -158,6 +160,33 @@ class Project:
         """This project's container starts as they happen, so each host is probed from its own."""
         return StartWatch(self.client, f"{LABEL_PREFIX}project={self.spec.project}", f"{LABEL_PREFIX}host")
 
+    @contextlib.contextmanager
+    def reusing_containers(self) -> Iterator[None]:
+        """Reads of the project's containers give one answer inside this block, until
+        ``forget_containers`` (which whatever changes a container in it calls): the first
+        steps of `up` each ask, and each read is a listing plus an inspect of every container."""
+        outer, self._reusing = self._reusing, True
+        try:
+            yield
+        finally:
+            self._reusing = outer
+            if not outer:
+                self._read = None
+
+    def forget_containers(self) -> None:
+        """Something changed the project's containers: the next read asks the engine again."""
+        self._read = None
+
+    def listing(self) -> list[Container]:
+        """Every container of this project (any state, any name), fully inspected."""
+        if self._reusing and self._read is not None:
+            return list(self._read)
+        label = f"{LABEL_PREFIX}project={self.spec.project}"
+        found = list_containers(self.client, all=True, filters={"label": [label]})
+        if self._reusing:
+            self._read = found
+        return list(found)
+
     def containers(self, host: str | None = None) -> dict[str, Container]:
         """This project's containers by host name (running or not; a running one wins); only
         ``host``'s when one is named.
@@ -169,7 +198,10 @@ class Project:
         """
         label = f"{LABEL_PREFIX}project={self.spec.project}"
         only = None if host is None else lambda labels: labels.get(f"{LABEL_PREFIX}host") == host
-        found = list_containers(self.client, all=True, filters={"label": [label]}, keep=only)
+        if self._reusing:
+            found = [c for c in self.listing() if only is None or only(c.labels)]
+        else:
+            found = list_containers(self.client, all=True, filters={"label": [label]}, keep=only)
         found.sort(key=lambda c: c.status == "running")
         containers = {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
         self.check_owner(containers)

@@ -212,6 +212,7 @@ def bring_back(project: Project, hosts: list[Any]) -> None:
         if container is None or not reclaimed(container.attrs) or host.restart == RECLAIMED_RESTART["Name"]:
             continue
         container.update(restart_policy=_restart_policy(host.restart))
+        project.forget_containers()
         state = states.get(host.name, {})
         when = state.get("reclaimed_at")
         said = f" (stopped {time.strftime('%Y-%m-%d %H:%M', time.localtime(when))}: {state.get('reclaimed_why')})" \

@@ -204,6 +204,11 @@ class Engine(ABC):
     def all_logs(self, project: Project, follow: bool, tail: str) -> None:
         """Every host's logs, each line prefixed with its host."""
 
+    def early_addresses(self, project: Project, hosts: list[Host]) -> dict[str, str] | None:
+        """``addresses`` when they are known without asking the engine (then `up` logs in to the
+        running hosts while it checks them: devbox.probe.EarlyLogins); None: not before converge."""
+        return None
+
     def start_watch(self, project: Project) -> StartWatch:
         """Host starts as they happen (see devbox.docker_api.StartWatch), so `up` probes each
         host once it runs."""

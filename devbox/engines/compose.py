@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from devbox.docker_api import find_compose, list_containers, run_compose
+from devbox.docker_api import find_compose, run_compose
 from devbox.engines.base import MAPPED, Engine, Observed, Plan, unsupported
 from devbox.engines.preflight import (
     device_problems,
@@ -143,6 +143,9 @@ class ComposeEngine(Engine):
     def addresses(self, project: Project, hosts: list[Host]) -> dict[str, str]:
         return {host.name: connect_address(host) for host in hosts}
 
+    def early_addresses(self, project: Project, hosts: list[Host]) -> dict[str, str]:
+        return self.addresses(project, hosts)  # the published ports, from the spec alone
+
     def repair(self, project: Project) -> list[str]:
         return repair_renamed(project) + repair_network(project)
 
@@ -167,8 +170,7 @@ def repair_renamed(project: Project) -> list[str]:
     one: nothing written in it) is removed, and one that did (an old container, its files in
     it) is left and named, never removed.
     """
-    label = f"{LABEL_PREFIX}project={project.spec.project}"
-    found = list_containers(project.client, all=True, filters={"label": label})
+    found = project.listing()
     names = {container.name for container in found}
     done = []
     for container in found:
@@ -186,6 +188,8 @@ def repair_renamed(project: Project) -> list[str]:
         else:
             done.append(f"{host}: {container.name} is an older container of this host, kept with its files "
                         "(`docker rm` it when they are no longer needed)")  # fmt: skip
+    if done:
+        project.forget_containers()
     return done
 
 
@@ -263,6 +267,8 @@ def repair_network(project: Project) -> list[str]:
         network.connect(container, aliases=aliases)
         done.append(f"{host.name}: connected to network {network.name} again (it was not on it: its port was "
                     "not published); its files stay")  # fmt: skip
+    if done:
+        project.forget_containers()
     return done
 
 

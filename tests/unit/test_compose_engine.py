@@ -104,11 +104,14 @@ def start(client: FakeDockerClient, compose_file: str | None, host: str) -> Any:
 
 
 @pytest.fixture
-def logins(monkeypatch) -> list[str]:
-    """SSH logins that succeed; the hosts tried, in order."""
+def logins(monkeypatch, client) -> list[str]:
+    """SSH logins that succeed where the host's container runs (elsewhere nothing listens on
+    its port); the hosts logged in to, in order."""
     tried: list[str] = []
 
     def login(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        if not client.containers.list(filters={"label": [f"devbox.host={target.name}"]}):
+            return probe.Result(target.name, False, f"cannot connect to {target.address}:{target.port}", 0.01)
         tried.append(target.name)
         return probe.Result(target.name, True, "logged in", 0.01)
 
@@ -263,6 +266,52 @@ def test_a_second_up_runs_no_compose_and_asks_a_running_host_for_its_passwords_o
     client.calls.clear()
     up(project, wait_seconds=5)
     assert client.called("container.exec_run") == []  # the record vouches for them now
+
+
+def test_a_warm_up_is_proven_by_the_logins_begun_before_it_read_the_engine(client, project, compose, logins,
+                                                                         monkeypatch):  # fmt: skip
+    """With nothing to change, the logins begun beside the engine's checks are the proof: no
+    host is logged in to twice, no login waits for the engine, and the project's containers are
+    read twice (up's owner check, then converge's), not once per step."""
+    up(project, wait_seconds=5)
+    logins.clear()
+    client.calls.clear()
+    waited: list[list[str]] = []
+    wait_for_logins = probe.wait_for_logins
+    monkeypatch.setattr(probe, "wait_for_logins", lambda targets, *a: waited.append([t.name for t in targets])
+                        or wait_for_logins(targets, *a))  # fmt: skip
+    results = up(project, wait_seconds=5)
+    assert sorted(logins) == ["master", "worker"] and waited == []
+    assert [result.ok for _, result in results] == [True, True]
+    reads = [c for c in client.called("containers.list") if c["all"] and "devbox.project=lab" in str(c["filters"])]
+    assert len(reads) == 2, reads  # (the start watch's list of running ones aside)
+
+
+def test_an_early_login_that_did_not_settle_is_probed_again(client, project, compose, logins, monkeypatch):
+    up(project, wait_seconds=5)
+    login = probe.login
+    early: list[str] = []
+
+    def slow_once(target: probe.Target, command: str | None = None, timeout: float = 5.0) -> probe.Result:
+        if target.name == "worker" and not early:
+            early.append(target.name)
+            return probe.Result(target.name, False, "SSH failed: timed out", 3.0)
+        return login(target, command, timeout)
+
+    monkeypatch.setattr(probe, "login", slow_once)
+    logins.clear()
+    results = up(project, wait_seconds=5)
+    assert early == ["worker"] and sorted(logins) == ["master", "worker"]
+    assert [result.ok for _, result in results] == [True, True]
+
+
+def test_an_up_that_changes_a_host_probes_it_once_it_runs_again(client, make_project, compose, logins):
+    up(make_project(), wait_seconds=5)
+    logins.clear()
+    changed = make_project(hosts={"master": {"ssh_port": 4432, "hostname": "boss"}, "worker": {"ssh_port": 4433}})
+    up(changed, wait_seconds=5)
+    # each host once early (the old master among them), then both again after compose's up
+    assert sorted(logins) == ["master", "master", "worker", "worker"]
 
 
 def test_a_changed_host_is_named_as_recreated_and_only_it_starts(client, make_project, compose, logins, said):
