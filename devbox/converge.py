@@ -26,21 +26,31 @@ if TYPE_CHECKING:
     from devbox.spec import Host
 
 
-def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool) -> bool:
+def survey(project: Project) -> tuple[list[str], Observed]:
+    """What an interrupted run left half done (or was removed behind devbox's back) put right,
+    said, and the project as the engine has it then: one read of its containers, unless a
+    repair changed them, also within the caller's ``reusing_containers`` (devbox.operations.up)."""
+    engine = project.engine
+    with project.reusing_containers():
+        repaired = engine.repair(project)
+        for line in repaired:
+            project.say(line)
+        raise_all(engine.preflight(project))
+        return repaired, engine.observe(project)
+
+
+def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool,
+             surveyed: tuple[list[str], Observed] | None = None) -> bool:  # fmt: skip
     """Make ``hosts`` run as rendered: build the image if missing, (re)create what changed,
     remove hosts the spec dropped (not when ``only``: the user named the hosts to touch), leave
     the rest alone. Refusals (the engine itself, ports, resources, placement, GPUs) come before
     anything is built or (re)created; files a container would lose are asked about before
     anything is removed or replaced (read while the image builds: devbox.changes.read_meanwhile).
-    Returns whether it left everything as it found it (logins begun before it then still prove
-    the hosts: devbox.operations.up)."""
+    ``surveyed``: what ``survey`` found, when the caller made it. Returns whether it left
+    everything as it found it (logins begun before it then still prove the hosts:
+    devbox.operations.up)."""
     engine = project.engine
-    with project.reusing_containers():  # one read of the containers, unless a repair changed them
-        repaired = engine.repair(project)  # what an interrupted run left half done, or was removed behind its back
-        for line in repaired:
-            project.say(line)
-        raise_all(engine.preflight(project))
-        seen = engine.observe(project)
+    repaired, seen = surveyed or survey(project)
     wanted = {host.name for host in project.spec.hosts}
     dropped = [] if only else sorted(name for name in seen.objects if name not in wanted)
     seen = replace(seen, leaving=tuple(dropped))

@@ -34,7 +34,6 @@ def login_targets(project: Project, hosts: list[Host]) -> list[probe.Target]:
     return project.targets(hosts, project.engine.addresses(project, hosts))
 
 
-@talks_to_engine
 def up(project: Project, only: list[str] | None = None,
        wait_seconds: float = 120.0) -> list[tuple[probe.Target, probe.Result]]:  # fmt: skip
     """Render, converge on the engine, then wait for SSH logins.
@@ -43,24 +42,33 @@ def up(project: Project, only: list[str] | None = None,
     `deploy` returns): see devbox.docker_api.StartWatch. Returns each host's login target (where
     it was reached) with its result, so callers need not look the addresses up again.
     """
-    from devbox.converge import converge  # the engines' modules: not imported by looking at a stack
+    hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
+    with project.lock():
+        early = _early_logins(project, hosts)  # under the lock (no other `up` changes the hosts meanwhile)
+        with engine_errors():  # the SDK's import (0.1 s) from here: the early logins run meanwhile
+            return _up(project, hosts, early, only=bool(only), wait_seconds=wait_seconds)
+
+
+def _up(project: Project, hosts: list[Host], early: probe.EarlyLogins | None, *, only: bool,
+        wait_seconds: float) -> list[tuple[probe.Target, probe.Result]]:  # fmt: skip
+    from devbox.converge import converge, survey  # the engines' modules: not imported by looking at a stack
 
     engine = project.engine
-    hosts = [project.host(name) for name in only] if only else list(project.spec.hosts)
-    with project.lock(), _reporting_interrupts(project), project.gpu_lock(engine.allocates_gpus) as gpu_lock:
+    with _reporting_interrupts(project), project.gpu_lock(engine.allocates_gpus) as gpu_lock:
         # GPUs are given out under the machine lock, until the containers that hold them exist
         rendered = project.render(allocate_gpus=engine.allocates_gpus, engine_gpus=True)
-        early = _early_logins(project, hosts)
-        with project.reusing_containers():
-            project.containers()  # the project's containers, volumes and networks are this spec's
-            _warn_about_disk(project)
-            if project.spec.engine == "compose":
-                watch_service.bring_back(project, hosts)  # hosts the idle watcher stopped get their restart policy
         with engine.start_watch(project) as started:
-            untouched = converge(project, hosts, rendered, only=bool(only))
+            with project.reusing_containers():  # one read of the containers serves these steps
+                project.containers()  # the project's containers, volumes and networks are this spec's
+                _warn_about_disk(project)
+                if project.spec.engine == "compose":
+                    watch_service.bring_back(project, hosts)  # the idle-stopped get their restart policy back
+                surveyed = survey(project)
+            untouched = converge(project, hosts, rendered, only=only, surveyed=surveyed)
             gpu_lock.release()
             started.see_running()
             targets = login_targets(project, hosts)
+
             def wait_for(some: list[probe.Target]) -> list[probe.Result]:
                 return probe.wait_for_logins(some, wait_seconds, started.wait, started.failing)
 

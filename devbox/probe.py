@@ -49,19 +49,15 @@ class Result:
         return self.ok or self.refused or self.detail.startswith("host key mismatch")
 
 
-_IMPORTING = threading.Lock()  # the early logins import paramiko in a thread of their own
-
-
 def _paramiko() -> ModuleType:
     """paramiko, imported without invoke: paramiko's SSH-config reader imports it only for
     `Match exec` lines, and devbox reads no SSH config; it is 0.06 s of every warm `devbox up`."""
-    with _IMPORTING:
-        if "paramiko" not in sys.modules and "invoke" not in sys.modules:
-            sys.modules["invoke"] = None  # type: ignore[assignment] # paramiko.config: ImportError -> invoke = None
-            try:
-                import paramiko
-            finally:
-                del sys.modules["invoke"]
+    if "paramiko" not in sys.modules and "invoke" not in sys.modules:
+        sys.modules["invoke"] = None  # type: ignore[assignment] # paramiko.config: ImportError -> invoke = None
+        try:
+            import paramiko
+        finally:
+            del sys.modules["invoke"]
     import paramiko
 
     return paramiko
@@ -189,17 +185,12 @@ class EarlyLogins:
     TIMEOUT = 3.0  # seconds for one early login: past it, the usual probe decides
 
     def __init__(self, targets: list[Target]) -> None:
+        _paramiko()  # in the caller's thread, before it imports the SDK: no two threads import at once
         self.targets = list(targets)
         self._results: list[Result | None] = [None] * len(self.targets)
         self._threads = [threading.Thread(target=self._login, args=(index,), daemon=True,
                                           name=f"devbox-early-{target.name}")
                          for index, target in enumerate(self.targets)]  # fmt: skip
-        # paramiko's import (0.04 s) runs beside the engine calls that follow, not before them
-        self._starter = threading.Thread(target=self._start, daemon=True, name="devbox-early-logins")
-        self._starter.start()
-
-    def _start(self) -> None:
-        _paramiko()
         for thread in self._threads:
             thread.start()
 
@@ -208,7 +199,7 @@ class EarlyLogins:
 
     def results(self) -> list[Result]:
         """Every target's login, once all have ended, in the order given."""
-        for thread in (self._starter, *self._threads):
+        for thread in self._threads:
             while thread.is_alive():
                 thread.join(0.2)  # short joins: Ctrl-C reaches the main thread at once
         return [result or Result(target.name, False, "no early login", 0.0)

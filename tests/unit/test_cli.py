@@ -175,6 +175,22 @@ def test_looking_at_a_stack_imports_no_login_render_or_engine_modules():
     assert out.stdout.strip() == "True"
 
 
+def test_the_installed_command_ends_as_an_exit_would(tmp_path):
+    """main() ends without the interpreter's teardown (os._exit): the output still arrives whole,
+    the exit code is the command's, and a reader that left early costs no traceback."""
+    devbox = [sys.executable, "-c", "from devbox.cli import main; main()"]
+    out = subprocess.run([*devbox, "--version"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "devbox" in out.stdout and out.stderr == ""
+    out = subprocess.run([*devbox, "-f", str(tmp_path / "none.yaml"), "validate"], capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    reader = subprocess.Popen([*devbox, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stdout.read(1)
+    reader.stdout.close()  # `devbox --help | head -c 1`
+    _, errors = reader.communicate(timeout=30)
+    assert b"Traceback" not in errors
+
+
 def test_every_problem_of_an_error_gets_its_own_error_line(run, monkeypatch):
     from devbox.errors import PreflightError
 

@@ -272,7 +272,7 @@ def test_a_warm_up_is_proven_by_the_logins_begun_before_it_read_the_engine(clien
                                                                          monkeypatch):  # fmt: skip
     """With nothing to change, the logins begun beside the engine's checks are the proof: no
     host is logged in to twice, no login waits for the engine, and the project's containers are
-    read twice (up's owner check, then converge's), not once per step."""
+    read once, not once per step."""
     up(project, wait_seconds=5)
     logins.clear()
     client.calls.clear()
@@ -284,7 +284,7 @@ def test_a_warm_up_is_proven_by_the_logins_begun_before_it_read_the_engine(clien
     assert sorted(logins) == ["master", "worker"] and waited == []
     assert [result.ok for _, result in results] == [True, True]
     reads = [c for c in client.called("containers.list") if c["all"] and "devbox.project=lab" in str(c["filters"])]
-    assert len(reads) == 2, reads  # (the start watch's list of running ones aside)
+    assert len(reads) == 1, reads  # (the start watch's list of running ones aside)
 
 
 def test_an_early_login_that_did_not_settle_is_probed_again(client, project, compose, logins, monkeypatch):
