@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,23 +41,39 @@ ENGINE_HINT = (
 )
 
 
-def sdk() -> ModuleType:
-    """The docker SDK, imported without its SSH transport unless DOCKER_HOST is ssh://.
+# Imported with the SDK only when something asks for them: the SSH transport (paramiko, and
+# invoke with it) and requests' character detection (charset_normalizer or chardet).
+NOT_WITH_THE_SDK = ("docker.transport.sshconn", "charset_normalizer", "chardet")
 
-    That transport imports paramiko (which imports invoke): about half of the SDK's import time,
-    0.1 s of every `devbox status` or `exec` that never logs in. Commands that do log in import
-    paramiko themselves (devbox.probe). Import the SDK through here before anything else does.
+
+def sdk() -> ModuleType:
+    """The docker SDK, imported without what it does not need here.
+
+    - Its SSH transport imports paramiko (which imports invoke): about half of the SDK's import
+      time, 0.1 s of every `devbox status` or `exec` that never logs in. Commands that do log in
+      import paramiko themselves (devbox.probe); DOCKER_HOST=ssh:// gets the transport.
+    - requests guesses the text encoding of a response without a charset with a detection
+      library (0.015 s of the import); without one it takes UTF-8 (requests' own fallback), which
+      is what the engine's API speaks. Its warning that none was found is for this import only.
+
+    Import the SDK through here before anything else does.
     """
-    if "docker" in sys.modules or os.environ.get("DOCKER_HOST", "").startswith("ssh://"):
+    if "docker" in sys.modules:
         import docker
 
         return docker
-    skipped = "docker.transport.sshconn"
-    sys.modules[skipped] = None  # type: ignore[assignment] # its import raises ImportError: the SDK goes on without it
+    over_ssh = os.environ.get("DOCKER_HOST", "").startswith("ssh://")
+    skipped = [name for name in NOT_WITH_THE_SDK
+               if name not in sys.modules and not (over_ssh and name == "docker.transport.sshconn")]  # fmt: skip
+    for name in skipped:
+        sys.modules[name] = None  # type: ignore[assignment] # its import raises ImportError: the SDK goes on without it
     try:
-        import docker
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")
+            import docker
     finally:
-        del sys.modules[skipped]
+        for name in skipped:
+            del sys.modules[name]
     return docker
 
 
@@ -68,7 +85,8 @@ def engine_is_local() -> bool:
 
 
 def connect(timeout: int = 120) -> docker.DockerClient:
-    """A client for the engine DOCKER_HOST names (or the local socket), checked with a ping.
+    """A client for the engine DOCKER_HOST names (or the local socket), checked by its first
+    request: without a ``version``, the SDK asks the engine for its API version as it connects.
 
     Raises EngineError with the fix when the engine does not answer.
     """
@@ -77,8 +95,7 @@ def connect(timeout: int = 120) -> docker.DockerClient:
 
     where = os.environ.get("DOCKER_HOST", "the local socket (/var/run/docker.sock)")
     try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
+        client = docker.from_env(timeout=timeout, version="auto")  # GET /version: the engine answered
     except DockerException as exc:
         raise EngineError(f"Docker engine at {where} does not answer ({_short(exc)}): {ENGINE_HINT}") from None
     return client

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,13 +199,15 @@ class Project:
         """
         label = f"{LABEL_PREFIX}project={self.spec.project}"
         only = None if host is None else lambda labels: labels.get(f"{LABEL_PREFIX}host") == host
-        if self._reusing:
-            found = [c for c in self.listing() if only is None or only(c.labels)]
-        else:
-            found = list_containers(self.client, all=True, filters={"label": [label]}, keep=only)
-        found.sort(key=lambda c: c.status == "running")
-        containers = {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
-        self.check_owner(containers)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the first owner check's lists, meanwhile
+            others = None if self._checked_volumes else pool.submit(self._volumes_and_networks)
+            if self._reusing:
+                found = [c for c in self.listing() if only is None or only(c.labels)]
+            else:
+                found = list_containers(self.client, all=True, filters={"label": [label]}, keep=only)
+            found.sort(key=lambda c: c.status == "running")
+            containers = {c.labels.get(f"{LABEL_PREFIX}host", c.name): c for c in found}
+            self.check_owner(containers, others.result() if others is not None else None)
         return containers
 
     @property
@@ -217,18 +220,20 @@ class Project:
         return {f"{LABEL_PREFIX}project": self.spec.project, OWNER_LABEL: str(owner_id(self.folder)),
                 OWNER_FOLDER_LABEL: str(self.folder)}  # fmt: skip
 
-    def check_owner(self, containers: Mapping[str, Container]) -> None:
+    def check_owner(self, containers: Mapping[str, Container],
+                    others: list[tuple[str, str, Mapping[str, str]]] | None = None) -> None:  # fmt: skip
         """Refuse to act on a project another spec made under the same project name.
 
         Compose knows a project only by its name: a second spec with the same ``project:`` (say,
         `devbox init` in two folders of the same name) would remove the first one's hosts at
         `up`, mount its volumes (and read its data) and delete them at `down --volumes`, also
         with the first one's hosts down. So the containers given and (once) the project's
-        volumes and networks are checked: each carries its owner's id (OWNER_LABEL).
+        volumes and networks are checked: each carries its owner's id (OWNER_LABEL); ``others``:
+        those, listed already (kind, name, labels).
         """
         found = [("container", c.name, c.labels) for c in containers.values()]
         if not self._checked_volumes:
-            found += self._volumes_and_networks()
+            found += others if others is not None else self._volumes_and_networks()
         self.check_labels(found)
         self._checked_volumes = True
 

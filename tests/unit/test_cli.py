@@ -175,6 +175,16 @@ def test_looking_at_a_stack_imports_no_login_render_or_engine_modules():
     assert out.stdout.strip() == "True"
 
 
+def test_the_sdk_comes_without_requests_character_detection_and_says_nothing_of_it():
+    """requests then takes UTF-8 for a response without a charset (the engine's API speaks it)."""
+    code = ("import sys, warnings; warnings.simplefilter('error'); from devbox.docker_api import sdk; sdk(); "
+            "import requests, requests.compat as c; r = requests.Response(); r._content = 'é'.encode(); "
+            "print(c.chardet, r.apparent_encoding, r.text, 'charset_normalizer' in sys.modules)")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["None", "utf-8", "é", "False"] and out.stderr == ""
+
+
 def test_the_installed_command_ends_as_an_exit_would(tmp_path):
     """main() ends without the interpreter's teardown (os._exit): the output still arrives whole,
     the exit code is the command's, and a reader that left early costs no traceback."""
