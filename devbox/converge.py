@@ -11,7 +11,8 @@ in devbox.operations.up.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import threading
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from devbox.changes import read_meanwhile
@@ -40,7 +41,7 @@ def survey(project: Project) -> tuple[list[str], Observed]:
 
 
 def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, only: bool,
-             surveyed: tuple[list[str], Observed] | None = None) -> bool:  # fmt: skip
+             surveyed: tuple[list[str], Observed] | None = None) -> Converged:  # fmt: skip
     """Make ``hosts`` run as rendered: build the image if missing, (re)create what changed,
     remove hosts the spec dropped (not when ``only``: the user named the hosts to touch), leave
     the rest alone. Refusals (the engine itself, ports, resources, placement, GPUs) come before
@@ -48,7 +49,8 @@ def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, 
     anything is removed or replaced (read while the image builds: devbox.changes.read_meanwhile).
     ``surveyed``: what ``survey`` found, when the caller made it. Returns whether it left
     everything as it found it (logins begun before it then still prove the hosts:
-    devbox.operations.up)."""
+    devbox.operations.up) and, after a build, the removal of older images it began (the
+    caller finishes it: Pruning.finish)."""
     engine = project.engine
     repaired, seen = surveyed or survey(project)
     wanted = {host.name for host in project.spec.hosts}
@@ -73,14 +75,48 @@ def converge(project: Project, hosts: list[Host], rendered: RenderedProject, *, 
     if plan.nothing_to_do:
         more = "else " if renewed or repaired else ""
         project.say(f"nothing {more}changed: {len(plan.unchanged)} hosts already up to date")
-        return not (renewed or repaired or dropped)
+        return Converged(not (renewed or repaired or dropped))
     image = engine.publish(project, rendered)
     engine.apply(project, plan, starting, rendered, image, seen, only=only)
-    if plan.build:
-        removed = prune_images(project, plan.tag)
-        if removed:
-            project.say(f"removed older images: {', '.join(removed)} (kept {plan.tag} and the one before it)")
-    return False
+    return Converged(False, Pruning(project, plan.tag) if plan.build else None)
+
+
+@dataclass(frozen=True)
+class Converged:
+    """What converge did: whether it left everything as it found it, and the removal of older
+    images it began (None: nothing was built)."""
+
+    untouched: bool
+    pruning: Pruning | None = None
+
+
+class Pruning:
+    """The project's older images removed in a thread of their own (prune_images), begun once
+    the hosts are applied: the logins are waited for meanwhile, not after the engine has
+    deleted the old layers (over a second on a slow disk)."""
+
+    def __init__(self, project: Project, current: str) -> None:
+        self.project, self.current = project, current
+        self._removed: list[str] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._prune, daemon=True, name="devbox-prune")
+        self._thread.start()
+
+    def _prune(self) -> None:
+        try:
+            self._removed = prune_images(self.project, self.current)
+        except Exception as exc:  # raised again in the caller's thread, by finish()
+            self._error = exc
+
+    def finish(self) -> None:
+        """Wait for the removal, say what it removed; raise what it raised."""
+        while self._thread.is_alive():
+            self._thread.join(0.2)  # short joins: Ctrl-C reaches the main thread at once
+        if self._error is not None:
+            raise self._error
+        if self._removed:
+            self.project.say(f"removed older images: {', '.join(self._removed)} (kept {self.current} and the one "
+                             "before it)")  # fmt: skip
 
 
 def _refuse(project: Project, starting: list[Host], seen: Observed) -> None:

@@ -64,7 +64,7 @@ def _up(project: Project, hosts: list[Host], early: probe.EarlyLogins | None, *,
                 if project.spec.engine == "compose":
                     watch_service.bring_back(project, hosts)  # the idle-stopped get their restart policy back
                 surveyed = survey(project)
-            untouched = converge(project, hosts, rendered, only=only, surveyed=surveyed)
+            converged = converge(project, hosts, rendered, only=only, surveyed=surveyed)
             gpu_lock.release()
             started.see_running()
             targets = login_targets(project, hosts)
@@ -72,12 +72,14 @@ def _up(project: Project, hosts: list[Host], early: probe.EarlyLogins | None, *,
             def wait_for(some: list[probe.Target]) -> list[probe.Result]:
                 return probe.wait_for_logins(some, wait_seconds, started.wait, started.failing)
 
-            if early is not None and untouched and early.targets == targets:
+            if early is not None and converged.untouched and early.targets == targets:
                 results = _settled(early.results(), targets, wait_for)
             else:
                 results = wait_for(targets)
             results = _restart_rekeyed(project, targets, results, wait_seconds, started)
             results = _reapply_refused(project, targets, results, rendered.password_digests, wait_seconds, started)
+        if converged.pruning is not None:
+            converged.pruning.finish()
         watch_service.start(project)  # the idle watcher, when a host has an idle policy
     failed = [r for r in results if not r.ok]
     if failed:
