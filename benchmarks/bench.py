@@ -75,9 +75,10 @@ RENDER_HOSTS = 100
 # as devbox imports it (without its SSH transport) and one engine call, under `status` and
 # `exec`; that and paramiko's import, under a warm `up` (which logs in). What a command takes
 # beyond its floor is devbox's own share.
-SDK_FLOOR = (sys.executable, "-c", "from devbox.docker_api import sdk; sdk().from_env().ping()")
-LOGIN_FLOOR = (sys.executable, "-c", "from devbox import docker_api, probe; docker_api.sdk().from_env().ping(); "
-               "probe._paramiko()")  # fmt: skip
+# Both end as devbox's commands do, without the interpreter's teardown (devbox.cli.main).
+SDK_FLOOR = (sys.executable, "-c", "import os; from devbox.docker_api import sdk; sdk().from_env().ping(); os._exit(0)")
+LOGIN_FLOOR = (sys.executable, "-c", "import os; from devbox import docker_api, probe; docker_api.sdk().from_env()"
+               ".ping(); probe._paramiko(); os._exit(0)")  # fmt: skip
 LATENCY_ROUNDS = 5  # command latency: rounds of (compose ps, status, exec, ssh, compose up -d) per repeat
 TODAY_PORTS = 700  # the "today" sides' ports: --devbox-port / --baseline-port + this
 SLOW_APT_SECONDS = 10  # the mirror usually serves the package lists in 1-2 s

@@ -267,13 +267,16 @@ def _table(rows: list[list[str]]) -> str:
 @pass_context
 def up(ctx: Context, hosts: tuple[str, ...], timeout: float, yes: bool) -> None:
     """Build once, start the hosts, and wait until each accepts an SSH login."""
-    from devbox.gpus import load_ledger
     from devbox.operations import gpu_devices
     from devbox.operations import up as run_up
 
     project = _project(ctx, yes)
     reached = run_up(project, list(hosts) or None, wait_seconds=timeout)
-    ledger = load_ledger(project.folder)
+    ledger = None
+    if project.wants_gpus():  # the GPU code is not imported for a spec without GPUs
+        from devbox.gpus import load_ledger
+
+        ledger = load_ledger(project.folder)
     logins = {target.name: (target, result) for target, result in reached}
     rows = [["HOST", "SSH", "PORT", "GPUS", "CPUS", "MEMORY", "LOGIN"]]
     for host in project.spec.hosts:
@@ -282,7 +285,7 @@ def up(ctx: Context, hosts: tuple[str, ...], timeout: float, yes: bool) -> None:
         target, result = logins[host.name]
         rows.append([
             host.name, f"ssh -p {host.ssh_port} {project.spec.image.user}@{target.address}",
-            str(host.ssh_port), _gpus_text(host, gpu_devices(ledger, host.name)),
+            str(host.ssh_port), _gpus_text(host, gpu_devices(ledger, host.name) if ledger else []),
             f"{host.limits.cpus:g}" if host.limits.cpus else "-",
             host.limits.memory.text if host.limits.memory else "-", f"ok {result.seconds:.1f}s",
         ])  # fmt: skip

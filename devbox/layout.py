@@ -20,6 +20,7 @@ IMAGE_FILES = ("Dockerfile", "entrypoint.sh")  # the pip requirements are in the
 IMAGE_FILE_MODES = {"Dockerfile": 0o644, "entrypoint.sh": 0o755}
 IMAGE_KEY_FILE = ".image-key"
 IMAGE_LAYERS_FILE = "image-layers.json"  # the package and requirement layers of the last render
+LEDGER_FILE = "gpus.json"  # the GPUs `up` gave each host (devbox.gpus)
 COMPOSE_KEY_FILE = ".compose-key"
 CREDENTIALS_FILE = "credentials.yaml"
 APPLIED_PASSWORDS_FILE = "passwords-applied.json"

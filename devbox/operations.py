@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from devbox import probe, watch_service
 from devbox.docker_api import StartWatch, engine_errors, talks_to_engine
 from devbox.errors import DevboxError, EngineError, PreflightError, UsageError
+from devbox.layout import LEDGER_FILE
 from devbox.render import connect_address
 
 if TYPE_CHECKING:
@@ -58,9 +60,11 @@ def _up(project: Project, hosts: list[Host], early: probe.EarlyLogins | None, *,
         # GPUs are given out under the machine lock, until the containers that hold them exist
         rendered = project.render(allocate_gpus=engine.allocates_gpus, engine_gpus=True)
         with engine.start_watch(project) as started:
-            with project.reusing_containers():  # one read of the containers serves these steps
+            with project.reusing_containers(), ThreadPoolExecutor(max_workers=1) as pool:
+                disk_lines = pool.submit(_disk_warnings, project)  # the engine's disk, read meanwhile
                 project.containers()  # the project's containers, volumes and networks are this spec's
-                _warn_about_disk(project)
+                for line in disk_lines.result():
+                    project.say(f"warning: {line}")
                 if project.spec.engine == "compose":
                     watch_service.bring_back(project, hosts)  # the idle-stopped get their restart policy back
                 surveyed = survey(project)
@@ -109,13 +113,12 @@ def _early_logins(project: Project, hosts: list[Host]) -> probe.EarlyLogins | No
         return None
 
 
-def _warn_about_disk(project: Project) -> None:
+def _disk_warnings(project: Project) -> list[str]:
     """Hosts near their disk budget, the engine's disk nearly full: said before anything starts
     (a full disk fails every host's writes, then the engine's)."""
     from devbox import disk
 
-    for line in disk.warnings(project.client, project.spec):
-        project.say(f"warning: {line}")
+    return disk.warnings(project.client, project.spec)
 
 
 def _restart_rekeyed(project: Project, targets: list[probe.Target], results: list[probe.Result],
@@ -296,16 +299,18 @@ def status(project: Project, disk: bool = False, warn: Callable[[str], None] | N
     each host holds on the engine's disk too (the engine's ``df``: slow with many files). After
     the spec's hosts, the project's containers of hosts no longer in the spec (``in_spec``
     false). ``warn`` hears of a damaged GPU ledger (read as empty: `status` still shows the hosts)."""
-    from devbox.gpus import read_ledger
-
     engine = project.engine
     reach = engine.reach(project)
-    ledger = read_ledger(project.folder, warn or (lambda line: project.say(f"warning: {line}")))
-    also = _gpus_also_held(project, ledger) if engine.allocates_gpus else {}
-    machine = _machine_now(ledger, [h.name for h in project.spec.hosts]) if engine.allocates_gpus else None
+    ledger, also, machine = None, {}, None
+    if project.wants_gpus() or (project.folder / LEDGER_FILE).exists():  # else no GPU code is imported
+        from devbox.gpus import read_ledger
+
+        ledger = read_ledger(project.folder, warn or (lambda line: project.say(f"warning: {line}")))
+        also = _gpus_also_held(project, ledger) if engine.allocates_gpus else {}
+        machine = _machine_now(ledger, [h.name for h in project.spec.hosts]) if engine.allocates_gpus else None
     entries = []
     for host in project.spec.hosts:
-        devices = gpu_devices(ledger, host.name, machine)
+        devices = gpu_devices(ledger, host.name, machine) if ledger is not None else []
         entry = host_status(project.spec, host, reach.containers.get(host.name), devices)
         if host.name in also:
             entry["gpus_also_held_by"] = also[host.name]

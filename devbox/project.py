@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 
     from devbox.changes import Changes
     from devbox.engines.base import Engine
-    from devbox.gpus import Allocation, Holding, MachineLock
+    from devbox.gpus import Allocation, Holding
+    from devbox.machine_lock import MachineLock
 
 Say = Callable[[str], None]
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
@@ -142,14 +143,16 @@ class Project:
 
     def engine_gpu_holdings(self) -> list[Holding]:
         """What every container on the engine holds of the GPUs (none read when no host wants any)."""
+        if not self.wants_gpus():
+            return []
         from devbox.gpus import engine_holdings
 
-        return engine_holdings(self.client) if self.wants_gpus() else []
+        return engine_holdings(self.client)
 
     def gpu_lock(self, allocates_gpus: bool) -> MachineLock:
-        """The machine-wide lock on giving out GPUs (devbox.gpus.MachineLock), when this spec's
+        """The machine-wide lock on giving out GPUs (devbox.machine_lock.MachineLock), when this spec's
         hosts take GPUs that devbox gives out (a lock that locks nothing otherwise)."""
-        from devbox.gpus import MachineLock, engine_id, lock_path
+        from devbox.machine_lock import MachineLock, engine_id, lock_path
 
         if not (allocates_gpus and self.wants_gpus()):
             return MachineLock(None)

@@ -201,16 +201,18 @@ def bring_back(project: Project, hosts: list[Any]) -> None:
     """Before `up` starts hosts (after render gave out GPUs again): give each reclaimed one its
     restart policy again (the watcher set ``no``), and say when and why it was stopped, and on
     which GPUs it comes back. (When none is free, render has refused already, naming holders.)"""
-    from devbox.gpus import load_ledger
     from devbox.idle import reclaimed
 
     ours = project.containers()
+    back = [(host, ours[host.name]) for host in hosts if host.name in ours and reclaimed(ours[host.name].attrs)
+            and host.restart != RECLAIMED_RESTART["Name"]]  # fmt: skip
+    if not back:
+        return
+    from devbox.gpus import load_ledger
+
     states = IdleFolder(project.folder).states()
     ledger = load_ledger(project.folder)
-    for host in hosts:
-        container = ours.get(host.name)
-        if container is None or not reclaimed(container.attrs) or host.restart == RECLAIMED_RESTART["Name"]:
-            continue
+    for host, container in back:
         container.update(restart_policy=_restart_policy(host.restart))
         project.forget_containers()
         state = states.get(host.name, {})

@@ -22,7 +22,6 @@ from devbox.gpus import (
     Holding,
     Ledger,
     Machine,
-    MachineLock,
     MigDevice,
     Request,
     allocate,
@@ -30,10 +29,10 @@ from devbox.gpus import (
     assign,
     container_holding,
     held_units,
-    lock_path,
     owned_by,
     taken_by_others,
 )
+from devbox.machine_lock import MachineLock, lock_path
 
 LAB = "/srv/lab/.devbox"  # another spec's state folder: its holders are named by /srv/lab
 
